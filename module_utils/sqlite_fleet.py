@@ -1,0 +1,1279 @@
+# Copyright: (c) 2026, the sqlite-fleet-backup authors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Core of sqlite-fleet-backup: consistent online snapshots of live SQLite databases.
+
+Standard library only, Python 3.9+, no Ansible import: the Ansible modules in
+``library/`` wrap it, and the on-host runner ships this very file.
+
+The pieces, from the bottom up:
+
+* names: ``<name>_backup_<YYYYMMDD>_<HHMMSS>[_<n>].db`` (UTC) and their parsing;
+* a per-folder ``flock`` that serialises every writer of a backup folder;
+* :func:`snapshot` -- the commit protocol of DESIGN.md: copy under a temporary name
+  with the online backup API in one step, switch the copy to ``journal_mode=DELETE``,
+  check it, fsync, link to the final name (never overwriting), write the ``.sha256``,
+  then rename the manifest into place: that rename is the commit;
+* :func:`verify_backup` -- checksum, ``quick_check``/``integrity_check``,
+  ``foreign_key_check`` and row counts against the manifest, opened read-only and
+  immutable so that no ``-wal``/``-shm`` appears beside a finished backup;
+* :func:`select_retention` -- a pure function of the backups' metadata, a policy and
+  "now"; :func:`apply_retention` does the deleting, under the lock;
+* :func:`database_facts` and :func:`folder_stats` for reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import socket
+import sqlite3
+import stat
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+TOOL_NAME = "sqlite-fleet-backup"
+CORE_VERSION = "0.1.0"
+FORMAT_VERSION = 1
+
+LOCK_FILE = ".sqlite-backup.lock"
+TMP_PREFIX = ".sqlite-backup-tmp."
+PENDING_SUFFIX = ".pending"
+MANIFEST_MAX_BYTES = 1 << 20  # a manifest is a few KiB; anything huge is hostile or broken
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+BACKUP_FILE_RE = re.compile(
+    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)_backup_(?P<date>\d{8})_(?P<time>\d{6})(?:_(?P<seq>[1-9]\d{0,5}))?\.db$"
+)
+INTEGRITY_LEVELS = ("quick", "full")
+METHODS = ("backup_api", "vacuum_into")
+CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
+RETENTION_RULES = ("keep_last", "keep_days", "keep_daily", "keep_weekly", "keep_monthly")
+
+# Exit-code-like kinds of failure, shared by the modules and the runner.
+KIND_BAD_INPUT = "bad_input"
+KIND_LOCKED = "locked"
+KIND_NO_SPACE = "no_space"
+KIND_CORRUPT = "corrupt"
+KIND_IO = "io"
+
+
+class BackupError(Exception):
+    """A failure with a message meant for an operator; ``kind`` says which sort."""
+
+    def __init__(self, message: str, kind: str = KIND_IO) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def validate_name(name: Any, what: str = "name") -> str:
+    """A database name becomes part of file names: letters, digits, ``._-`` only."""
+    if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
+        raise BackupError(
+            "%s %r is not allowed: use letters, digits, '.', '_' and '-' (no '/', no '..', "
+            "at most 100 characters, starting with a letter or digit)" % (what, name),
+            KIND_BAD_INPUT,
+        )
+    return name
+
+
+def validate_label(label: Any) -> str | None:
+    if label is None or label == "":
+        return None
+    if not isinstance(label, str) or not LABEL_RE.match(label):
+        raise BackupError(
+            "label %r is not allowed: letters, digits, '.', '_' and '-', at most 64 characters" % (label,),
+            KIND_BAD_INPUT,
+        )
+    return label
+
+
+def validate_abs_path(path: Any, what: str) -> str:
+    if not isinstance(path, str) or not path:
+        raise BackupError("%s must be a non-empty path" % what, KIND_BAD_INPUT)
+    if not os.path.isabs(path):
+        raise BackupError("%s must be an absolute path, got %r" % (what, path), KIND_BAD_INPUT)
+    if "\x00" in path:
+        raise BackupError("%s contains a NUL byte" % what, KIND_BAD_INPUT)
+    return os.path.normpath(path)
+
+
+def check_database_file(path: str) -> os.stat_result:
+    """Refuse anything that is not an existing, non-empty SQLite database file."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise BackupError("database %s does not exist" % path, KIND_BAD_INPUT) from None
+    except OSError as exc:
+        raise BackupError("cannot read database %s: %s" % (path, exc.strerror), KIND_BAD_INPUT) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise BackupError("database %s is a directory, not a database file" % path, KIND_BAD_INPUT)
+    if not stat.S_ISREG(st.st_mode):
+        raise BackupError("database %s is not a regular file" % path, KIND_BAD_INPUT)
+    if st.st_size == 0:
+        raise BackupError("database %s is empty (0 bytes): nothing to back up" % path, KIND_BAD_INPUT)
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise BackupError("cannot read database %s: %s" % (path, exc.strerror), KIND_BAD_INPUT) from None
+    if header != SQLITE_HEADER:
+        raise BackupError("%s is not an SQLite 3 database (bad header)" % path, KIND_BAD_INPUT)
+    return st
+
+
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# --------------------------------------------------------------------------- names
+
+
+def backup_filename(name: str, created: _dt.datetime, seq: int = 0) -> str:
+    stamp = created.astimezone(_dt.timezone.utc).strftime("%Y%m%d_%H%M%S")
+    suffix = "_%d" % seq if seq else ""
+    return "%s_backup_%s%s.db" % (name, stamp, suffix)
+
+
+def parse_backup_filename(filename: str) -> dict[str, Any] | None:
+    """``gym_backup_20261122_030000_2.db`` -> name, created (UTC), seq; None if not ours."""
+    match = BACKUP_FILE_RE.match(filename)
+    if not match:
+        return None
+    try:
+        created = _dt.datetime.strptime(match["date"] + match["time"], "%Y%m%d%H%M%S")
+    except ValueError:
+        return None
+    return {
+        "name": match["name"],
+        "created": created.replace(tzinfo=_dt.timezone.utc),
+        "seq": int(match["seq"] or 0),
+    }
+
+
+def sidecar_paths(backup_path: str) -> tuple[str, str]:
+    return backup_path + ".sha256", backup_path + ".json"
+
+
+def iso_utc(moment: _dt.datetime) -> str:
+    return moment.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso_utc(text: Any) -> _dt.datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_dt.timezone.utc)
+    return moment.astimezone(_dt.timezone.utc)
+
+
+def utcnow() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def fsync_path(path: str, directory: bool = False) -> None:
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: str, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb", buffering=0) as handle:
+        buffer = bytearray(chunk_size)
+        view = memoryview(buffer)
+        while True:
+            read = handle.readinto(buffer)
+            if not read:
+                break
+            digest.update(view[:read])
+    return digest.hexdigest()
+
+
+def write_file_atomic(path: str, data: bytes, mode: int = 0o600, owner: tuple[int, int] | None = None) -> None:
+    """Write ``data`` to a temporary name beside ``path``, fsync, rename over ``path``."""
+    directory, base = os.path.split(path)
+    tmp = os.path.join(directory, "%s%s.%s" % (TMP_PREFIX, base, secrets.token_hex(4)))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        if owner is not None:
+            chown_if_needed(tmp, owner)
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def resolve_owner(owner: Any, group: Any, reference: os.stat_result) -> tuple[int, int]:
+    """Owner and group as ids: given names or ids, else those of the reference file."""
+    import grp
+    import pwd
+
+    def lookup(value: Any, table: Any, what: str, default: int) -> int:
+        if value is None or value == "":
+            return default
+        if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+            return int(value)
+        try:
+            entry = table(value)
+        except KeyError:
+            raise BackupError("%s %r does not exist on this host" % (what, value), KIND_BAD_INPUT) from None
+        return entry[2]
+
+    return (
+        lookup(owner, pwd.getpwnam, "owner", reference.st_uid),
+        lookup(group, grp.getgrnam, "group", reference.st_gid),
+    )
+
+
+def chown_if_needed(path: str, owner: tuple[int, int]) -> bool:
+    st = os.lstat(path)
+    if (st.st_uid, st.st_gid) == owner:
+        return False
+    if os.geteuid() != 0 and owner[0] != os.geteuid():
+        raise BackupError(
+            "cannot give %s to uid %d: run as root or as the database's owner" % (path, owner[0]), KIND_IO
+        )
+    os.chown(path, owner[0], owner[1], follow_symlinks=False)
+    return True
+
+
+def ensure_private_dir(path: str, owner: tuple[int, int] | None, mode: int = 0o700,
+                       check_mode: bool = False) -> bool:
+    """Create the backup folder (and missing parents) 0700; fix mode/owner. Returns changed."""
+    if os.path.islink(path):
+        raise BackupError("backup folder %s is a symbolic link: refusing to follow it" % path, KIND_BAD_INPUT)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise BackupError("backup folder %s exists and is not a directory" % path, KIND_BAD_INPUT)
+    changed = False
+    if not os.path.isdir(path):
+        changed = True
+        if check_mode:
+            return True
+        try:
+            os.makedirs(path, mode)
+        except OSError as exc:
+            raise BackupError("cannot create backup folder %s: %s" % (path, exc.strerror), KIND_IO) from None
+    st = os.stat(path)
+    if stat.S_IMODE(st.st_mode) != mode:
+        changed = True
+        if not check_mode:
+            os.chmod(path, mode)
+    if owner is not None and (st.st_uid, st.st_gid) != owner:
+        changed = True
+        if not check_mode:
+            chown_if_needed(path, owner)
+    return changed
+
+
+def check_writable_dir(path: str) -> None:
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise BackupError("backup folder %s is not writable by this user" % path, KIND_BAD_INPUT)
+
+
+def free_bytes(path: str) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def required_space(database_bytes: int, margin_fraction: float = 0.10, margin_min: int = 16 << 20) -> int:
+    return database_bytes + max(int(database_bytes * margin_fraction), margin_min)
+
+
+def check_free_space(directory: str, needed: int, what: str) -> None:
+    available = free_bytes(directory)
+    if available < needed:
+        raise BackupError(
+            "not enough free space in %s for %s: need %d bytes (size plus margin), %d available"
+            % (directory, what, needed, available),
+            KIND_NO_SPACE,
+        )
+
+
+# --------------------------------------------------------------------------- lock
+
+
+@contextlib.contextmanager
+def folder_lock(directory: str, timeout: float = 600.0, poll: float = 0.1) -> Iterator[str]:
+    """Hold the folder's flock: one writer at a time (cron runner, Ansible, prune)."""
+    lock_path = os.path.join(directory, LOCK_FILE)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError as exc:
+        raise BackupError("cannot open lock file %s: %s" % (lock_path, exc.strerror), KIND_IO) from None
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise BackupError(
+                        "backup folder %s is locked by another run for more than %.0f s" % (directory, timeout),
+                        KIND_LOCKED,
+                    ) from None
+                time.sleep(poll)
+        yield lock_path
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- sqlite helpers
+
+
+def open_readonly(path: str, immutable: bool = False, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
+    """Read-only connection; ``immutable`` for finished backups (no -wal/-shm, no locks)."""
+    from urllib.parse import quote
+
+    uri = "file:%s?mode=ro%s" % (quote(path), "&immutable=1" if immutable else "")
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=busy_timeout_ms / 1000.0)
+    conn.execute("PRAGMA busy_timeout=%d" % int(busy_timeout_ms))
+    return conn
+
+
+def tune_for_checks(conn: sqlite3.Connection, database_bytes: int) -> None:
+    """A larger page cache and mmap make integrity_check several times faster."""
+    cache_kib = min(max(database_bytes // 1024, 2048), 256 * 1024)
+    conn.execute("PRAGMA cache_size=-%d" % cache_kib)
+    conn.execute("PRAGMA mmap_size=%d" % min(database_bytes + (1 << 20), 1 << 30))
+
+
+def user_tables(conn: sqlite3.Connection) -> list[str]:
+    rows = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+        "ORDER BY name"
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def table_row_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    counts = {}
+    for table in user_tables(conn):
+        try:
+            query = "SELECT count(*) FROM %s" % quote_identifier(table)  # noqa: S608 - identifier quoted
+            counts[table] = conn.execute(query).fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            # A virtual table whose module this SQLite lacks (fts5 on an old build...).
+            if "no such module" not in str(exc):
+                raise
+    return counts
+
+
+def run_integrity_check(conn: sqlite3.Connection, level: str, max_errors: int = 20) -> list[str]:
+    """[] when the database is sound, else the first problems SQLite reports."""
+    pragma = "quick_check" if level == "quick" else "integrity_check"
+    rows = [row[0] for row in conn.execute("PRAGMA %s(%d)" % (pragma, max_errors)).fetchall()]
+    return [] if rows == ["ok"] else rows
+
+
+def run_foreign_key_check(conn: sqlite3.Connection, max_rows: int = 20) -> list[str]:
+    problems = []
+    for row in conn.execute("PRAGMA foreign_key_check"):
+        problems.append("table %s rowid %s references missing %s (constraint %s)" % tuple(row))
+        if len(problems) >= max_rows:
+            problems.append("... more foreign key violations")
+            break
+    return problems
+
+
+def pragma_value(conn: sqlite3.Connection, name: str) -> Any:
+    row = conn.execute("PRAGMA %s" % name).fetchone()
+    return row[0] if row else None
+
+
+def sqlite_version_tuple(version: str = sqlite3.sqlite_version) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".")[:3])
+
+
+def has_wal_reset_bug(version: str = sqlite3.sqlite_version) -> bool:
+    """SQLite's WAL-reset bug: fixed in 3.51.3, backported to 3.44.6 and 3.50.7."""
+    v = sqlite_version_tuple(version)
+    if v < (3, 7, 0):
+        return False
+    if v < (3, 44, 6):
+        return True
+    if (3, 45, 0) <= v < (3, 50, 7):
+        return True
+    return (3, 51, 0) <= v < (3, 51, 3)
+
+
+def wal_reset_warning(version: str = sqlite3.sqlite_version) -> str | None:
+    if not has_wal_reset_bug(version):
+        return None
+    return (
+        "this host's SQLite %s may carry the WAL-reset bug (fixed in 3.51.3, backported to 3.44.6 and "
+        "3.50.7): a checkpoint from a second process while the app writes is one of its conditions; "
+        "backups do not need a checkpoint, so leave it off unless you must" % version
+    )
+
+
+# --------------------------------------------------------------------------- facts
+
+
+def database_facts(db_path: str, count_rows: bool = True, busy_timeout_ms: int = 5000) -> dict[str, Any]:
+    """Size, page layout, journal mode, WAL size, tables and row counts, read-only."""
+    db_path = validate_abs_path(db_path, "database path")
+    st = check_database_file(db_path)
+    wal_path = db_path + "-wal"
+    existed = side_files_present(db_path)
+    conn = open_readonly(db_path, busy_timeout_ms=busy_timeout_ms)
+    try:
+        conn.execute("BEGIN")
+        facts = {
+            "path": db_path,
+            "size_bytes": st.st_size,
+            "wal_bytes": os.path.getsize(wal_path) if os.path.exists(wal_path) else 0,
+            "sqlite_version": sqlite3.sqlite_version,
+            "page_size": pragma_value(conn, "page_size"),
+            "page_count": pragma_value(conn, "page_count"),
+            "freelist_count": pragma_value(conn, "freelist_count"),
+            "journal_mode": pragma_value(conn, "journal_mode"),
+            "user_version": pragma_value(conn, "user_version"),
+            "application_id": pragma_value(conn, "application_id"),
+            "encoding": pragma_value(conn, "encoding"),
+            "auto_vacuum": pragma_value(conn, "auto_vacuum"),
+            "tables": table_row_counts(conn) if count_rows else {t: None for t in user_tables(conn)},
+            "mtime": iso_utc(_dt.datetime.fromtimestamp(st.st_mtime, _dt.timezone.utc)),
+            "owner_uid": st.st_uid,
+            "owner_gid": st.st_gid,
+        }
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise sqlite_failure(exc, "reading facts of %s" % db_path) from None
+    finally:
+        conn.close()
+        give_side_files_to_owner(db_path, existed, st)
+    facts["table_count"] = len(facts["tables"])
+    facts["wal_reset_bug"] = has_wal_reset_bug()
+    return facts
+
+
+def sqlite_failure(exc: sqlite3.Error, doing: str) -> BackupError:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return BackupError("database is locked while %s: %s (busy timeout exceeded)" % (doing, text), KIND_LOCKED)
+    if "malformed" in text or "not a database" in text or "corrupt" in text:
+        return BackupError("database is corrupt while %s: %s" % (doing, text), KIND_CORRUPT)
+    return BackupError("SQLite error while %s: %s" % (doing, text), KIND_IO)
+
+
+def side_files_present(db_path: str) -> dict[str, bool]:
+    return {suffix: os.path.exists(db_path + suffix) for suffix in ("-wal", "-shm")}
+
+
+def give_side_files_to_owner(db_path: str, existed: Mapping[str, bool], db_stat: os.stat_result) -> None:
+    """A read-only reader of a WAL database may create ``-wal``/``-shm``; when it does so as
+    root, the app (running as its own user) could no longer write. Hand them over."""
+    if os.geteuid() != 0:
+        return
+    for suffix, was_there in existed.items():
+        path = db_path + suffix
+        if was_there:
+            continue
+        with contextlib.suppress(OSError):
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode) and (st.st_uid, st.st_gid) != (db_stat.st_uid, db_stat.st_gid):
+                os.chown(path, db_stat.st_uid, db_stat.st_gid, follow_symlinks=False)
+                os.chmod(path, stat.S_IMODE(db_stat.st_mode))
+
+
+def checkpoint(db_path: str, mode: str = "PASSIVE", busy_timeout_ms: int = 5000,
+               check_mode: bool = False) -> dict[str, Any]:
+    """``PRAGMA wal_checkpoint(mode)``; nothing to do on a database not in WAL mode."""
+    db_path = validate_abs_path(db_path, "database path")
+    mode = str(mode).upper()
+    if mode not in CHECKPOINT_MODES:
+        raise BackupError("checkpoint mode must be one of %s" % ", ".join(CHECKPOINT_MODES), KIND_BAD_INPUT)
+    st = check_database_file(db_path)
+    existed = side_files_present(db_path)
+    result: dict[str, Any] = {"path": db_path, "mode": mode, "warning": wal_reset_warning()}
+    try:
+        probe = open_readonly(db_path, busy_timeout_ms=busy_timeout_ms)
+        try:
+            journal_mode = pragma_value(probe, "journal_mode")
+        finally:
+            probe.close()
+        result["journal_mode"] = journal_mode
+        if journal_mode != "wal":
+            result.update(changed=False, skipped=True, busy=0, log=0, checkpointed=0,
+                          msg="database is not in WAL mode (%s): no checkpoint needed" % journal_mode)
+            return result
+        wal_bytes = os.path.getsize(db_path + "-wal") if os.path.exists(db_path + "-wal") else 0
+        if check_mode:
+            result.update(changed=wal_bytes > 0, skipped=False, busy=None, log=None, checkpointed=None,
+                          wal_bytes_before=wal_bytes, msg="would run wal_checkpoint(%s)" % mode)
+            return result
+        conn = sqlite3.connect(db_path, isolation_level=None, timeout=busy_timeout_ms / 1000.0)
+        try:
+            conn.execute("PRAGMA busy_timeout=%d" % int(busy_timeout_ms))
+            busy, log, done = conn.execute("PRAGMA wal_checkpoint(%s)" % mode).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise sqlite_failure(exc, "checkpointing %s" % db_path) from None
+    finally:
+        give_side_files_to_owner(db_path, existed, st)
+    result.update(changed=done > 0 or mode == "TRUNCATE" and wal_bytes > 0, skipped=False, busy=busy,
+                  log=log, checkpointed=done, wal_bytes_before=wal_bytes,
+                  msg="wal_checkpoint(%s): busy=%d log=%d checkpointed=%d" % (mode, busy, log, done))
+    return result
+
+
+# --------------------------------------------------------------------------- manifests
+
+
+def read_manifest(backup_path: str) -> dict[str, Any]:
+    """The manifest of a backup, checked for shape; raises BackupError(KIND_CORRUPT)."""
+    manifest_path = backup_path + ".json"
+    base = os.path.basename(backup_path)
+    try:
+        st = os.lstat(manifest_path)
+    except FileNotFoundError:
+        raise BackupError("%s has no manifest (%s): unfinished or not ours" % (base, manifest_path),
+                          KIND_CORRUPT) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise BackupError("manifest %s is not a regular file" % manifest_path, KIND_CORRUPT)
+    if st.st_size > MANIFEST_MAX_BYTES:
+        raise BackupError("manifest %s is %d bytes, over the %d limit" % (manifest_path, st.st_size,
+                                                                          MANIFEST_MAX_BYTES), KIND_CORRUPT)
+    try:
+        with open(manifest_path, "rb") as handle:
+            manifest = json.loads(handle.read(MANIFEST_MAX_BYTES + 1).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BackupError("manifest %s is not valid JSON: %s" % (manifest_path, exc), KIND_CORRUPT) from None
+    problems = manifest_problems(manifest, base)
+    if problems:
+        raise BackupError("manifest %s is invalid: %s" % (manifest_path, "; ".join(problems)), KIND_CORRUPT)
+    return manifest
+
+
+def manifest_problems(manifest: Any, filename: str) -> list[str]:
+    """Why a manifest cannot describe the backup ``filename`` ([] if it can)."""
+    if not isinstance(manifest, dict):
+        return ["not a JSON object"]
+    problems = []
+    if manifest.get("format_version") != FORMAT_VERSION:
+        problems.append("format_version %r is not %d" % (manifest.get("format_version"), FORMAT_VERSION))
+    if manifest.get("file") != filename:
+        problems.append("names file %r, not %r" % (manifest.get("file"), filename))
+    parsed = parse_backup_filename(filename)
+    if parsed is None or manifest.get("name") != parsed["name"]:
+        problems.append("database name %r does not match the file name" % (manifest.get("name"),))
+    if parse_iso_utc(manifest.get("created")) is None:
+        problems.append("created time missing or malformed")
+    sha = manifest.get("sha256")
+    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+        problems.append("sha256 missing or malformed")
+    if not isinstance(manifest.get("size_bytes"), int):
+        problems.append("size_bytes missing")
+    tables = manifest.get("tables")
+    if not isinstance(tables, dict) or not all(
+        isinstance(k, str) and (isinstance(v, int) or v is None) for k, v in tables.items()
+    ):
+        problems.append("tables must map table names to row counts")
+    if not isinstance(manifest.get("verified"), bool):
+        problems.append("verified flag missing")
+    label = manifest.get("label")
+    if label is not None and (not isinstance(label, str) or not LABEL_RE.match(label)):
+        problems.append("label malformed")
+    return problems
+
+
+def read_sha256_sidecar(backup_path: str) -> str:
+    path = backup_path + ".sha256"
+    base = os.path.basename(backup_path)
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read(4096).decode("ascii", "replace")
+    except FileNotFoundError:
+        raise BackupError("%s has no checksum file %s" % (base, path), KIND_CORRUPT) from None
+    match = re.fullmatch(r"([0-9a-f]{64}) [ *](.+)\n?", text)
+    if not match or match.group(2) != base:
+        raise BackupError("checksum file %s is malformed (want '<sha256>  %s')" % (path, base), KIND_CORRUPT)
+    return match.group(1)
+
+
+# --------------------------------------------------------------------------- listing
+
+
+def list_backups(backup_dir: str, name: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Finished backups (name pattern + valid manifest), newest first, and the rest.
+
+    ``backups``: dicts with file, path, name, created (datetime), label, verified, size_bytes,
+    sha256, manifest.  ``unfinished``: our own files left by an interrupted run.
+    ``invalid``: files named like backups whose manifest is missing or broken (never deleted).
+    """
+    result: dict[str, list[dict[str, Any]]] = {"backups": [], "unfinished": [], "invalid": []}
+    try:
+        entries = sorted(os.listdir(backup_dir))
+    except FileNotFoundError:
+        return result
+    present = set(entries)
+    pending = {e[1:-len(PENDING_SUFFIX)] for e in entries if e.startswith(".") and e.endswith(PENDING_SUFFIX)}
+    for entry in entries:
+        path = os.path.join(backup_dir, entry)
+        if entry.startswith(TMP_PREFIX) or (entry.startswith(".") and entry.endswith(PENDING_SUFFIX)):
+            result["unfinished"].append({"file": entry, "path": path, "why": "temporary file"})
+            continue
+        parsed = parse_backup_filename(entry)
+        if parsed is None or (name is not None and parsed["name"] != name):
+            continue
+        if os.path.islink(path) or not os.path.isfile(path):
+            result["invalid"].append({"file": entry, "path": path, "why": "not a regular file"})
+            continue
+        try:
+            manifest = read_manifest(path)
+        except BackupError as exc:
+            bucket = "unfinished" if entry in pending else "invalid"
+            result[bucket].append({"file": entry, "path": path, "why": str(exc)})
+            continue
+        created = parse_iso_utc(manifest["created"])
+        result["backups"].append({
+            "file": entry,
+            "path": path,
+            "name": manifest["name"],
+            "created": created,
+            "label": manifest.get("label"),
+            "verified": manifest["verified"] is True,
+            "size_bytes": os.path.getsize(path),
+            "sha256": manifest["sha256"],
+            "has_checksum_file": entry + ".sha256" in present,
+            "manifest": manifest,
+        })
+    # sidecars whose backup is gone (a prune interrupted after removing the .db)
+    for entry in entries:
+        for suffix in (".sha256", ".json"):
+            if entry.endswith(".db" + suffix):
+                db_entry = entry[: -len(suffix)]
+                parsed = parse_backup_filename(db_entry)
+                if parsed and (name is None or parsed["name"] == name) and db_entry not in present:
+                    result["unfinished"].append({"file": entry, "path": os.path.join(backup_dir, entry),
+                                                 "why": "sidecar of a removed backup"})
+    result["backups"].sort(key=lambda b: (b["created"], b["file"]), reverse=True)
+    return result
+
+
+def remove_unfinished(backup_dir: str, name: str | None = None, check_mode: bool = False) -> list[str]:
+    """Remove what interrupted runs of this tool left. Call with the folder's lock held."""
+    removed = []
+    listing = list_backups(backup_dir, name)
+    for item in listing["unfinished"]:
+        entry = item["file"]
+        if entry.startswith(".") and entry.endswith(PENDING_SUFFIX):
+            target = entry[1:-len(PENDING_SUFFIX)]
+            if any(b["file"] == target for b in listing["backups"]):
+                # The commit happened; only the marker's removal was lost.
+                paths = [item["path"]]
+            else:
+                target_path = os.path.join(backup_dir, target)
+                paths = [target_path, *sidecar_paths(target_path), item["path"]]
+        else:
+            paths = [item["path"]]
+        for path in paths:
+            if os.path.lexists(path):
+                removed.append(os.path.basename(path))
+                if not check_mode:
+                    os.unlink(path)
+    if removed and not check_mode:
+        fsync_path(backup_dir, directory=True)
+    return sorted(set(removed))
+
+
+# --------------------------------------------------------------------------- snapshot
+
+
+def snapshot(
+    db_path: str,
+    backup_dir: str,
+    name: str,
+    *,
+    label: str | None = None,
+    method: str = "backup_api",
+    integrity: str = "quick",
+    busy_timeout_ms: int = 5000,
+    lock_timeout: float = 600.0,
+    owner: Any = None,
+    group: Any = None,
+    source_host: str | None = None,
+    extra_manifest: Mapping[str, Any] | None = None,
+    check_mode: bool = False,
+    now: _dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Take one consistent backup of a live database, following the commit protocol.
+
+    Returns a dict with ``changed``, ``backup`` (path), ``file``, ``manifest``, ``verified``,
+    ``problems`` (integrity problems of the source, if any), ``removed_unfinished``.
+    A source that fails its check is still backed up: ``verified`` is then False and the
+    caller must fail loudly.
+    """
+    db_path = validate_abs_path(db_path, "database path")
+    backup_dir = validate_abs_path(backup_dir, "backup folder")
+    name = validate_name(name)
+    label = validate_label(label)
+    if method not in METHODS:
+        raise BackupError("method must be one of %s" % ", ".join(METHODS), KIND_BAD_INPUT)
+    if integrity not in INTEGRITY_LEVELS:
+        raise BackupError("integrity must be one of %s" % ", ".join(INTEGRITY_LEVELS), KIND_BAD_INPUT)
+    if not isinstance(busy_timeout_ms, int) or busy_timeout_ms < 0:
+        raise BackupError("busy_timeout_ms must be a non-negative integer", KIND_BAD_INPUT)
+    db_stat = check_database_file(db_path)
+    if os.path.dirname(db_path) == backup_dir and parse_backup_filename(os.path.basename(db_path)):
+        raise BackupError("the database %s is itself a backup in %s" % (db_path, backup_dir), KIND_BAD_INPUT)
+    file_owner = resolve_owner(owner, group, db_stat)
+    wal_path = db_path + "-wal"
+    source_bytes = db_stat.st_size + (os.path.getsize(wal_path) if os.path.exists(wal_path) else 0)
+
+    if check_mode:
+        ensure_private_dir(backup_dir, file_owner, check_mode=True)
+        planned = backup_filename(name, now or utcnow())
+        return {"changed": True, "backup": os.path.join(backup_dir, planned), "file": planned,
+                "manifest": None, "verified": None, "problems": [], "removed_unfinished": [],
+                "msg": "would snapshot %s (%d bytes with its WAL) into %s" % (db_path, source_bytes, backup_dir)}
+
+    ensure_private_dir(backup_dir, file_owner)
+    check_writable_dir(backup_dir)
+    with folder_lock(backup_dir, timeout=lock_timeout):
+        removed = remove_unfinished(backup_dir)
+        check_free_space(backup_dir, required_space(source_bytes), "a snapshot of %s" % db_path)
+        tmp_path = os.path.join(backup_dir, "%s%s.%d.%s.db" % (TMP_PREFIX, name, os.getpid(), secrets.token_hex(4)))
+        try:
+            copy = copy_database(db_path, tmp_path, method, busy_timeout_ms, db_stat)
+            checked = inspect_copy(tmp_path, integrity)
+            os.chmod(tmp_path, 0o600)
+            chown_if_needed(tmp_path, file_owner)
+            fsync_path(tmp_path)
+            size = os.path.getsize(tmp_path)
+            digest = sha256_file(tmp_path)
+            created = copy["started"]
+            manifest = {
+                "format_version": FORMAT_VERSION,
+                "tool": {"name": TOOL_NAME, "version": CORE_VERSION, "core_sha256": core_sha256()},
+                "name": name,
+                "file": None,  # set once the final name is known
+                "source": {"host": source_host or socket.gethostname(), "path": db_path,
+                           "journal_mode": copy["journal_mode"], "size_bytes": source_bytes},
+                "created": iso_utc(created),
+                "label": label,
+                "method": method,
+                "sqlite_version": sqlite3.sqlite_version,
+                "page_size": checked["page_size"],
+                "page_count": checked["page_count"],
+                "journal_mode": "delete",
+                "user_version": checked["user_version"],
+                "application_id": checked["application_id"],
+                "tables": checked["tables"],
+                "integrity": {"check": integrity, "result": "ok" if not checked["integrity_problems"] else "failed",
+                              "problems": checked["integrity_problems"],
+                              "foreign_key_problems": checked["foreign_key_problems"]},
+                "verified": not checked["integrity_problems"],
+                "sha256": digest,
+                "size_bytes": size,
+                "duration_seconds": None,
+                "copy_seconds": round(copy["copy_seconds"], 6),
+                "writers_held_off_seconds": round(copy["held_off_seconds"], 6),
+            }
+            if extra_manifest:
+                manifest.update({k: v for k, v in extra_manifest.items() if k not in manifest})
+            final_path = commit_backup(tmp_path, backup_dir, name, created, manifest, digest, file_owner,
+                                       copy["started_monotonic"])
+        finally:
+            for leftover in (tmp_path, tmp_path + "-journal", tmp_path + "-wal", tmp_path + "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover)
+    problems = checked["integrity_problems"]
+    return {
+        "changed": True,
+        "backup": final_path,
+        "file": os.path.basename(final_path),
+        "manifest": manifest,
+        "verified": manifest["verified"],
+        "problems": problems,
+        "removed_unfinished": removed,
+        "msg": ("backup %s taken and verified" % os.path.basename(final_path)) if not problems else
+               ("source database %s FAILED its %s check; backed up as %s but flagged unverified: %s"
+                % (db_path, integrity, os.path.basename(final_path), "; ".join(problems[:5]))),
+    }
+
+
+def copy_database(db_path: str, tmp_path: str, method: str, busy_timeout_ms: int,
+                  db_stat: os.stat_result) -> dict[str, Any]:
+    """Copy the live database into ``tmp_path`` in one step under one read transaction."""
+    existed = side_files_present(db_path)
+    source = None
+    target = None
+    try:
+        try:
+            source = open_readonly(db_path, busy_timeout_ms=busy_timeout_ms)
+            journal_mode = pragma_value(source, "journal_mode")
+            if method == "backup_api":
+                # The first read takes the snapshot (WAL) or the shared lock (rollback
+                # journal), waiting up to the busy timeout for a writer to let go; the copy
+                # then runs inside this one read transaction. (VACUUM INTO opens its own.)
+                source.execute("BEGIN")
+                source.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as exc:
+            raise sqlite_failure(exc, "starting a read transaction on %s" % db_path) from None
+        started = utcnow()
+        started_monotonic = time.monotonic()
+        try:
+            if method == "vacuum_into":
+                source.execute("VACUUM INTO ?", (tmp_path,))
+            else:
+                target = sqlite3.connect(tmp_path, isolation_level=None)
+                target.execute("PRAGMA synchronous=OFF")
+                # One step (pages=-1): a stepped copy restarts on every write of the app.
+                source.backup(target, pages=-1)
+                target.close()
+                target = None
+        except sqlite3.Error as exc:
+            raise sqlite_failure(exc, "copying %s" % db_path) from None
+        finally:
+            if source.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    source.execute("COMMIT")
+        copy_seconds = time.monotonic() - started_monotonic
+    finally:
+        if target is not None:
+            target.close()
+        if source is not None:
+            source.close()
+        give_side_files_to_owner(db_path, existed, db_stat)
+    return {
+        "started": started,
+        "started_monotonic": started_monotonic,
+        "journal_mode": journal_mode,
+        "copy_seconds": copy_seconds,
+        # In WAL mode readers never block writers; with a rollback journal our shared
+        # lock held every writer off for the whole copy.
+        "held_off_seconds": 0.0 if journal_mode == "wal" else copy_seconds,
+    }
+
+
+def inspect_copy(tmp_path: str, integrity: str) -> dict[str, Any]:
+    """Switch the fresh copy to journal_mode=DELETE and check it (it is still private)."""
+    conn = sqlite3.connect(tmp_path, isolation_level=None)
+    try:
+        mode = conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
+        if mode != "delete":
+            raise BackupError("could not switch the copy to journal_mode=DELETE (got %s)" % mode, KIND_IO)
+        tune_for_checks(conn, os.path.getsize(tmp_path))
+        integrity_problems = run_integrity_check(conn, integrity)
+        foreign_key_problems = run_foreign_key_check(conn) if not integrity_problems else []
+        try:
+            tables = table_row_counts(conn)
+        except sqlite3.DatabaseError as exc:
+            integrity_problems.append("row count failed: %s" % exc)
+            tables = {}
+        return {
+            "integrity_problems": integrity_problems,
+            "foreign_key_problems": foreign_key_problems,
+            "tables": tables,
+            "page_size": pragma_value(conn, "page_size"),
+            "page_count": pragma_value(conn, "page_count"),
+            "user_version": pragma_value(conn, "user_version"),
+            "application_id": pragma_value(conn, "application_id"),
+        }
+    except sqlite3.DatabaseError as exc:
+        return {"integrity_problems": ["copy cannot be read: %s" % exc], "foreign_key_problems": [],
+                "tables": {}, "page_size": None, "page_count": None, "user_version": None,
+                "application_id": None}
+    finally:
+        conn.close()
+
+
+def commit_backup(tmp_path: str, backup_dir: str, name: str, created: _dt.datetime, manifest: dict[str, Any],
+                  digest: str, owner: tuple[int, int], started_monotonic: float) -> str:
+    """Place the checked copy under its final name; the manifest's rename is the commit."""
+    entries = set(os.listdir(backup_dir))
+    seq = 0
+    while True:
+        final = backup_filename(name, created, seq)
+        taken = {final, final + ".sha256", final + ".json", "." + final + PENDING_SUFFIX}
+        if not taken & entries:
+            marker = os.path.join(backup_dir, "." + final + PENDING_SUFFIX)
+            try:
+                os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                entries.add(os.path.basename(marker))
+                continue
+            final_path = os.path.join(backup_dir, final)
+            try:
+                os.link(tmp_path, final_path)  # fails rather than overwrite
+            except FileExistsError:
+                os.unlink(marker)
+                entries.add(final)
+                continue
+            break
+        seq += 1
+    os.unlink(tmp_path)
+    fsync_path(backup_dir, directory=True)
+    write_file_atomic(final_path + ".sha256", ("%s  %s\n" % (digest, final)).encode("ascii"), 0o600, owner)
+    manifest["file"] = final
+    manifest["duration_seconds"] = round(time.monotonic() - started_monotonic, 6)
+    write_file_atomic(final_path + ".json", (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(),
+                      0o600, owner)
+    fsync_path(backup_dir, directory=True)
+    os.unlink(marker)
+    return final_path
+
+
+_CORE_SHA256: str | None = None
+
+
+def core_sha256() -> str | None:
+    """sha256 of this very file (recorded in manifests; the controller compares versions)."""
+    global _CORE_SHA256
+    if _CORE_SHA256 is None:
+        try:
+            _CORE_SHA256 = sha256_file(os.path.abspath(__file__))
+        except (OSError, NameError):
+            _CORE_SHA256 = ""
+    return _CORE_SHA256 or None
+
+
+# --------------------------------------------------------------------------- verify
+
+
+def verify_backup(backup_path: str, integrity: str = "full", expected_sha256: str | None = None,
+                  check_rows: bool = True) -> dict[str, Any]:
+    """Check a finished backup against its sidecars; never writes anything.
+
+    Returns ``ok``, ``checks`` (name -> "ok" or a reason), ``problems``, ``manifest``, ``sha256``.
+    ``expected_sha256`` is the checksum recorded at the first hop (e.g. the host's manifest).
+    """
+    backup_path = validate_abs_path(backup_path, "backup path")
+    if integrity not in INTEGRITY_LEVELS:
+        raise BackupError("integrity must be one of %s" % ", ".join(INTEGRITY_LEVELS), KIND_BAD_INPUT)
+    base = os.path.basename(backup_path)
+    if parse_backup_filename(base) is None:
+        raise BackupError("%s is not named like a backup (<name>_backup_<YYYYMMDD>_<HHMMSS>.db)" % base,
+                          KIND_BAD_INPUT)
+    if os.path.islink(backup_path):
+        raise BackupError("%s is a symbolic link: refusing to follow it" % backup_path, KIND_BAD_INPUT)
+    if not os.path.isfile(backup_path):
+        raise BackupError("backup %s does not exist" % backup_path, KIND_BAD_INPUT)
+    started = time.monotonic()
+    checks: dict[str, str] = {}
+    problems: list[str] = []
+
+    def fail(check: str, why: str) -> None:
+        checks[check] = why
+        problems.append("%s: %s" % (check, why))
+
+    manifest: dict[str, Any] | None = None
+    try:
+        manifest = read_manifest(backup_path)
+        checks["manifest"] = "ok"
+    except BackupError as exc:
+        fail("manifest", str(exc))
+    try:
+        sidecar = read_sha256_sidecar(backup_path)
+    except BackupError as exc:
+        sidecar = None
+        fail("checksum_file", str(exc))
+    actual = sha256_file(backup_path)
+    wanted = [("checksum file", sidecar)]
+    if manifest:
+        wanted.append(("manifest", manifest["sha256"]))
+    if expected_sha256:
+        wanted.append(("first hop", expected_sha256))
+    mismatched = ["%s says %s" % (who, value[:12]) for who, value in wanted if value and value != actual]
+    if mismatched:
+        fail("checksum", "sha256 of the file is %s but %s" % (actual[:12], ", ".join(mismatched)))
+    elif sidecar is None and not manifest:
+        fail("checksum", "nothing to compare the sha256 with")
+    else:
+        checks["checksum"] = "ok"
+    if manifest and os.path.getsize(backup_path) != manifest["size_bytes"]:
+        fail("size", "file is %d bytes, manifest says %d" % (os.path.getsize(backup_path), manifest["size_bytes"]))
+    if manifest and not manifest["verified"]:
+        fail("source", "the backup was flagged unverified when taken (source failed its check)")
+
+    try:
+        with open(backup_path, "rb") as handle:
+            header = handle.read(100)
+        if header[:16] != SQLITE_HEADER:
+            raise sqlite3.DatabaseError("file is not a database (bad header)")
+        if header[18:20] != b"\x01\x01":
+            fail("journal_mode", "file header is not in rollback-journal (DELETE) mode")
+        conn = open_readonly(backup_path, immutable=True)
+        try:
+            tune_for_checks(conn, os.path.getsize(backup_path))
+            integrity_problems = run_integrity_check(conn, integrity)
+            if integrity_problems:
+                fail("integrity", "; ".join(integrity_problems[:5]))
+            else:
+                checks["integrity"] = "ok"
+                fk = run_foreign_key_check(conn)
+                if fk:
+                    fail("foreign_keys", "; ".join(fk[:5]))
+                else:
+                    checks["foreign_keys"] = "ok"
+                if check_rows and manifest:
+                    counts = table_row_counts(conn)
+                    diff = row_count_differences(manifest["tables"], counts)
+                    if diff:
+                        fail("row_counts", "; ".join(diff[:10]))
+                    else:
+                        checks["row_counts"] = "ok"
+                if manifest and manifest.get("page_count") is not None:
+                    pages = pragma_value(conn, "page_count")
+                    if pages != manifest["page_count"]:
+                        fail("page_count", "file has %s pages, manifest says %s" % (pages, manifest["page_count"]))
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        fail("integrity", "cannot be read as a database: %s" % exc)
+    return {
+        "ok": not problems,
+        "file": base,
+        "path": backup_path,
+        "checks": checks,
+        "problems": problems,
+        "manifest": manifest,
+        "sha256": actual,
+        "integrity": integrity,
+        "duration_seconds": round(time.monotonic() - started, 6),
+    }
+
+
+def row_count_differences(expected: Mapping[str, Any], actual: Mapping[str, int]) -> list[str]:
+    diffs = []
+    for table in sorted(set(expected) | set(actual)):
+        if table not in actual:
+            diffs.append("table %s is missing" % table)
+        elif table not in expected:
+            diffs.append("table %s is not in the manifest" % table)
+        elif expected[table] is not None and expected[table] != actual[table]:
+            diffs.append("table %s has %d rows, manifest says %d" % (table, actual[table], expected[table]))
+    return diffs
+
+
+# --------------------------------------------------------------------------- retention
+
+
+def normalise_policy(policy: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a retention policy; refuse negative values and an empty policy."""
+    clean: dict[str, Any] = {}
+    for rule in RETENTION_RULES:
+        value = policy.get(rule)
+        if value is None:
+            value = 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise BackupError("%s must be a non-negative integer, got %r" % (rule, value), KIND_BAD_INPUT)
+        clean[rule] = value
+    if not any(clean[rule] for rule in RETENTION_RULES):
+        raise BackupError(
+            "the retention policy keeps nothing (all of %s are 0): refusing, since it would delete every "
+            "backup but the newest" % ", ".join(RETENTION_RULES),
+            KIND_BAD_INPUT,
+        )
+    labels = policy.get("keep_label_days") or {}
+    if not isinstance(labels, Mapping):
+        raise BackupError("keep_label_days must map labels to days", KIND_BAD_INPUT)
+    clean["keep_label_days"] = {}
+    for label, days in labels.items():
+        validate_label(label)
+        if isinstance(days, bool) or not isinstance(days, int) or days < 0:
+            raise BackupError("keep_label_days[%s] must be a non-negative integer" % label, KIND_BAD_INPUT)
+        clean["keep_label_days"][label] = days
+    return clean
+
+
+def resolve_timezone(name: str | None) -> _dt.tzinfo | None:
+    """None or "local" -> the system's local zone (None); else an IANA zone name."""
+    if name in (None, "", "local"):
+        return None
+    if name in ("UTC", "utc"):
+        return _dt.timezone.utc
+    try:
+        from zoneinfo import ZoneInfo
+        return ZoneInfo(name)
+    except Exception:  # ZoneInfoNotFoundError, ValueError on odd names
+        raise BackupError("unknown time zone %r" % (name,), KIND_BAD_INPUT) from None
+
+
+def select_retention(backups: Sequence[Mapping[str, Any]], policy: Mapping[str, Any], now: _dt.datetime,
+                     tz: _dt.tzinfo | None = None) -> list[dict[str, Any]]:
+    """Decide which backups to keep: a pure function of metadata, policy and now.
+
+    ``backups``: mappings with ``file``, ``created`` (aware datetime), ``verified`` (bool) and
+    ``label`` (str or None). A backup is kept when any rule keeps it (union). Returns one
+    decision per backup, newest first: ``file``, ``created``, ``keep``, ``reasons``.
+    """
+    rules = normalise_policy(policy)
+    ordered = sorted(backups, key=lambda b: (b["created"], b["file"]), reverse=True)
+    reasons: dict[str, list[str]] = {b["file"]: [] for b in ordered}
+    newest = ordered[0]["created"] if ordered else None
+
+    if newest is not None and now < newest:
+        for b in ordered:
+            reasons[b["file"]].append("clock is behind the newest backup (%s < %s): nothing is deleted"
+                                      % (iso_utc(now), iso_utc(newest)))
+    else:
+        verified = [b for b in ordered if b["verified"]]
+        newest_verified = verified[0]["created"] if verified else None
+        if verified:
+            reasons[verified[0]["file"]].append("newest verified backup")
+        for b in ordered:
+            if not b["verified"] and (newest_verified is None or b["created"] > newest_verified):
+                reasons[b["file"]].append("unverified but newer than the newest verified backup")
+        by_label = [b for b in ordered if b.get("label") in rules["keep_label_days"]]
+        for b in by_label:
+            days = rules["keep_label_days"][b["label"]]
+            if now - b["created"] <= _dt.timedelta(days=days):
+                reasons[b["file"]].append("label %s: kept %d days" % (b["label"], days))
+        labelled = {b["file"] for b in by_label}
+        general = [b for b in ordered if b["file"] not in labelled]
+        if rules["keep_days"]:
+            horizon = now - _dt.timedelta(days=rules["keep_days"])
+            for b in general:
+                if b["created"] >= horizon:
+                    reasons[b["file"]].append("keep_days %d" % rules["keep_days"])
+        counted = [b for b in general if b["verified"]]
+        for index, b in enumerate(counted[: rules["keep_last"]]):
+            reasons[b["file"]].append("keep_last %d (#%d)" % (rules["keep_last"], index + 1))
+        for rule, bucket_of in (("keep_daily", day_bucket), ("keep_weekly", week_bucket),
+                                ("keep_monthly", month_bucket)):
+            wanted = rules[rule]
+            seen: list[str] = []
+            for b in counted:
+                if len(seen) >= wanted:
+                    break
+                bucket = bucket_of(b["created"], tz)
+                if bucket not in seen:
+                    seen.append(bucket)
+                    reasons[b["file"]].append("%s %s" % (rule, bucket))
+    decisions = []
+    for b in ordered:
+        why = reasons[b["file"]]
+        decisions.append({
+            "file": b["file"],
+            "created": b["created"],
+            "label": b.get("label"),
+            "verified": b["verified"],
+            "keep": bool(why),
+            "reasons": why or ["not kept by any rule"],
+        })
+    return decisions
+
+
+def day_bucket(moment: _dt.datetime, tz: _dt.tzinfo | None) -> str:
+    return moment.astimezone(tz).strftime("%Y-%m-%d")
+
+
+def week_bucket(moment: _dt.datetime, tz: _dt.tzinfo | None) -> str:
+    year, week, _ = moment.astimezone(tz).isocalendar()
+    return "%04d-W%02d" % (year, week)
+
+
+def month_bucket(moment: _dt.datetime, tz: _dt.tzinfo | None) -> str:
+    return moment.astimezone(tz).strftime("%Y-%m")
+
+
+def apply_retention(backup_dir: str, name: str, policy: Mapping[str, Any], *, now: _dt.datetime | None = None,
+                    timezone: str | None = None, check_mode: bool = False,
+                    lock_timeout: float = 600.0) -> dict[str, Any]:
+    """Prune one database's backups in ``backup_dir``; in check mode only say what would go."""
+    backup_dir = validate_abs_path(backup_dir, "backup folder")
+    name = validate_name(name)
+    normalise_policy(policy)
+    tz = resolve_timezone(timezone)
+    now = now or utcnow()
+    if not os.path.isdir(backup_dir):
+        return {"changed": False, "deleted": [], "kept": [], "decisions": [], "removed_unfinished": [],
+                "msg": "backup folder %s does not exist: nothing to prune" % backup_dir}
+    lock = folder_lock(backup_dir, timeout=lock_timeout) if not check_mode else contextlib.nullcontext()
+    with lock:
+        removed = remove_unfinished(backup_dir, name, check_mode=check_mode)
+        listing = list_backups(backup_dir, name)
+        decisions = select_retention(listing["backups"], policy, now, tz)
+        doomed = [d["file"] for d in decisions if not d["keep"]]
+        if not check_mode:
+            for entry in doomed:
+                path = os.path.join(backup_dir, entry)
+                # .db first, manifest last: an interruption leaves sidecars that the
+                # next run recognises as remains of a removed backup.
+                for victim in (path, path + ".sha256", path + ".json"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(victim)
+            if doomed:
+                fsync_path(backup_dir, directory=True)
+    for d in decisions:
+        d["created"] = iso_utc(d["created"])
+    return {
+        "changed": bool(doomed or removed),
+        "deleted": doomed,
+        "kept": [d["file"] for d in decisions if d["keep"]],
+        "decisions": decisions,
+        "removed_unfinished": removed,
+        "invalid": [i["file"] for i in listing["invalid"]],
+        "msg": "%s %d of %d backups of %s" % ("would delete" if check_mode else "deleted", len(doomed),
+                                             len(decisions), name),
+    }
+
+
+# --------------------------------------------------------------------------- stats
+
+
+def folder_stats(backup_dir: str, name: str | None = None, now: _dt.datetime | None = None) -> dict[str, Any]:
+    """What the original ``--stats-only`` showed: count, total size, newest, oldest, age."""
+    now = now or utcnow()
+    listing = list_backups(backup_dir, name)
+    backups = listing["backups"]
+    total = 0
+    for b in backups:
+        total += b["size_bytes"]
+        for sidecar in sidecar_paths(b["path"]):
+            with contextlib.suppress(OSError):
+                total += os.path.getsize(sidecar)
+    newest = backups[0] if backups else None
+    oldest = backups[-1] if backups else None
+    newest_verified = next((b for b in backups if b["verified"]), None)
+    return {
+        "folder": backup_dir,
+        "name": name,
+        "count": len(backups),
+        "verified_count": sum(1 for b in backups if b["verified"]),
+        "total_bytes": total,
+        "newest": newest["file"] if newest else None,
+        "newest_created": iso_utc(newest["created"]) if newest else None,
+        "newest_size_bytes": newest["size_bytes"] if newest else None,
+        "newest_verified": newest_verified["file"] if newest_verified else None,
+        "oldest": oldest["file"] if oldest else None,
+        "oldest_created": iso_utc(oldest["created"]) if oldest else None,
+        "newest_age_seconds": round((now - newest["created"]).total_seconds(), 3) if newest else None,
+        "unfinished": [u["file"] for u in listing["unfinished"]],
+        "invalid": [i["file"] for i in listing["invalid"]],
+    }

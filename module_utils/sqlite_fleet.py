@@ -35,6 +35,7 @@ import secrets
 import socket
 import sqlite3
 import stat
+import struct
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -1277,3 +1278,204 @@ def folder_stats(backup_dir: str, name: str | None = None, now: _dt.datetime | N
         "unfinished": [u["file"] for u in listing["unfinished"]],
         "invalid": [i["file"] for i in listing["invalid"]],
     }
+
+
+# --------------------------------------------------------------------------- delta pulls
+#
+# A backup-API copy keeps the page order of its source, so two backups of one database
+# differ only in the pages the app changed in between. The host holds both the new backup
+# and the previous one that the controller already archived (same sha256), so it can work
+# out the changed pages by itself and send just those: nothing has to travel upstream
+# (rsync's receiver sends a checksum per block of its basis first).
+#
+# Delta file: DELTA_MAGIC, a 4-byte big-endian header length, a JSON header, then for each
+# changed page a 4-byte big-endian page number (0-based) and the page's bytes.
+
+DELTA_MAGIC = b"SQLFDLT1"
+DELTA_HEADER_MAX = 1 << 16
+_PAGE_NO = struct.Struct(">I")
+
+
+def page_size_of(path: str) -> int:
+    """Page size from the database header (offset 16, big-endian; 1 means 65536)."""
+    with open(path, "rb") as handle:
+        header = handle.read(100)
+    if header[:16] != SQLITE_HEADER:
+        raise BackupError("%s is not an SQLite 3 database" % path, KIND_CORRUPT)
+    size = int.from_bytes(header[16:18], "big")
+    size = 65536 if size == 1 else size
+    if size < 512 or size & (size - 1):
+        raise BackupError("%s has an invalid page size %d" % (path, size), KIND_CORRUPT)
+    return size
+
+
+def make_delta(base_path: str, target_path: str, delta_path: str) -> dict[str, Any]:
+    """Write the pages of ``target_path`` that differ from ``base_path`` into ``delta_path``."""
+    page_size = page_size_of(target_path)
+    if page_size_of(base_path) != page_size:
+        raise BackupError("page sizes differ between %s and %s: no delta possible"
+                          % (os.path.basename(base_path), os.path.basename(target_path)), KIND_BAD_INPUT)
+    target_size = os.path.getsize(target_path)
+    changed = 0
+    with open(base_path, "rb") as base, open(target_path, "rb") as target, \
+            open(delta_path, "wb") as out:
+        header = json.dumps({
+            "base_sha256": sha256_file(base_path),
+            "target_sha256": sha256_file(target_path),
+            "target_size": target_size,
+            "page_size": page_size,
+        }).encode()
+        out.write(DELTA_MAGIC + len(header).to_bytes(4, "big") + header)
+        page_no = 0
+        while True:
+            page = target.read(page_size)
+            if not page:
+                break
+            if base.read(page_size) != page:
+                out.write(_PAGE_NO.pack(page_no) + page)
+                changed += 1
+            page_no += 1
+        out.flush()
+        os.fsync(out.fileno())
+    return {"pages_total": page_no, "pages_changed": changed, "delta_bytes": os.path.getsize(delta_path),
+            "target_bytes": target_size, "page_size": page_size}
+
+
+def apply_delta(base_path: str, delta_path: str, out_path: str) -> dict[str, Any]:
+    """Rebuild the target from ``base_path`` + ``delta_path`` into ``out_path`` (new file).
+
+    Every field of the delta is bounded before use (it comes from a host); the caller still
+    checks the result's sha256 against the manifest: the checksum decides.
+    """
+    with open(delta_path, "rb") as delta:
+        if delta.read(len(DELTA_MAGIC)) != DELTA_MAGIC:
+            raise BackupError("%s is not a delta file" % os.path.basename(delta_path), KIND_CORRUPT)
+        header_len = int.from_bytes(delta.read(4), "big")
+        if not 0 < header_len <= DELTA_HEADER_MAX:
+            raise BackupError("delta header length %d is out of range" % header_len, KIND_CORRUPT)
+        try:
+            header = json.loads(delta.read(header_len).decode("utf-8"))
+            page_size = int(header["page_size"])
+            target_size = int(header["target_size"])
+            base_sha256 = str(header["base_sha256"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            raise BackupError("delta header of %s is malformed" % os.path.basename(delta_path), KIND_CORRUPT) from None
+        if page_size < 512 or page_size > 65536 or page_size & (page_size - 1) or target_size < 0 \
+                or target_size % page_size:
+            raise BackupError("delta header has an impossible page or file size", KIND_CORRUPT)
+        if sha256_file(base_path) != base_sha256:
+            raise BackupError("the delta was made against another base than %s" % os.path.basename(base_path),
+                              KIND_CORRUPT)
+        pages_total = target_size // page_size
+        fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out, open(base_path, "rb") as base:
+            # Start from the base's pages (cut or zero-extended to the target's length) ...
+            remaining = target_size
+            while remaining:
+                chunk = base.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                out.write(chunk)
+                remaining -= len(chunk)
+            out.truncate(target_size)
+            # ... and lay the changed pages over them.
+            changed = 0
+            while True:
+                number = delta.read(_PAGE_NO.size)
+                if not number:
+                    break
+                page = delta.read(page_size)
+                if len(number) != _PAGE_NO.size or len(page) != page_size:
+                    raise BackupError("delta %s is truncated" % os.path.basename(delta_path), KIND_CORRUPT)
+                (page_no,) = _PAGE_NO.unpack(number)
+                if page_no >= pages_total:
+                    raise BackupError("delta names page %d beyond the file's %d pages" % (page_no, pages_total),
+                                      KIND_CORRUPT)
+                out.seek(page_no * page_size)
+                out.write(page)
+                changed += 1
+            out.flush()
+            os.fsync(out.fileno())
+    return {"pages_changed": changed, "target_bytes": target_size}
+
+
+# --------------------------------------------------------------------------- archive side
+
+
+def archived_backups(db_dir: str) -> list[dict[str, Any]]:
+    """What the archive holds for one database (file and sha256), newest first."""
+    return [{"file": b["file"], "sha256": b["sha256"], "created": iso_utc(b["created"])}
+            for b in list_backups(db_dir)["backups"]]
+
+
+def import_backup(incoming_path: str, manifest: Mapping[str, Any], db_dir: str, *, source_host: str,
+                  integrity: str = "full", lock_timeout: float = 600.0, owner: tuple[int, int] | None = None,
+                  ) -> dict[str, Any]:
+    """Commit a pulled backup into ``db_dir`` of the archive, verified against the host's manifest.
+
+    ``incoming_path`` is a private temporary file; it is consumed (linked, then removed) on
+    success and removed on failure. The host's manifest is untrusted input: its file name
+    must be a plain backup name, its sha256 must match the bytes, and the copy must pass a
+    full integrity check and the manifest's row counts before anything gets a final name.
+    """
+    db_dir = validate_abs_path(db_dir, "archive folder")
+    filename = manifest.get("file") if isinstance(manifest, Mapping) else None
+    if not isinstance(filename, str) or os.path.basename(filename) != filename or \
+            parse_backup_filename(filename) is None:
+        raise BackupError("the host's manifest names an unacceptable file %r" % (filename,), KIND_CORRUPT)
+    problems = manifest_problems(dict(manifest), filename)
+    if problems:
+        raise BackupError("the host's manifest for %s is invalid: %s" % (filename, "; ".join(problems)),
+                          KIND_CORRUPT)
+    final_path = os.path.join(db_dir, filename)
+    try:
+        actual = sha256_file(incoming_path)
+        if actual != manifest["sha256"]:
+            raise BackupError("%s from %s: sha256 %s does not match the host's manifest (%s)"
+                              % (filename, source_host, actual[:12], manifest["sha256"][:12]), KIND_CORRUPT)
+        conn = open_readonly(incoming_path, immutable=True)
+        try:
+            tune_for_checks(conn, os.path.getsize(incoming_path))
+            integrity_problems = run_integrity_check(conn, integrity)
+            counts = table_row_counts(conn) if not integrity_problems else {}
+        except sqlite3.DatabaseError as exc:
+            integrity_problems = ["cannot be read as a database: %s" % exc]
+            counts = {}
+        finally:
+            conn.close()
+        if integrity_problems:
+            raise BackupError("%s from %s fails its %s check: %s" % (filename, source_host, integrity,
+                                                                    "; ".join(integrity_problems[:5])), KIND_CORRUPT)
+        diffs = row_count_differences(manifest["tables"], counts)
+        if diffs:
+            raise BackupError("%s from %s: row counts differ from the manifest: %s"
+                              % (filename, source_host, "; ".join(diffs[:5])), KIND_CORRUPT)
+        os.chmod(incoming_path, 0o600)
+        if owner is not None:
+            chown_if_needed(incoming_path, owner)
+        fsync_path(incoming_path)
+        with folder_lock(db_dir, timeout=lock_timeout):
+            remove_unfinished(db_dir)
+            if os.path.lexists(final_path):
+                existing = list_backups(db_dir)["backups"]
+                if any(b["file"] == filename and b["sha256"] == actual for b in existing):
+                    return {"changed": False, "file": filename, "path": final_path, "sha256": actual,
+                            "msg": "%s is already in the archive" % filename}
+                raise BackupError("the archive already holds a different %s: refusing to overwrite it" % filename,
+                                  KIND_CORRUPT)
+            marker = os.path.join(db_dir, "." + filename + PENDING_SUFFIX)
+            os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.link(incoming_path, final_path)
+            fsync_path(db_dir, directory=True)
+            write_file_atomic(final_path + ".sha256", ("%s  %s\n" % (actual, filename)).encode("ascii"), 0o600,
+                              owner)
+            write_file_atomic(final_path + ".json",
+                              (json.dumps(dict(manifest), indent=2, sort_keys=True) + "\n").encode(), 0o600, owner)
+            fsync_path(db_dir, directory=True)
+            os.unlink(marker)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(incoming_path)
+    return {"changed": True, "file": filename, "path": final_path, "sha256": actual, "integrity": integrity,
+            "tables": counts, "msg": "%s from %s archived and verified (%s check)" % (filename, source_host,
+                                                                                      integrity)}

@@ -1,0 +1,45 @@
+# The two commands of the README:
+#   make demo   set up, create the demo database, run backup.yml on the default inventory
+#   make test   set up, then lint and run every test (what .ci/run runs)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+PLAYBOOKS := $(wildcard *.yml playbooks/*.yml)
+
+.PHONY: demo test setup lint syntax pytest bench clean
+
+demo: $(VENV)/.installed
+	@test -f demo/gym.db || $(BIN)/python tools/demo_db.py demo/gym.db --members 344
+	$(BIN)/ansible-playbook backup.yml
+
+test: system $(VENV)/.installed lint syntax pytest
+
+setup: system $(VENV)/.installed
+
+system:
+	tools/setup-system.sh test
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	tools/setup-system.sh demo
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint --profile production
+
+syntax: $(VENV)/.installed
+	@for p in $(PLAYBOOKS); do $(BIN)/ansible-playbook --syntax-check $$p >/dev/null || exit 1; done
+	@echo "syntax ok: $(PLAYBOOKS)"
+
+pytest: $(VENV)/.installed
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) var demo .pytest_cache .ruff_cache

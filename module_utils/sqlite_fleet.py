@@ -32,10 +32,12 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import sqlite3
 import stat
 import struct
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -1479,3 +1481,95 @@ def import_backup(incoming_path: str, manifest: Mapping[str, Any], db_dir: str, 
     return {"changed": True, "file": filename, "path": final_path, "sha256": actual, "integrity": integrity,
             "tables": counts, "msg": "%s from %s archived and verified (%s check)" % (filename, source_host,
                                                                                       integrity)}
+
+
+# --------------------------------------------------------------------------- host side of a pull
+
+EXPORT_PREFIX = ".sqlite-export."
+
+
+def plan_export(backup_dir: str, name: str, have: Sequence[Mapping[str, Any]], *, delta: bool = True,
+                staging_dir: str | None = None, max_backups: int = 0,
+                min_delta_saving: float = 0.1) -> dict[str, Any]:
+    """Work out, and with ``staging_dir`` prepare, what the controller lacks of ``name``.
+
+    ``have``: the archive's ``{file, sha256}`` for this database. Every finished backup the
+    archive lacks is sent, oldest first, as a delta against the newest older backup that both
+    sides hold (or one sent earlier in this plan), else whole. With a staging folder, full
+    copies are hard-linked there (a prune cannot pull them away mid-transfer) and deltas
+    written there. Without one (check mode) nothing is written.
+    """
+    backup_dir = validate_abs_path(backup_dir, "backup folder")
+    name = validate_name(name)
+    held = {}
+    for item in have:
+        if not isinstance(item, Mapping) or not isinstance(item.get("file"), str):
+            raise BackupError("have must be a list of {file, sha256}", KIND_BAD_INPUT)
+        held[item["file"]] = item.get("sha256")
+    listing = list_backups(backup_dir, name)
+    finished = sorted(listing["backups"], key=lambda b: (b["created"], b["file"]))
+    conflicts = [b["file"] for b in finished if b["file"] in held and held[b["file"]] != b["sha256"]]
+    missing = [b for b in finished if b["file"] not in held]
+    if max_backups:
+        missing = missing[-max_backups:]
+    shared = [b for b in finished if held.get(b["file"]) == b["sha256"]]
+    transfers = []
+    for backup in missing:
+        older = [b for b in shared if (b["created"], b["file"]) < (backup["created"], backup["file"])]
+        base = older[-1] if (delta and older) else None
+        transfer: dict[str, Any] = {"file": backup["file"], "name": name, "manifest": backup["manifest"],
+                                    "size_bytes": backup["size_bytes"], "base": base["file"] if base else None,
+                                    "mode": "delta" if base else "full", "fetch_path": None,
+                                    "bytes": backup["size_bytes"]}
+        if staging_dir is not None:
+            if base is not None:
+                delta_path = os.path.join(staging_dir, backup["file"] + ".delta")
+                try:
+                    stats = make_delta(base["path"], backup["path"], delta_path)
+                except BackupError:
+                    stats = None  # page size changed (VACUUM): send it whole
+                if stats and stats["delta_bytes"] <= backup["size_bytes"] * (1 - min_delta_saving):
+                    transfer.update(fetch_path=delta_path, bytes=stats["delta_bytes"],
+                                    pages_changed=stats["pages_changed"], pages_total=stats["pages_total"])
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(delta_path)
+                    transfer.update(mode="full", base=None)
+            if transfer["mode"] == "full":
+                linked = os.path.join(staging_dir, backup["file"])
+                os.link(backup["path"], linked)
+                transfer["fetch_path"] = linked
+        transfers.append(transfer)
+        shared.append(backup)
+    return {"transfers": transfers, "conflicts": conflicts, "staging_dir": staging_dir,
+            "invalid": [i["file"] for i in listing["invalid"]], "host_backups": len(finished)}
+
+
+def new_staging_dir(backup_dir: str) -> str:
+    """A private folder beside the backups (same filesystem, so full copies are hard links)."""
+    remove_stale_staging(backup_dir)
+    return tempfile.mkdtemp(prefix=EXPORT_PREFIX, dir=backup_dir)
+
+
+def remove_staging_dir(backup_dir: str, staging_dir: str) -> bool:
+    """Remove a staging folder made by :func:`new_staging_dir`, and nothing else."""
+    staging_dir = validate_abs_path(staging_dir, "staging folder")
+    if os.path.dirname(staging_dir) != os.path.normpath(backup_dir) or \
+            not os.path.basename(staging_dir).startswith(EXPORT_PREFIX) or os.path.islink(staging_dir):
+        raise BackupError("%s is not a staging folder of %s" % (staging_dir, backup_dir), KIND_BAD_INPUT)
+    if not os.path.isdir(staging_dir):
+        return False
+    shutil.rmtree(staging_dir)
+    return True
+
+
+def remove_stale_staging(backup_dir: str, max_age_seconds: float = 86400.0) -> list[str]:
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.listdir(backup_dir):
+            path = os.path.join(backup_dir, entry)
+            if entry.startswith(EXPORT_PREFIX) and os.path.isdir(path) and not os.path.islink(path) \
+                    and time.time() - os.lstat(path).st_mtime > max_age_seconds:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(entry)
+    return removed

@@ -83,7 +83,7 @@ class BackupError(Exception):
 
 def validate_name(name: Any, what: str = "name") -> str:
     """A database name becomes part of file names: letters, digits, ``._-`` only."""
-    if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or ".." in name:
         raise BackupError(
             "%s %r is not allowed: use letters, digits, '.', '_' and '-' (no '/', no '..', "
             "at most 100 characters, starting with a letter or digit)" % (what, name),
@@ -95,7 +95,7 @@ def validate_name(name: Any, what: str = "name") -> str:
 def validate_label(label: Any) -> str | None:
     if label is None or label == "":
         return None
-    if not isinstance(label, str) or not LABEL_RE.match(label):
+    if not isinstance(label, str) or not LABEL_RE.fullmatch(label):
         raise BackupError(
             "label %r is not allowed: letters, digits, '.', '_' and '-', at most 64 characters" % (label,),
             KIND_BAD_INPUT,
@@ -152,7 +152,7 @@ def backup_filename(name: str, created: _dt.datetime, seq: int = 0) -> str:
 
 def parse_backup_filename(filename: str) -> dict[str, Any] | None:
     """``gym_backup_20261122_030000_2.db`` -> name, created (UTC), seq; None if not ours."""
-    match = BACKUP_FILE_RE.match(filename)
+    match = BACKUP_FILE_RE.fullmatch(filename)  # fullmatch: "$" alone lets a trailing newline in
     if not match:
         return None
     try:
@@ -282,7 +282,7 @@ def ensure_private_dir(path: str, owner: tuple[int, int] | None, mode: int = 0o7
         if check_mode:
             return True
         try:
-            os.makedirs(path, mode)
+            os.makedirs(path, mode, exist_ok=True)  # another run may create it at the same moment
         except OSError as exc:
             raise BackupError("cannot create backup folder %s: %s" % (path, exc.strerror), KIND_IO) from None
     st = os.stat(path)
@@ -332,6 +332,13 @@ def folder_lock(directory: str, timeout: float = 600.0, poll: float = 0.1) -> It
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
     except OSError as exc:
         raise BackupError("cannot open lock file %s: %s" % (lock_path, exc.strerror), KIND_IO) from None
+    if os.geteuid() == 0:
+        # Root (Ansible) and the folder's owner (the host's cron runner) share this lock: a
+        # root-owned 0600 lock file would shut the owner out of its own folder for good.
+        with contextlib.suppress(OSError):
+            folder_st, lock_st = os.stat(directory), os.fstat(fd)
+            if (lock_st.st_uid, lock_st.st_gid) != (folder_st.st_uid, folder_st.st_gid):
+                os.fchown(fd, folder_st.st_uid, folder_st.st_gid)
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -445,18 +452,25 @@ def wal_reset_warning(version: str = sqlite3.sqlite_version) -> str | None:
 
 
 def database_facts(db_path: str, count_rows: bool = True, busy_timeout_ms: int = 5000) -> dict[str, Any]:
-    """Size, page layout, journal mode, WAL size, tables and row counts, read-only."""
+    """Size, page layout, journal mode, WAL size, tables and row counts, read-only.
+
+    A WAL database whose ``-wal`` is absent or empty holds everything in the main file: it is
+    then read as immutable, so that looking at it neither creates nor touches ``-wal``/``-shm``.
+    """
     db_path = validate_abs_path(db_path, "database path")
     st = check_database_file(db_path)
     wal_path = db_path + "-wal"
     existed = side_files_present(db_path)
-    conn = open_readonly(db_path, busy_timeout_ms=busy_timeout_ms)
+    wal_bytes = os.path.getsize(wal_path) if existed["-wal"] else 0
+    with open(db_path, "rb") as handle:
+        wal_header = handle.read(20)[18:20] == b"\x02\x02"
+    conn = open_readonly(db_path, immutable=wal_header and wal_bytes == 0, busy_timeout_ms=busy_timeout_ms)
     try:
         conn.execute("BEGIN")
         facts = {
             "path": db_path,
             "size_bytes": st.st_size,
-            "wal_bytes": os.path.getsize(wal_path) if os.path.exists(wal_path) else 0,
+            "wal_bytes": wal_bytes,
             "sqlite_version": sqlite3.sqlite_version,
             "page_size": pragma_value(conn, "page_size"),
             "page_count": pragma_value(conn, "page_count"),
@@ -608,7 +622,7 @@ def manifest_problems(manifest: Any, filename: str) -> list[str]:
     if not isinstance(manifest.get("verified"), bool):
         problems.append("verified flag missing")
     label = manifest.get("label")
-    if label is not None and (not isinstance(label, str) or not LABEL_RE.match(label)):
+    if label is not None and (not isinstance(label, str) or not LABEL_RE.fullmatch(label)):
         problems.append("label malformed")
     return problems
 
@@ -960,8 +974,12 @@ def core_sha256() -> str | None:
     if _CORE_SHA256 is None:
         try:
             _CORE_SHA256 = sha256_file(os.path.abspath(__file__))
-        except (OSError, NameError):
-            _CORE_SHA256 = ""
+        except OSError:
+            # Inside an Ansible module the core is read from the module's zip payload.
+            try:
+                _CORE_SHA256 = hashlib.sha256(__loader__.get_data(__file__)).hexdigest()  # type: ignore[name-defined]
+            except Exception:
+                _CORE_SHA256 = ""
     return _CORE_SHA256 or None
 
 
@@ -1404,10 +1422,18 @@ def apply_delta(base_path: str, delta_path: str, out_path: str) -> dict[str, Any
 # --------------------------------------------------------------------------- archive side
 
 
-def archived_backups(db_dir: str) -> list[dict[str, Any]]:
-    """What the archive holds for one database (file and sha256), newest first."""
-    return [{"file": b["file"], "sha256": b["sha256"], "created": iso_utc(b["created"])}
+def archived_backups(db_dir: str, clean: bool = False, lock_timeout: float = 600.0) -> dict[str, Any]:
+    """What the archive holds for one database (file and sha256), newest first.
+
+    With ``clean``, first remove what an interrupted pull left, under the folder's lock.
+    """
+    removed: list[str] = []
+    if clean and os.path.isdir(db_dir):
+        with folder_lock(db_dir, timeout=lock_timeout):
+            removed = remove_unfinished(db_dir)
+    have = [{"file": b["file"], "sha256": b["sha256"], "created": iso_utc(b["created"])}
             for b in list_backups(db_dir)["backups"]]
+    return {"have": have, "removed_unfinished": removed}
 
 
 def import_backup(incoming_path: str, manifest: Mapping[str, Any], db_dir: str, *, source_host: str,
@@ -1456,8 +1482,9 @@ def import_backup(incoming_path: str, manifest: Mapping[str, Any], db_dir: str, 
         if owner is not None:
             chown_if_needed(incoming_path, owner)
         fsync_path(incoming_path)
+        # No leftover cleanup here: the other files fetched in this run wait beside this one.
+        # Listing the archive before a pull (archive_listing) and pruning after it clean up.
         with folder_lock(db_dir, timeout=lock_timeout):
-            remove_unfinished(db_dir)
             if os.path.lexists(final_path):
                 existing = list_backups(db_dir)["backups"]
                 if any(b["file"] == filename and b["sha256"] == actual for b in existing):
@@ -1572,4 +1599,80 @@ def remove_stale_staging(backup_dir: str, max_age_seconds: float = 86400.0) -> l
                     and time.time() - os.lstat(path).st_mtime > max_age_seconds:
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(entry)
+    return removed
+
+
+# --------------------------------------------------------------------------- working copies
+
+WORKING_PREV_RE = re.compile(r"^(?P<base>.+)\.prev-(?P<stamp>\d{8}T\d{6}\d{6}Z)(?:_(?P<seq>\d+))?$")
+
+
+def install_working_copy(src: str, dest: str, *, keep: int = 3, check_mode: bool = False,
+                         now: _dt.datetime | None = None) -> dict[str, Any]:
+    """Install a verified backup as a working copy at ``dest``, atomically, keeping the old ones.
+
+    The previous copy is renamed ``<dest>.prev-<UTC stamp>`` (with its ``-wal``, which must never
+    be replayed into another database) and the ``keep`` newest of those are kept. The new copy
+    must have exactly the tables and row counts of the backup's manifest before it replaces ``dest``.
+    """
+    src = validate_abs_path(src, "source backup")
+    dest = validate_abs_path(dest, "working copy path")
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise BackupError("keep must be at least 1: the previous working copy is never dropped", KIND_BAD_INPUT)
+    manifest = read_manifest(src)
+    if os.path.isdir(dest):
+        raise BackupError("working copy path %s is a directory" % dest, KIND_BAD_INPUT)
+    if os.path.exists(dest) and not os.path.islink(dest) and sha256_file(dest) == manifest["sha256"]:
+        return {"changed": False, "dest": dest, "previous": [], "removed": [], "sha256": manifest["sha256"],
+                "tables": manifest["tables"], "msg": "%s already holds %s" % (dest, manifest["file"])}
+    directory = os.path.dirname(dest)
+    stamp = (now or utcnow()).astimezone(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    previous = "%s.prev-%s" % (dest, stamp) if os.path.lexists(dest) else None
+    if check_mode:
+        return {"changed": True, "dest": dest, "previous": [previous] if previous else [], "removed": [],
+                "sha256": manifest["sha256"], "tables": manifest["tables"],
+                "msg": "would install %s at %s" % (manifest["file"], dest)}
+    ensure_private_dir(directory, None)
+    tmp = os.path.join(directory, "%s%s.%s" % (TMP_PREFIX, os.path.basename(dest), secrets.token_hex(4)))
+    try:
+        shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o600)
+        fsync_path(tmp)
+        if sha256_file(tmp) != manifest["sha256"]:
+            raise BackupError("the copy of %s does not have the manifest's sha256" % manifest["file"], KIND_CORRUPT)
+        conn = open_readonly(tmp, immutable=True)
+        try:
+            diffs = row_count_differences(manifest["tables"], table_row_counts(conn))
+        finally:
+            conn.close()
+        if diffs:
+            raise BackupError("the working copy differs from the manifest: %s" % "; ".join(diffs[:5]), KIND_CORRUPT)
+        if previous:
+            os.link(dest, previous) if not os.path.islink(dest) else os.rename(dest, previous)
+            for suffix in ("-wal", "-journal"):
+                if os.path.lexists(dest + suffix):
+                    os.rename(dest + suffix, previous + suffix)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(dest + "-shm")
+        os.rename(tmp, dest)
+        fsync_path(directory, directory=True)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    removed = prune_previous_copies(dest, keep)
+    return {"changed": True, "dest": dest, "previous": [previous] if previous else [], "removed": removed,
+            "sha256": manifest["sha256"], "tables": manifest["tables"], "backup": manifest["file"],
+            "msg": "installed %s at %s" % (manifest["file"], dest)}
+
+
+def prune_previous_copies(dest: str, keep: int) -> list[str]:
+    directory, base = os.path.split(dest)
+    olds = sorted((e for e in os.listdir(directory)
+                   if (m := WORKING_PREV_RE.match(e)) and m["base"] == base), reverse=True)
+    removed = []
+    for entry in olds[keep:]:
+        for suffix in ("", "-wal", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, entry + suffix))
+        removed.append(entry)
     return removed

@@ -1,0 +1,230 @@
+#!/usr/bin/python
+# Copyright: (c) 2026, the sqlite-fleet-backup authors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: sqlite_archive
+short_description: Keep pulled SQLite backups in the controller's archive, verified
+description:
+  - Runs on the controller (delegate to C(localhost)). The archive holds
+    C(<archive_dir>/<host>/<name>/<backup files>), the same files as on the host.
+  - O(state=list) returns what the archive holds for one host and database, for M(sqlite_export),
+    after removing what an interrupted earlier pull left behind.
+  - O(state=import) commits one pulled backup. A delta is first applied to its base in the archive.
+    The result must have the sha256 written in the host's manifest, pass a full C(integrity_check)
+    and have the manifest's row counts before it gets its final name; then its C(.sha256) and, last,
+    its manifest are written, as on the host. Whatever moved the bytes, the checksum decides.
+  - The host's manifest is untrusted input. A file name with a path, C(..), or anything but a backup
+    name is refused, and nothing is ever written outside C(<archive_dir>/<host>/<name>).
+options:
+  archive_dir:
+    description: Absolute path of the archive on the controller.
+    type: path
+    required: true
+  host:
+    description: The host's inventory name; a folder of the archive.
+    type: str
+    required: true
+  name:
+    description: Database name.
+    type: str
+    required: true
+  state:
+    description: C(list) what the archive holds, or C(import) one pulled backup.
+    type: str
+    choices: [list, import]
+    default: list
+  incoming:
+    description:
+      - With O(state=import), the fetched file (the backup or a delta). It must lie in the
+        database's archive folder under a temporary name (see RV(incoming_dir)); it is consumed.
+    type: path
+  mode:
+    description: With O(state=import), whether O(incoming) is the whole backup or a delta against O(base).
+    type: str
+    choices: [full, delta]
+    default: full
+  base:
+    description: With O(mode=delta), the file name of the archived backup the delta applies to.
+    type: str
+  manifest:
+    description: With O(state=import), the host's manifest of the backup.
+    type: dict
+  integrity:
+    description: Check run on the imported copy.
+    type: str
+    choices: [quick, full]
+    default: full
+  lock_timeout:
+    description: Seconds to wait for the archive folder's lock.
+    type: float
+    default: 600
+notes:
+  - Archive folders are created mode C(0700), files C(0600).
+  - In check mode nothing is written.
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing) when in diff mode.
+    support: none
+seealso:
+  - module: sqlite_export
+author:
+  - sqlite-fleet-backup authors
+"""
+
+EXAMPLES = r"""
+- name: What the archive holds for this host's gym database
+  sqlite_archive:
+    archive_dir: /srv/sqlite-archive
+    host: "{{ inventory_hostname }}"
+    name: gym
+  delegate_to: localhost
+  become: false
+  register: archive_list
+
+- name: Import a fetched delta
+  sqlite_archive:
+    archive_dir: /srv/sqlite-archive
+    host: "{{ inventory_hostname }}"
+    name: gym
+    state: import
+    incoming: "{{ archive_list.incoming_dir }}/.sqlite-backup-tmp.incoming.gym_backup_20261122_030000.db"
+    mode: delta
+    base: gym_backup_20261121_030000.db
+    manifest: "{{ transfer.manifest }}"
+  delegate_to: localhost
+  become: false
+"""
+
+RETURN = r"""
+have:
+  description: The archive's backups of this database (C(file), C(sha256), C(created)), newest first.
+  returned: state=list
+  type: list
+  elements: dict
+removed_unfinished:
+  description: What an interrupted earlier pull left in the folder, removed before listing.
+  returned: state=list
+  type: list
+  elements: str
+folder:
+  description: The database's folder in the archive.
+  returned: always
+  type: str
+incoming_dir:
+  description: Where to fetch files to before importing them (the database's archive folder).
+  returned: always
+  type: str
+incoming_prefix:
+  description: Name prefix for fetched files (temporary names, removed by an interrupted run's successor).
+  returned: always
+  type: str
+file:
+  description: The imported backup's file name.
+  returned: state=import
+  type: str
+sha256:
+  description: Its sha256, equal to the host's manifest.
+  returned: state=import
+  type: str
+kind:
+  description: Sort of failure.
+  returned: failure
+  type: str
+"""
+
+import contextlib
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.sqlite_fleet import (
+    KIND_BAD_INPUT,
+    KIND_IO,
+    TMP_PREFIX,
+    BackupError,
+    apply_delta,
+    archived_backups,
+    ensure_private_dir,
+    import_backup,
+    parse_backup_filename,
+    validate_abs_path,
+    validate_name,
+)
+
+INCOMING_PREFIX = TMP_PREFIX + "incoming."
+
+
+def import_pulled(params, folder):
+    incoming = validate_abs_path(params["incoming"], "incoming file")
+    if os.path.dirname(incoming) != folder or not os.path.basename(incoming).startswith(INCOMING_PREFIX):
+        raise BackupError("incoming file %s must lie in %s and start with %s" % (incoming, folder, INCOMING_PREFIX),
+                          KIND_BAD_INPUT)
+    if not os.path.isfile(incoming) or os.path.islink(incoming):
+        raise BackupError("incoming file %s is missing or not a regular file" % incoming, KIND_BAD_INPUT)
+    if params["mode"] == "full":
+        return import_backup(incoming, params["manifest"], folder, source_host=params["host"],
+                             integrity=params["integrity"], lock_timeout=params["lock_timeout"])
+    base = params["base"] or ""
+    if os.path.basename(base) != base or parse_backup_filename(base) is None:
+        raise BackupError("base %r is not a backup file name" % base, KIND_BAD_INPUT)
+    rebuilt = incoming + ".rebuilt"
+    try:
+        applied = apply_delta(os.path.join(folder, base), incoming, rebuilt)
+    except FileNotFoundError:
+        raise BackupError("the delta's base %s is not in the archive" % base, KIND_BAD_INPUT) from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(incoming)
+    result = import_backup(rebuilt, params["manifest"], folder, source_host=params["host"],
+                           integrity=params["integrity"], lock_timeout=params["lock_timeout"])
+    result["pages_changed"] = applied["pages_changed"]
+    return result
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            archive_dir=dict(type="path", required=True),
+            host=dict(type="str", required=True),
+            name=dict(type="str", required=True),
+            state=dict(type="str", default="list", choices=["list", "import"]),
+            incoming=dict(type="path"),
+            mode=dict(type="str", default="full", choices=["full", "delta"]),
+            base=dict(type="str"),
+            manifest=dict(type="dict"),
+            integrity=dict(type="str", default="full", choices=["quick", "full"]),
+            lock_timeout=dict(type="float", default=600),
+        ),
+        required_if=[("state", "import", ["incoming", "manifest"]), ("mode", "delta", ["base"])],
+        supports_check_mode=True,
+    )
+    params = module.params
+    try:
+        archive_dir = validate_abs_path(params["archive_dir"], "archive folder")
+        folder = os.path.join(archive_dir, validate_name(params["host"], "host"), validate_name(params["name"]))
+        paths = dict(folder=folder, incoming_dir=folder, incoming_prefix=INCOMING_PREFIX)
+        created = False
+        for level in (archive_dir, os.path.dirname(folder), folder):
+            created = ensure_private_dir(level, None, check_mode=module.check_mode) or created
+        if params["state"] == "list":
+            listing = archived_backups(folder, clean=not module.check_mode, lock_timeout=params["lock_timeout"])
+            module.exit_json(changed=created or bool(listing["removed_unfinished"]), **listing, **paths)
+        if module.check_mode:
+            module.exit_json(changed=True, msg="would import %s" % params["incoming"], **paths)
+        result = import_pulled(params, folder)
+    except BackupError as exc:
+        module.fail_json(msg=str(exc), kind=exc.kind)
+    except OSError as exc:
+        module.fail_json(msg="archive import for %s failed: %s" % (params["host"], exc), kind=KIND_IO)
+    result.update(paths)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+#!/usr/bin/python
+# Copyright: (c) 2026, the sqlite-fleet-backup authors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: sqlite_export
+short_description: Prepare the backups a controller lacks for a delta pull
+description:
+  - Runs on a host. Compares the host's finished backups of one database with what the
+    controller's archive already holds (O(have)) and prepares every missing backup, oldest first.
+  - A backup is sent as a page-level delta against the newest older backup that both sides hold,
+    or one sent earlier in the same run; as the host has both files, it works out the changed pages
+    itself and nothing has to travel upstream. The first time, or when the page size changed, or when
+    the delta would save less than 10%, the backup is sent whole.
+  - Prepared files go into a private staging folder inside O(backup_dir) (full copies are hard links,
+    so a concurrent prune cannot pull them away). Remove it with O(state=absent) after the transfer.
+  - Only finished backups (name pattern and valid manifest) are ever offered; symbolic links are never followed.
+options:
+  backup_dir:
+    description: Absolute path of the host's backup folder.
+    type: path
+    required: true
+  name:
+    description: Database name (as in the backup file names). Required with O(state=present).
+    type: str
+  have:
+    description: The archive's backups of this database, as returned by M(sqlite_archive) with O(state=list).
+    type: list
+    elements: dict
+    default: []
+  delta:
+    description: Send deltas against a shared older backup when possible.
+    type: bool
+    default: true
+  max_backups:
+    description: Send at most this many of the newest missing backups (0 means all).
+    type: int
+    default: 0
+  state:
+    description:
+      - C(present) prepares the transfers; C(absent) removes the staging folder O(staging_dir).
+    type: str
+    choices: [present, absent]
+    default: present
+  staging_dir:
+    description: The staging folder to remove with O(state=absent).
+    type: path
+notes:
+  - In check mode the plan is returned and nothing is written.
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing) when in diff mode.
+    support: none
+seealso:
+  - module: sqlite_archive
+author:
+  - sqlite-fleet-backup authors
+"""
+
+EXAMPLES = r"""
+- name: Prepare what the archive lacks
+  sqlite_export:
+    backup_dir: /var/backups/sqlite
+    name: gym
+    have: "{{ archive_list.have }}"
+  register: export
+
+- name: Remove the staging folder after the transfer
+  sqlite_export:
+    backup_dir: /var/backups/sqlite
+    state: absent
+    staging_dir: "{{ export.staging_dir }}"
+"""
+
+RETURN = r"""
+transfers:
+  description:
+    - One entry per backup to send, oldest first, with C(file), C(name), C(manifest), C(mode) (C(delta) or
+      C(full)), C(base) (the shared backup a delta applies to), C(fetch_path) (what to fetch), C(bytes)
+      (its size) and C(size_bytes) (the backup's size).
+  returned: state=present
+  type: list
+  elements: dict
+staging_dir:
+  description: The private staging folder holding the prepared files (null in check mode or when nothing is missing).
+  returned: state=present
+  type: str
+conflicts:
+  description: Backups both sides hold under the same name but with different checksums (never sent).
+  returned: state=present
+  type: list
+  elements: str
+invalid:
+  description: Files named like backups whose manifest is missing or broken (never sent).
+  returned: state=present
+  type: list
+  elements: str
+kind:
+  description: Sort of failure.
+  returned: failure
+  type: str
+"""
+
+import os
+import shutil
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.sqlite_fleet import (
+    KIND_BAD_INPUT,
+    KIND_IO,
+    BackupError,
+    new_staging_dir,
+    plan_export,
+    remove_staging_dir,
+    validate_abs_path,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            backup_dir=dict(type="path", required=True),
+            name=dict(type="str"),
+            have=dict(type="list", elements="dict", default=[]),
+            delta=dict(type="bool", default=True),
+            max_backups=dict(type="int", default=0),
+            state=dict(type="str", default="present", choices=["present", "absent"]),
+            staging_dir=dict(type="path"),
+        ),
+        required_if=[("state", "present", ["name"]), ("state", "absent", ["staging_dir"])],
+        supports_check_mode=True,
+    )
+    params = module.params
+    if params["max_backups"] < 0:
+        module.fail_json(msg="max_backups must be 0 or more", kind=KIND_BAD_INPUT)
+    staging = None
+    try:
+        backup_dir = validate_abs_path(params["backup_dir"], "backup folder")
+        if params["state"] == "absent":
+            if module.check_mode:
+                module.exit_json(changed=os.path.isdir(params["staging_dir"]))
+            module.exit_json(changed=remove_staging_dir(backup_dir, params["staging_dir"]))
+        plan = plan_export(backup_dir, params["name"], params["have"], delta=params["delta"],
+                           max_backups=params["max_backups"])
+        if plan["transfers"] and not module.check_mode:
+            staging = new_staging_dir(backup_dir)
+            plan = plan_export(backup_dir, params["name"], params["have"], delta=params["delta"],
+                               staging_dir=staging, max_backups=params["max_backups"])
+    except BackupError as exc:
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
+        module.fail_json(msg=str(exc), kind=exc.kind)
+    except OSError as exc:
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
+        module.fail_json(msg="preparing the backups of %s failed: %s" % (params["name"], exc), kind=KIND_IO)
+    sending = plan["transfers"]
+    module.exit_json(
+        changed=bool(staging),
+        msg="%d backup(s) of %s to send (%d bytes)" % (len(sending), params["name"], sum(t["bytes"] for t in sending)),
+        **plan,
+    )
+
+
+if __name__ == "__main__":
+    main()

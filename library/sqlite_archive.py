@@ -133,6 +133,10 @@ sha256:
   description: Its sha256, equal to the host's manifest.
   returned: state=import
   type: str
+outdated_runner:
+  description: Set (and warned) when the host's on-host runner made the backup with another core than the repository's.
+  returned: when it differs
+  type: str
 kind:
   description: Sort of failure.
   returned: failure
@@ -144,12 +148,14 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sqlite_fleet import (
+    CORE_VERSION,
     KIND_BAD_INPUT,
     KIND_IO,
     TMP_PREFIX,
     BackupError,
     apply_delta,
     archived_backups,
+    core_sha256,
     ensure_private_dir,
     import_backup,
     parse_backup_filename,
@@ -223,7 +229,22 @@ def main():
     except OSError as exc:
         module.fail_json(msg="archive import for %s failed: %s" % (params["host"], exc), kind=KIND_IO)
     result.update(paths)
+    outdated = outdated_runner(params["manifest"])
+    if outdated:
+        result["outdated_runner"] = outdated
+        module.warn(outdated)
     module.exit_json(**result)
+
+
+def outdated_runner(manifest):
+    """A warning when the host's own runner made this backup with another core than ours."""
+    tool = manifest.get("tool") or {}
+    if not manifest.get("runner") or not tool.get("core_sha256") or tool["core_sha256"] == core_sha256():
+        return None
+    return ("%s was made by the on-host runner %s with a core (%s...) that differs from the repository's "
+            "(%s, %s...): run provision.yml to update the runner"
+            % (manifest.get("file"), tool.get("version"), tool["core_sha256"][:12], CORE_VERSION,
+               (core_sha256() or "")[:12]))
 
 
 if __name__ == "__main__":

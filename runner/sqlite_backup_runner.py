@@ -11,6 +11,7 @@ config generated from the inventory; the host's cron runs it. It offers what the
     sqlite-backup verify [--db NAME] [--all]
     sqlite-backup prune  [--db NAME] [--keep-days N] [--keep-count N] [--dry-run]
     sqlite-backup stats  [--db NAME]          (also: sqlite-backup --stats-only)
+    sqlite-backup check-config
 
 Exit codes: 0 ok; 1 unexpected error; 2 bad input or configuration; 3 database or folder
 locked; 4 not enough space; 5 corrupt or unverified (source or backup); 6 I/O error;
@@ -328,7 +329,14 @@ def cmd_stats(config: dict[str, Any], args: argparse.Namespace) -> list[dict[str
     return results
 
 
-COMMANDS = {"backup": cmd_backup, "verify": cmd_verify, "prune": cmd_prune, "stats": cmd_stats}
+def cmd_check_config(config: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The config loaded: say what would be backed up where (provision.yml runs this)."""
+    return [{"database": db["name"], "command": "check-config", "ok": True,
+             "msg": "%s -> %s" % (db["path"], config["backup_dir"])} for db in config["databases"]]
+
+
+COMMANDS = {"backup": cmd_backup, "verify": cmd_verify, "prune": cmd_prune, "stats": cmd_stats,
+            "check-config": cmd_check_config}
 
 
 # --------------------------------------------------------------------------- output
@@ -394,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     stats = sub.add_parser("stats", parents=[common], help="database and backup statistics")
     stats.add_argument("--db")
+
+    sub.add_parser("check-config", parents=[common], help="load the config and list its databases")
     return parser
 
 

@@ -464,7 +464,8 @@ def database_facts(db_path: str, count_rows: bool = True, busy_timeout_ms: int =
     wal_bytes = os.path.getsize(wal_path) if existed["-wal"] else 0
     with open(db_path, "rb") as handle:
         wal_header = handle.read(20)[18:20] == b"\x02\x02"
-    conn = open_readonly(db_path, immutable=wal_header and wal_bytes == 0, busy_timeout_ms=busy_timeout_ms)
+    immutable = wal_header and wal_bytes == 0
+    conn = open_readonly(db_path, immutable=immutable, busy_timeout_ms=busy_timeout_ms)
     try:
         conn.execute("BEGIN")
         facts = {
@@ -475,7 +476,8 @@ def database_facts(db_path: str, count_rows: bool = True, busy_timeout_ms: int =
             "page_size": pragma_value(conn, "page_size"),
             "page_count": pragma_value(conn, "page_count"),
             "freelist_count": pragma_value(conn, "freelist_count"),
-            "journal_mode": pragma_value(conn, "journal_mode"),
+            # read as immutable, SQLite reports "delete": the header says WAL
+            "journal_mode": "wal" if immutable else pragma_value(conn, "journal_mode"),
             "user_version": pragma_value(conn, "user_version"),
             "application_id": pragma_value(conn, "application_id"),
             "encoding": pragma_value(conn, "encoding"),
@@ -1676,3 +1678,256 @@ def prune_previous_copies(dest: str, keep: int) -> list[str]:
                 os.unlink(os.path.join(directory, entry + suffix))
         removed.append(entry)
     return removed
+
+
+# --------------------------------------------------------------------------- restore
+
+RESTORE_MODES = ("replace", "live")
+STAMP_RE = re.compile(r"^\d{8}_\d{6}$")
+
+
+def choose_backup(backups: Sequence[Mapping[str, Any]], selector: str = "latest") -> Mapping[str, Any]:
+    """Pick from ``list_backups`` output: ``latest`` (newest verified), a ``YYYYMMDD_HHMMSS``
+    stamp (the newest verified backup taken at or before it), or an exact file name."""
+    verified = [b for b in backups if b["verified"]]
+    if selector in (None, "", "latest"):
+        if not verified:
+            raise BackupError("there is no verified backup to restore", KIND_BAD_INPUT)
+        return verified[0]
+    if STAMP_RE.match(selector):
+        moment = _dt.datetime.strptime(selector, "%Y%m%d_%H%M%S").replace(tzinfo=_dt.timezone.utc)
+        earlier = [b for b in verified if b["created"].replace(microsecond=0) <= moment]
+        if not earlier:
+            raise BackupError("no verified backup was taken at or before %s (UTC)" % selector, KIND_BAD_INPUT)
+        return earlier[0]
+    if os.path.basename(selector) != selector or parse_backup_filename(selector) is None:
+        raise BackupError("backup %r is neither 'latest', a YYYYMMDD_HHMMSS time nor a backup file name"
+                          % (selector,), KIND_BAD_INPUT)
+    for b in backups:
+        if b["file"] == selector:
+            return b
+    raise BackupError("there is no backup named %s" % selector, KIND_BAD_INPUT)
+
+
+def processes_holding(paths: Sequence[str]) -> list[str]:
+    """``pid (command)`` of every process with one of ``paths`` open (Linux /proc)."""
+    wanted = set()
+    for path in paths:
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            wanted.add((st.st_dev, st.st_ino))
+    if not wanted or not os.path.isdir("/proc/self/fd"):
+        return []
+    holders = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        fd_dir = "/proc/%s/fd" % pid
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                st = os.stat(os.path.join(fd_dir, fd))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in wanted:
+                try:
+                    with open("/proc/%s/comm" % pid) as handle:
+                        command = handle.read().strip()
+                except OSError:
+                    command = "?"
+                holders.append("%s (%s)" % (pid, command))
+                break
+    return holders
+
+
+def restore_backup(backup_path: str, target: str, *, mode: str = "replace", safety_dir: str | None = None,
+                   safety_name: str | None = None, busy_timeout_ms: int = 5000, integrity: str = "full",
+                   check_mode: bool = False) -> dict[str, Any]:
+    """Restore a verified backup onto ``target``; the original stays in place on any failure.
+
+    ``replace`` (the app is stopped): refuse while any process holds the database or its
+    ``-wal``/``-shm``; copy to a temporary name beside it, fsync, take the original's owner and
+    mode and the journal mode the manifest recorded, drop the old ``-wal``/``-shm``/``-journal``
+    (they belong to the old file and must never be replayed into the new one), rename over it.
+    ``live``: write the backup into the database through SQLite's backup API, which is safe
+    while the app keeps its connections open. Either way a safety snapshot of the current
+    database is taken first (label ``pre-restore``) and the result is checked afterwards.
+    """
+    backup_path = validate_abs_path(backup_path, "backup")
+    target = validate_abs_path(target, "restore target")
+    if mode not in RESTORE_MODES:
+        raise BackupError("mode must be one of %s" % ", ".join(RESTORE_MODES), KIND_BAD_INPUT)
+    checked = verify_backup(backup_path, integrity=integrity)
+    if not checked["ok"]:
+        raise BackupError("refusing to restore %s: it failed verification: %s"
+                          % (checked["file"], "; ".join(checked["problems"])), KIND_CORRUPT)
+    manifest = checked["manifest"]
+    exists = os.path.lexists(target)
+    if exists:
+        if os.path.islink(target) or not os.path.isfile(target):
+            raise BackupError("restore target %s is not a regular file" % target, KIND_BAD_INPUT)
+        check_database_file(target)
+    elif mode == "live":
+        raise BackupError("restore target %s does not exist: a live restore needs the database" % target,
+                          KIND_BAD_INPUT)
+    elif not os.path.isdir(os.path.dirname(target)):
+        raise BackupError("the folder of %s does not exist" % target, KIND_BAD_INPUT)
+    side_files = [target + suffix for suffix in ("-wal", "-shm", "-journal")]
+    holders = processes_holding([target, *side_files]) if mode == "replace" else []
+    if holders:
+        raise BackupError("refusing to replace %s: it is open in %s; stop the app first or restore live"
+                          % (target, ", ".join(holders)), KIND_LOCKED)
+    plan = {"backup": checked["file"], "target": target, "mode": mode, "safety_backup": None,
+            "journal_mode": (manifest.get("source") or {}).get("journal_mode") or "delete",
+            "removed": [p for p in side_files if os.path.lexists(p)] if mode == "replace" else []}
+    if check_mode:
+        plan.update(changed=True, msg="would restore %s onto %s (%s)" % (checked["file"], target, mode))
+        return plan
+    if exists and safety_dir:
+        safety = snapshot(target, safety_dir, safety_name or manifest["name"], label="pre-restore",
+                          integrity="quick", busy_timeout_ms=busy_timeout_ms)
+        plan["safety_backup"] = safety["backup"]
+    started = time.monotonic()
+    if mode == "live":
+        restore_live(backup_path, target, busy_timeout_ms)
+    else:
+        restore_replace(backup_path, target, plan["journal_mode"], side_files)
+    existed = side_files_present(target)
+    conn = open_readonly(target, busy_timeout_ms=busy_timeout_ms)
+    try:
+        problems = run_integrity_check(conn, integrity)
+        diffs = [] if problems else row_count_differences(manifest["tables"], table_row_counts(conn))
+    finally:
+        conn.close()
+        give_side_files_to_owner(target, existed, os.stat(target))
+    if problems or diffs:
+        raise BackupError("the restored database %s does not check out: %s (the safety backup is %s)"
+                          % (target, "; ".join((problems or diffs)[:5]), plan["safety_backup"]), KIND_CORRUPT)
+    plan.update(changed=True, seconds=round(time.monotonic() - started, 3), tables=manifest["tables"],
+                msg="restored %s onto %s (%s), verified" % (checked["file"], target, mode))
+    return plan
+
+
+def restore_live(backup_path: str, target: str, busy_timeout_ms: int) -> None:
+    source = open_readonly(backup_path, immutable=True)
+    dest = sqlite3.connect(target, isolation_level=None, timeout=busy_timeout_ms / 1000.0)
+    try:
+        dest.execute("PRAGMA busy_timeout=%d" % int(busy_timeout_ms))
+        source.backup(dest, pages=-1)
+    except sqlite3.Error as exc:
+        raise sqlite_failure(exc, "restoring into %s" % target) from None
+    finally:
+        dest.close()
+        source.close()
+
+
+def restore_replace(backup_path: str, target: str, journal_mode: str, side_files: Sequence[str]) -> None:
+    directory = os.path.dirname(target)
+    reference = os.stat(target) if os.path.exists(target) else None
+    tmp = os.path.join(directory, "%s%s.%s" % (TMP_PREFIX, os.path.basename(target), secrets.token_hex(4)))
+    try:
+        shutil.copyfile(backup_path, tmp)
+        if journal_mode == "wal":
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+            finally:
+                conn.close()
+        if reference is not None:
+            os.chmod(tmp, stat.S_IMODE(reference.st_mode))
+            if os.geteuid() == 0:
+                os.chown(tmp, reference.st_uid, reference.st_gid)
+        fsync_path(tmp)
+        for side in side_files:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(side)
+        os.rename(tmp, target)
+        fsync_path(directory, directory=True)
+    finally:
+        for leftover in (tmp, tmp + "-wal", tmp + "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+
+
+# --------------------------------------------------------------------------- restore drills
+
+
+def run_probe(conn: sqlite3.Connection, probe: Mapping[str, Any]) -> dict[str, Any]:
+    """One probe query: ``{name, sql, expect}``, expect like ``"> 0"``, ``"== 3"`` or a value."""
+    sql = probe.get("sql")
+    if not isinstance(sql, str) or not sql.lstrip().lower().startswith(("select", "with")):
+        return {"name": probe.get("name") or sql, "ok": False, "error": "a probe must be one SELECT statement"}
+    try:
+        row = conn.execute(sql).fetchone()
+    except sqlite3.Error as exc:
+        return {"name": probe.get("name") or sql, "ok": False, "error": str(exc)}
+    value = row[0] if row else None
+    expect = probe.get("expect", "> 0")
+    ok = compare(value, expect)
+    return {"name": probe.get("name") or sql, "ok": ok, "value": value, "expect": expect}
+
+
+def compare(value: Any, expect: Any) -> bool:
+    if isinstance(expect, str):
+        match = re.fullmatch(r"\s*(==|!=|>=|<=|>|<)\s*(-?\d+(?:\.\d+)?)\s*", expect)
+        if match:
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                return False
+            op, number = match.group(1), float(match.group(2))
+            return {"==": value == number, "!=": value != number, ">=": value >= number, "<=": value <= number,
+                    ">": value > number, "<": value < number}[op]
+    return value == expect
+
+
+def drill(backup_path: str, scratch_dir: str, probes: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """Restore a backup into scratch space and prove it: checksum, integrity_check,
+    foreign_key_check, row counts against the manifest, probe queries; timed."""
+    started = time.monotonic()
+    result: dict[str, Any] = {"backup": os.path.basename(backup_path), "path": backup_path, "ok": False,
+                              "problems": [], "probes": []}
+    checked = verify_backup(backup_path, integrity="quick", check_rows=False)
+    manifest = checked["manifest"] or {}
+    result.update(created=manifest.get("created"), size_bytes=manifest.get("size_bytes"),
+                  verified_when_taken=manifest.get("verified"), label=manifest.get("label"))
+    for problem in checked["problems"]:
+        result["problems"].append(problem)
+    if result["problems"]:
+        result["seconds"] = round(time.monotonic() - started, 3)
+        return result
+    os.makedirs(scratch_dir, mode=0o700, exist_ok=True)
+    scratch = os.path.join(scratch_dir, "%s%s.%s" % (TMP_PREFIX, result["backup"], secrets.token_hex(4)))
+    try:
+        shutil.copyfile(backup_path, scratch)
+        restored = time.monotonic()
+        conn = sqlite3.connect(scratch, isolation_level=None)
+        try:
+            tune_for_checks(conn, os.path.getsize(scratch))
+            problems = run_integrity_check(conn, "full")
+            result["problems"].extend("integrity: %s" % p for p in problems)
+            if not problems:
+                result["problems"].extend("foreign keys: %s" % p for p in run_foreign_key_check(conn))
+                result["problems"].extend("rows: %s" % d for d in
+                                          row_count_differences(manifest["tables"], table_row_counts(conn)))
+                conn.execute("PRAGMA query_only=1")
+                for probe in probes:
+                    outcome = run_probe(conn, probe)
+                    result["probes"].append(outcome)
+                    if not outcome["ok"]:
+                        result["problems"].append("probe %s: %s" % (outcome["name"], outcome.get("error") or
+                                                                    "got %r, want %s" % (outcome.get("value"),
+                                                                                         outcome["expect"])))
+        finally:
+            conn.close()
+        result["restore_seconds"] = round(restored - started, 3)
+    except (OSError, sqlite3.Error) as exc:
+        result["problems"].append("drill failed: %s" % exc)
+    finally:
+        for leftover in (scratch, scratch + "-journal", scratch + "-wal", scratch + "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+    result["ok"] = not result["problems"]
+    result["seconds"] = round(time.monotonic() - started, 3)
+    return result

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PLAYBOOKS := $(wildcard *.yml playbooks/*.yml)
 
-.PHONY: demo test setup lint syntax pytest bench clean
+.PHONY: demo test setup lint syntax pytest docs bench clean
 
 demo: $(VENV)/.installed
 	@test -f demo/gym.db || $(BIN)/python tools/demo_db.py demo/gym.db --members 344
@@ -37,6 +37,9 @@ syntax: $(VENV)/.installed
 
 pytest: $(VENV)/.installed
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+docs: $(VENV)/.installed
+	$(BIN)/python tools/gen_config_docs.py
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run_all.py

@@ -1,0 +1,40 @@
+"""The documented configuration cannot drift from the roles' argument specs and defaults."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+ROLES = sorted(p.parent.parent for p in REPO.glob("roles/*/meta/argument_specs.yml"))
+
+
+def test_configuration_doc_is_generated_from_the_argument_specs() -> None:
+    result = subprocess.run([sys.executable, str(REPO / "tools" / "gen_config_docs.py"), "--check"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_every_default_is_specified_with_the_same_value(role: Path) -> None:
+    defaults_file = role / "defaults" / "main.yml"
+    defaults = yaml.safe_load(defaults_file.read_text()) if defaults_file.exists() else {}
+    options = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    missing = sorted(set(defaults) - set(options))
+    assert not missing, "%s: defaults without an argument spec: %s" % (role.name, missing)
+    differing = {name: (value, options[name].get("default")) for name, value in defaults.items()
+                 if "default" in options[name] and options[name]["default"] != value}
+    assert not differing, "%s: defaults differ from the argument spec: %s" % (role.name, differing)
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_every_specified_default_lives_in_the_role_defaults(role: Path) -> None:
+    defaults_file = role / "defaults" / "main.yml"
+    defaults = yaml.safe_load(defaults_file.read_text()) if defaults_file.exists() else {}
+    options = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    own = [name for name, option in options.items() if "default" in option]
+    assert sorted(set(own) - set(defaults)) == []

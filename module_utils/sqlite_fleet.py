@@ -454,8 +454,10 @@ def wal_reset_warning(version: str = sqlite3.sqlite_version) -> str | None:
 def database_facts(db_path: str, count_rows: bool = True, busy_timeout_ms: int = 5000) -> dict[str, Any]:
     """Size, page layout, journal mode, WAL size, tables and row counts, read-only.
 
-    A WAL database whose ``-wal`` is absent or empty holds everything in the main file: it is
-    then read as immutable, so that looking at it neither creates nor touches ``-wal``/``-shm``.
+    A WAL database with no ``-shm`` and an absent or empty ``-wal`` has no connection open and
+    holds everything in its main file: it is then read as immutable, so that looking at it
+    creates no ``-wal``/``-shm``. Otherwise it is read like any reader reads it (which may
+    update the ``-shm`` index, never the data).
     """
     db_path = validate_abs_path(db_path, "database path")
     st = check_database_file(db_path)
@@ -464,7 +466,7 @@ def database_facts(db_path: str, count_rows: bool = True, busy_timeout_ms: int =
     wal_bytes = os.path.getsize(wal_path) if existed["-wal"] else 0
     with open(db_path, "rb") as handle:
         wal_header = handle.read(20)[18:20] == b"\x02\x02"
-    immutable = wal_header and wal_bytes == 0
+    immutable = wal_header and wal_bytes == 0 and not existed["-shm"]
     conn = open_readonly(db_path, immutable=immutable, busy_timeout_ms=busy_timeout_ms)
     try:
         conn.execute("BEGIN")
@@ -690,17 +692,35 @@ def list_backups(backup_dir: str, name: str | None = None) -> dict[str, list[dic
             "has_checksum_file": entry + ".sha256" in present,
             "manifest": manifest,
         })
-    # sidecars whose backup is gone (a prune interrupted after removing the .db)
+    # sidecars whose backup is gone (a prune interrupted after removing the .db): only ours
     for entry in entries:
         for suffix in (".sha256", ".json"):
             if entry.endswith(".db" + suffix):
                 db_entry = entry[: -len(suffix)]
                 parsed = parse_backup_filename(db_entry)
-                if parsed and (name is None or parsed["name"] == name) and db_entry not in present:
+                if parsed and (name is None or parsed["name"] == name) and db_entry not in present \
+                        and is_our_sidecar(os.path.join(backup_dir, entry), db_entry):
                     result["unfinished"].append({"file": entry, "path": os.path.join(backup_dir, entry),
                                                  "why": "sidecar of a removed backup"})
     result["backups"].sort(key=lambda b: (b["created"], b["file"]), reverse=True)
     return result
+
+
+def is_our_sidecar(path: str, db_entry: str) -> bool:
+    """A .sha256 line or a manifest this tool writes for ``db_entry`` (never a stranger's file)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MANIFEST_MAX_BYTES + 1)
+    except OSError:
+        return False
+    if path.endswith(".sha256"):
+        return re.fullmatch(rb"[0-9a-f]{64}  " + re.escape(db_entry.encode()) + rb"\n", data) is not None
+    try:
+        manifest = json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("file") == db_entry and \
+        (manifest.get("tool") or {}).get("name") == TOOL_NAME
 
 
 def remove_unfinished(backup_dir: str, name: str | None = None, check_mode: bool = False) -> list[str]:

@@ -387,14 +387,21 @@ def plant_leftovers(backup_dir: Path, template: Path) -> dict[str, Path]:
     for path in planted.values():
         path.write_bytes(b"left over\n")
     shutil.copyfile(template, planted["pending_db"])
+    # the sidecars a prune leaves when interrupted after removing the .db: written by this tool
+    planted["orphan_manifest"].write_text(json.dumps({"file": planted["orphan_manifest"].name[:-5],
+                                                      "tool": {"name": core.TOOL_NAME}}))
+    planted["orphan_sha"].write_text("%s  %s\n" % ("0" * 64, planted["orphan_sha"].name[:-7]))
     foreign = {
         "foreign_db": backup_dir / "app_backup_20250102_000000.db",  # no manifest, no marker
         "notes": backup_dir / "notes.txt",
         "other_db": backup_dir / "other.db",
+        # named like our sidecar of a removed backup, but not written by this tool
+        "foreign_orphan_json": backup_dir / "app_backup_20230101_000000.db.json",
     }
     shutil.copyfile(template, foreign["foreign_db"])
     foreign["notes"].write_text("keep me\n")
     foreign["other_db"].write_text("keep me too\n")
+    foreign["foreign_orphan_json"].write_text('{"note": "mine"}\n')
     return {**{"leftover:" + k: v for k, v in planted.items()}, **{"foreign:" + k: v for k, v in foreign.items()}}
 
 

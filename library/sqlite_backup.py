@@ -1,0 +1,331 @@
+#!/usr/bin/python
+# Copyright: (c) 2026, the sqlite-fleet-backup authors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: sqlite_backup
+short_description: Take a consistent, verified online backup of a live SQLite database
+description:
+  - Copies a live SQLite database with the online backup API (or C(VACUUM INTO)) in one step, while the
+    application keeps writing, into C(<backup_dir>/<name>_backup_<YYYYMMDD>_<HHMMSS>.db) (UTC; a suffix such
+    as C(_1) when that second is already taken).
+  - The copy is switched to C(journal_mode=DELETE), checked with C(PRAGMA quick_check) or C(integrity_check),
+    fsynced and linked to its final name without overwriting anything. A C(.sha256) file in C(sha256sum)
+    format and a JSON manifest (source host and path, time, label, SQLite version, page layout, journal mode,
+    row counts, integrity result, checksum) are written beside it; the manifest's rename is the commit.
+  - Unfinished backups left by an interrupted run are removed first, under the folder's lock.
+  - A source database that fails its integrity check is still backed up (the copy may be all there is), but
+    the backup is flagged unverified in its manifest and the task B(fails) with a message saying so.
+options:
+  path:
+    description:
+      - Absolute path of the live database file to back up.
+    type: path
+    required: true
+  name:
+    description:
+      - Name of the database; it becomes part of the backup file names.
+      - Letters, digits, C(.), C(_) and C(-) only, starting with a letter or digit, no C(..), at most
+        100 characters.
+    type: str
+    required: true
+  backup_dir:
+    description:
+      - Absolute path of the backup folder. It is created (with missing parents) mode C(0700) if needed.
+    type: path
+    required: true
+  label:
+    description:
+      - Optional label recorded in the manifest, for example C(pre-upgrade).
+      - Labelled backups follow their own retention rule (see M(sqlite_retention) and its C(keep_label_days)).
+    type: str
+  method:
+    description:
+      - C(backup_api) copies the pages as they are, inside one read transaction.
+      - C(vacuum_into) writes a compacted copy with C(VACUUM INTO). It reorders pages, so a delta transfer
+        (rsync) of the next backup resends most of the file; prefer C(backup_api) for backups that are pulled.
+    type: str
+    choices: [backup_api, vacuum_into]
+    default: backup_api
+  integrity:
+    description:
+      - How thoroughly the copy is checked before it is committed.
+      - C(quick) runs C(PRAGMA quick_check), C(full) runs C(PRAGMA integrity_check) (slower, also checks indexes).
+    type: str
+    choices: [quick, full]
+    default: quick
+  checkpoint:
+    description:
+      - Run C(PRAGMA wal_checkpoint) in this mode on the source before the backup.
+      - The backup API does not need a checkpoint, and a checkpoint from a second process is one of the
+        conditions of SQLite's WAL-reset bug (fixed in 3.51.3, backported to 3.44.6 and 3.50.7), so the
+        default is C(none). When set on a host whose SQLite may carry the bug, a warning is returned.
+    type: str
+    choices: [none, PASSIVE, FULL, RESTART, TRUNCATE]
+    default: none
+  busy_timeout_ms:
+    description:
+      - How long to wait, in milliseconds, for a writer to release the database before giving up.
+    type: int
+    default: 5000
+  lock_timeout:
+    description:
+      - How long to wait, in seconds, for the backup folder's lock held by another run (the host's cron
+        runner, another play, a prune).
+    type: float
+    default: 600
+  owner:
+    description:
+      - Owner (name or uid) of the backup files and folder.
+      - Defaults to the owner of the database file.
+    type: str
+  group:
+    description:
+      - Group (name or gid) of the backup files and folder.
+      - Defaults to the group of the database file.
+    type: str
+  source_host:
+    description:
+      - Host name recorded in the manifest. Playbooks pass C({{ inventory_hostname }}).
+      - Defaults to the host's own name.
+    type: str
+notes:
+  - Backup files are created mode C(0600) and the folder C(0700), owned by the database's owner unless
+    O(owner)/O(group) say otherwise. Run as root or as that owner.
+  - In WAL mode the copy does not block the application's writers. In rollback-journal mode the copy holds a
+    shared lock for its whole duration, so writers wait; the result reports how long
+    (RV(writers_held_off_seconds)).
+  - One lock (C(flock)) per backup folder serialises this module, M(sqlite_retention) and the on-host runner.
+  - In check mode nothing is written; the planned file name is returned.
+  - Relative paths are refused.
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in diff mode) when in diff mode.
+    support: none
+seealso:
+  - module: sqlite_verify
+  - module: sqlite_retention
+  - name: SQLite online backup API
+    description: How the backup API copies a live database.
+    link: https://www.sqlite.org/backup.html
+author:
+  - sqlite-fleet-backup authors
+"""
+
+EXAMPLES = r"""
+- name: Back up the gym database
+  sqlite_backup:
+    path: /srv/gym/gym.db
+    name: gym
+    backup_dir: /var/backups/sqlite
+    source_host: "{{ inventory_hostname }}"
+
+- name: Emergency backup before an upgrade, fully checked
+  sqlite_backup:
+    path: /srv/gym/gym.db
+    name: gym
+    backup_dir: /var/backups/sqlite
+    label: pre-upgrade
+    integrity: full
+  register: pre_upgrade_backup
+
+- name: Backup owned by the backup user rather than the app
+  sqlite_backup:
+    path: /srv/gym/gym.db
+    name: gym
+    backup_dir: /var/backups/sqlite
+    owner: backup
+    group: backup
+"""
+
+RETURN = r"""
+backup:
+  description: Absolute path of the backup file (the planned one in check mode).
+  returned: always
+  type: str
+  sample: /var/backups/sqlite/gym_backup_20261122_030000.db
+file:
+  description: File name of the backup (the planned one in check mode).
+  returned: always
+  type: str
+  sample: gym_backup_20261122_030000.db
+manifest:
+  description: The manifest written beside the backup (C(<file>.json)); null in check mode.
+  returned: always
+  type: dict
+  sample: {"name": "gym", "file": "gym_backup_20261122_030000.db", "verified": true, "label": null}
+verified:
+  description: Whether the copy passed its integrity check; null in check mode.
+  returned: always
+  type: bool
+  sample: true
+size_bytes:
+  description: Size of the backup file in bytes.
+  returned: when a backup was taken (not in check mode)
+  type: int
+  sample: 4096000
+sha256:
+  description: SHA-256 of the backup file, as in its C(.sha256) file and manifest.
+  returned: when a backup was taken (not in check mode)
+  type: str
+  sample: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+duration_seconds:
+  description: Time from the start of the copy to the commit of the manifest.
+  returned: when a backup was taken (not in check mode)
+  type: float
+  sample: 0.42
+writers_held_off_seconds:
+  description:
+    - How long the application's writers were held off by the copy; 0 for a WAL database, the whole copy
+      time for a rollback-journal database.
+  returned: when a backup was taken (not in check mode)
+  type: float
+  sample: 0.0
+journal_mode:
+  description: Journal mode of the source database (the backup itself is always C(delete)).
+  returned: when a backup was taken (not in check mode)
+  type: str
+  sample: wal
+removed_unfinished:
+  description: Files of interrupted earlier runs that were removed from the folder.
+  returned: always
+  type: list
+  elements: str
+  sample: [".sqlite-backup-tmp.gym.1234.a1b2c3d4.db"]
+problems:
+  description: Integrity problems of the source, when it failed its check (the task then fails).
+  returned: always
+  type: list
+  elements: str
+  sample: []
+checkpoint_result:
+  description: Result of the checkpoint run before the backup (see M(sqlite_checkpoint)).
+  returned: when O(checkpoint) is not C(none)
+  type: dict
+  sample: {"busy": 0, "log": 12, "checkpointed": 12, "journal_mode": "wal", "skipped": false}
+kind:
+  description: Sort of failure (C(bad_input), C(locked), C(no_space), C(corrupt), C(io)).
+  returned: failure
+  type: str
+  sample: bad_input
+"""
+
+import sqlite3
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.sqlite_fleet import (
+    KIND_BAD_INPUT,
+    KIND_CORRUPT,
+    KIND_IO,
+    BackupError,
+    checkpoint,
+    snapshot,
+)
+
+
+def backup_result(snap):
+    """What the task returns: the core's snapshot result, with the manifest's key figures on top."""
+    result = {
+        "changed": snap["changed"],
+        "backup": snap["backup"],
+        "file": snap["file"],
+        "manifest": snap["manifest"],
+        "verified": snap["verified"],
+        "problems": snap["problems"],
+        "removed_unfinished": snap["removed_unfinished"],
+        "msg": snap["msg"],
+    }
+    manifest = snap["manifest"]
+    if manifest:
+        result.update(
+            size_bytes=manifest["size_bytes"],
+            sha256=manifest["sha256"],
+            duration_seconds=manifest["duration_seconds"],
+            writers_held_off_seconds=manifest["writers_held_off_seconds"],
+            journal_mode=manifest["source"]["journal_mode"],
+        )
+        if result["journal_mode"] != "wal":
+            result["msg"] += (
+                "; the source is in rollback-journal mode (%s): its writers were held off for %.3f s during the copy"
+                % (result["journal_mode"], result["writers_held_off_seconds"])
+            )
+    return result
+
+
+def corrupt_source_message(params, result):
+    return (
+        "source database %s is corrupt: it FAILED its %s integrity check (%s). It was still backed up as %s, "
+        "but that backup is flagged unverified and does not count as a verified backup"
+        % (params["path"], params["integrity"], "; ".join(result["problems"][:5]), result["backup"])
+    )
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path", required=True),
+            name=dict(type="str", required=True),
+            backup_dir=dict(type="path", required=True),
+            label=dict(type="str"),
+            method=dict(type="str", default="backup_api", choices=["backup_api", "vacuum_into"]),
+            integrity=dict(type="str", default="quick", choices=["quick", "full"]),
+            checkpoint=dict(type="str", default="none", choices=["none", "PASSIVE", "FULL", "RESTART", "TRUNCATE"]),
+            busy_timeout_ms=dict(type="int", default=5000),
+            lock_timeout=dict(type="float", default=600),
+            owner=dict(type="str"),
+            group=dict(type="str"),
+            source_host=dict(type="str"),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    changed = False
+    if params["lock_timeout"] < 0:
+        module.fail_json(msg="lock_timeout must be 0 or more seconds, got %s" % params["lock_timeout"],
+                         kind=KIND_BAD_INPUT, changed=False)
+
+    try:
+        checkpoint_result = None
+        if params["checkpoint"] != "none":
+            checkpoint_result = checkpoint(params["path"], params["checkpoint"], params["busy_timeout_ms"],
+                                           check_mode=module.check_mode)
+            changed = checkpoint_result["changed"]
+            if checkpoint_result["warning"] and not checkpoint_result["skipped"]:
+                module.warn(checkpoint_result["warning"])
+
+        snap = snapshot(
+            params["path"],
+            params["backup_dir"],
+            params["name"],
+            label=params["label"],
+            method=params["method"],
+            integrity=params["integrity"],
+            busy_timeout_ms=params["busy_timeout_ms"],
+            lock_timeout=params["lock_timeout"],
+            owner=params["owner"],
+            group=params["group"],
+            source_host=params["source_host"],
+            check_mode=module.check_mode,
+        )
+    except BackupError as exc:
+        module.fail_json(msg=str(exc), kind=exc.kind, changed=changed)
+    except (OSError, sqlite3.Error) as exc:
+        module.fail_json(msg="backup of %s failed: %s" % (params["path"], exc), kind=KIND_IO, changed=changed)
+
+    result = backup_result(snap)
+    if checkpoint_result is not None:
+        result["checkpoint_result"] = checkpoint_result
+    if result["verified"] is False:
+        result["msg"] = corrupt_source_message(params, result)
+        module.fail_json(kind=KIND_CORRUPT, **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+#!/usr/bin/python
+# Copyright: (c) 2026, the sqlite-fleet-backup authors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: sqlite_retention
+short_description: Prune one database's SQLite backups by a retention policy
+description:
+  - Deletes the backups of database O(name) in O(backup_dir) that no rule of the policy keeps, with their
+    C(.sha256) and manifest files, under the folder's lock. Unfinished backups left by interrupted runs
+    are removed too.
+  - A backup is kept when any rule keeps it (union, as in restic and borg). O(keep_last), O(keep_daily),
+    O(keep_weekly) and O(keep_monthly) count verified backups only; calendar buckets use O(timezone).
+  - The newest verified backup is always kept, and so is any unverified backup newer than it.
+  - Labelled backups (for example C(pre-upgrade)) follow O(keep_label_days) instead of the general rules.
+  - Nothing is deleted when "now" is earlier than the newest backup (a Pi without a real-time clock).
+  - Only files this tool created are touched. Files named like backups whose manifest is missing or broken
+    are reported in RV(invalid) and never deleted.
+options:
+  backup_dir:
+    description:
+      - Absolute path of the backup folder.
+    type: path
+    required: true
+  name:
+    description:
+      - The database whose backups are pruned.
+    type: str
+    required: true
+  keep_last:
+    description:
+      - Keep the newest N verified backups.
+    type: int
+    default: 0
+  keep_days:
+    description:
+      - Keep every backup taken in the last N days.
+    type: int
+    default: 0
+  keep_daily:
+    description:
+      - Keep the newest verified backup of each of the last N days that have one.
+    type: int
+    default: 0
+  keep_weekly:
+    description:
+      - Keep the newest verified backup of each of the last N ISO weeks that have one.
+    type: int
+    default: 0
+  keep_monthly:
+    description:
+      - Keep the newest verified backup of each of the last N months that have one.
+    type: int
+    default: 0
+  keep_label_days:
+    description:
+      - Labels mapped to how many days backups with that label are kept.
+      - Backups with a label not listed here follow the general rules.
+    type: dict
+    default: {"pre-upgrade": 30}
+  timezone:
+    description:
+      - Time zone of the calendar buckets of O(keep_daily), O(keep_weekly) and O(keep_monthly), as an IANA
+        name such as C(Europe/Helsinki), or C(local) for the host's zone.
+    type: str
+    default: local
+  lock_timeout:
+    description:
+      - How long to wait, in seconds, for the backup folder's lock held by another run.
+    type: float
+    default: 600
+  now:
+    description:
+      - The moment to apply the policy at, as an ISO-8601 timestamp (UTC when it has no offset).
+      - For tests and for replaying a decision; defaults to the current time.
+    type: str
+notes:
+  - At least one of O(keep_last), O(keep_days), O(keep_daily), O(keep_weekly), O(keep_monthly) must be above 0,
+    since an empty policy is refused. Negative values are refused.
+  - In check mode nothing is deleted and the lock is not taken; RV(deleted) lists what would be deleted.
+  - With C(--diff), the backup files before and after are shown.
+  - Relative paths are refused.
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in diff mode) when in diff mode.
+    support: full
+seealso:
+  - module: sqlite_backup
+author:
+  - sqlite-fleet-backup authors
+"""
+
+EXAMPLES = r"""
+- name: Keep a week of dailies, a month of weeklies, a year of monthlies
+  sqlite_retention:
+    backup_dir: /var/backups/sqlite
+    name: gym
+    keep_last: 3
+    keep_daily: 7
+    keep_weekly: 5
+    keep_monthly: 12
+    timezone: Europe/Helsinki
+
+- name: Show what would be deleted
+  sqlite_retention:
+    backup_dir: /var/backups/sqlite
+    name: gym
+    keep_days: 14
+  check_mode: true
+  diff: true
+  register: prune_plan
+"""
+
+RETURN = r"""
+deleted:
+  description: Backup files deleted (in check mode, those that would be), with their sidecars.
+  returned: always
+  type: list
+  elements: str
+  sample: [gym_backup_20261101_030000.db]
+kept:
+  description: Backup files kept, newest first.
+  returned: always
+  type: list
+  elements: str
+  sample: [gym_backup_20261122_030000.db]
+decisions:
+  description: One decision per backup, newest first, with the reasons it is kept or deleted.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    file:
+      description: Backup file name.
+      type: str
+    created:
+      description: When the backup was taken (UTC, ISO-8601).
+      type: str
+    label:
+      description: The backup's label, if any.
+      type: str
+    verified:
+      description: Whether the backup is verified.
+      type: bool
+    keep:
+      description: Whether it is kept.
+      type: bool
+    reasons:
+      description: The rules that keep it, or C(not kept by any rule).
+      type: list
+      elements: str
+  sample: [{"file": "gym_backup_20261122_030000.db", "created": "2026-11-22T03:00:00.000000Z", "label": null,
+            "verified": true, "keep": true, "reasons": ["newest verified backup", "keep_last 3 (#1)"]}]
+removed_unfinished:
+  description: Files of interrupted runs that were removed (in check mode, would be).
+  returned: always
+  type: list
+  elements: str
+  sample: []
+invalid:
+  description: Files named like backups of O(name) whose manifest is missing or broken; never deleted.
+  returned: always
+  type: list
+  elements: str
+  sample: []
+diff:
+  description: The backup files before and after, one per line.
+  returned: in diff mode
+  type: dict
+  sample: {"before": "gym_backup_20261101_030000.db\ngym_backup_20261122_030000.db\n",
+           "after": "gym_backup_20261122_030000.db\n"}
+kind:
+  description: Sort of failure (C(bad_input), C(locked), C(io)).
+  returned: failure
+  type: str
+  sample: bad_input
+"""
+
+import sqlite3
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.sqlite_fleet import (
+    KIND_BAD_INPUT,
+    KIND_IO,
+    RETENTION_RULES,
+    BackupError,
+    apply_retention,
+    parse_iso_utc,
+)
+
+
+def label_days(value):
+    """keep_label_days from YAML or key=value input: days may arrive as strings of digits."""
+    return {label: int(days) if isinstance(days, str) and days.strip().isdigit() else days
+            for label, days in (value or {}).items()}
+
+
+def file_list(files):
+    return "".join("%s\n" % entry for entry in sorted(files))
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            backup_dir=dict(type="path", required=True),
+            name=dict(type="str", required=True),
+            keep_last=dict(type="int", default=0),
+            keep_days=dict(type="int", default=0),
+            keep_daily=dict(type="int", default=0),
+            keep_weekly=dict(type="int", default=0),
+            keep_monthly=dict(type="int", default=0),
+            keep_label_days=dict(type="dict", default={"pre-upgrade": 30}),
+            timezone=dict(type="str", default="local"),
+            lock_timeout=dict(type="float", default=600),
+            now=dict(type="str"),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    if params["lock_timeout"] < 0:
+        module.fail_json(msg="lock_timeout must be 0 or more seconds, got %s" % params["lock_timeout"],
+                         kind=KIND_BAD_INPUT, changed=False)
+    now = None
+    if params["now"] is not None:
+        now = parse_iso_utc(params["now"])
+        if now is None:
+            module.fail_json(msg="now must be an ISO-8601 timestamp such as 2026-11-22T03:00:00Z, got %r"
+                             % params["now"], kind=KIND_BAD_INPUT, changed=False)
+    policy = {rule: params[rule] for rule in RETENTION_RULES}
+    policy["keep_label_days"] = label_days(params["keep_label_days"])
+
+    try:
+        result = apply_retention(params["backup_dir"], params["name"], policy, now=now,
+                                 timezone=params["timezone"], check_mode=module.check_mode,
+                                 lock_timeout=params["lock_timeout"])
+    except BackupError as exc:
+        module.fail_json(msg=str(exc), kind=exc.kind, changed=False)
+    except (OSError, sqlite3.Error) as exc:
+        module.fail_json(msg="pruning %s failed: %s" % (params["backup_dir"], exc), kind=KIND_IO, changed=False)
+
+    result.setdefault("invalid", [])
+    if module._diff:
+        before = result["kept"] + result["deleted"]
+        result["diff"] = {
+            "before_header": "%s (%s backups)" % (params["backup_dir"], params["name"]),
+            "after_header": "%s (%s backups)" % (params["backup_dir"], params["name"]),
+            "before": file_list(before),
+            "after": file_list(result["kept"]),
+        }
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+#!/usr/bin/python
+# Copyright: (c) 2026, the sqlite-fleet-backup authors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: sqlite_verify
+short_description: Verify SQLite backups against their checksum and manifest
+description:
+  - Checks finished backups taken by M(sqlite_backup) without changing anything. For each backup, compares
+    the SHA-256 of the file with its C(.sha256) file, its manifest and, optionally, the checksum written at
+    the first hop; runs C(PRAGMA quick_check) or C(integrity_check) and C(foreign_key_check); compares the
+    per-table row counts and the page count with the manifest; and refuses a backup that was flagged
+    unverified when it was taken.
+  - Verifies one backup file (O(path)) or the backups in a folder (O(backup_dir), optionally only those of
+    database O(name)); in a folder, the newest backup of each database (O(select=latest)) or all of them
+    (O(select=all)).
+  - The task fails, naming each failing file and why, when any backup fails, or when the folder holds no
+    backup for the database.
+options:
+  path:
+    description:
+      - Absolute path of one backup file, C(<name>_backup_<YYYYMMDD>_<HHMMSS>.db).
+      - Mutually exclusive with O(backup_dir).
+    type: path
+  backup_dir:
+    description:
+      - Absolute path of a backup folder (on a host, or one C(<archive>/<host>/<name>) folder on the controller).
+      - Mutually exclusive with O(path).
+    type: path
+  name:
+    description:
+      - With O(backup_dir), only the backups of this database.
+    type: str
+  select:
+    description:
+      - With O(backup_dir), which backups to verify.
+      - C(latest) verifies the newest backup of each database name in the folder, C(all) verifies every one
+        and also counts files that are named like backups but have a missing or broken manifest as failures.
+    type: str
+    choices: [latest, all]
+    default: latest
+  integrity:
+    description:
+      - C(quick) runs C(PRAGMA quick_check), C(full) runs C(PRAGMA integrity_check) (slower, also checks indexes).
+    type: str
+    choices: [quick, full]
+    default: full
+  expected_sha256:
+    description:
+      - Only with O(path). The SHA-256 recorded at the first hop (for example the host's manifest), so that
+        an archive copy whose file and sidecars were changed together is still caught.
+    type: str
+  check_rows:
+    description:
+      - Compare each table's row count with the manifest.
+    type: bool
+    default: true
+notes:
+  - Never changes anything; C(changed) is always false and check mode runs the same checks.
+  - Backups are opened read-only and immutable, so no C(-wal)/C(-shm) file appears beside them.
+  - Relative paths are refused.
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in diff mode) when in diff mode.
+    support: none
+seealso:
+  - module: sqlite_backup
+author:
+  - sqlite-fleet-backup authors
+"""
+
+EXAMPLES = r"""
+- name: Verify the newest backup of every database on the host
+  sqlite_verify:
+    backup_dir: /var/backups/sqlite
+
+- name: Verify every backup of the gym database, quickly
+  sqlite_verify:
+    backup_dir: /var/backups/sqlite
+    name: gym
+    select: all
+    integrity: quick
+
+- name: Verify a pulled copy against the checksum written on the host
+  sqlite_verify:
+    path: "/srv/sqlite-archive/{{ inventory_hostname }}/gym/{{ backup.file }}"
+    expected_sha256: "{{ backup.sha256 }}"
+  delegate_to: localhost
+"""
+
+RETURN = r"""
+ok:
+  description: Whether every selected backup passed.
+  returned: always
+  type: bool
+  sample: true
+verified_count:
+  description: How many backups passed.
+  returned: always
+  type: int
+  sample: 1
+failed_backups:
+  description:
+    - File names of the backups that failed (including broken ones with O(select=all)).
+    - Not called C(failed), which is Ansible's own flag of a failed task.
+  returned: always
+  type: list
+  elements: str
+  sample: []
+invalid:
+  description: Files in the folder named like backups whose manifest is missing or broken.
+  returned: with O(backup_dir)
+  type: list
+  elements: str
+  sample: []
+results:
+  description: One result per backup, newest first.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    ok:
+      description: Whether this backup passed every check.
+      type: bool
+    file:
+      description: File name of the backup.
+      type: str
+    path:
+      description: Absolute path of the backup.
+      type: str
+    checks:
+      description: Check name (manifest, checksum_file, checksum, size, source, journal_mode, integrity, foreign_keys,
+        row_counts, page_count) to C(ok) or the reason it failed.
+      type: dict
+    problems:
+      description: The failed checks, each as C(<check>) followed by a colon and the reason.
+      type: list
+      elements: str
+    manifest:
+      description: The backup's manifest, when it could be read.
+      type: dict
+    sha256:
+      description: SHA-256 of the file as it is now.
+      type: str
+    integrity:
+      description: The integrity level used.
+      type: str
+    duration_seconds:
+      description: Time spent on this backup.
+      type: float
+  sample: [{"ok": true, "file": "gym_backup_20261122_030000.db", "checks": {"checksum": "ok", "integrity": "ok"},
+            "problems": []}]
+kind:
+  description: Sort of failure (C(bad_input), C(corrupt), C(io)).
+  returned: failure
+  type: str
+  sample: corrupt
+"""
+
+import os
+import re
+import sqlite3
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.sqlite_fleet import (
+    KIND_BAD_INPUT,
+    KIND_CORRUPT,
+    KIND_IO,
+    BackupError,
+    list_backups,
+    validate_abs_path,
+    validate_name,
+    verify_backup,
+)
+
+
+def failed_result(path, why, integrity):
+    """A verify_backup-shaped result for a file that could not be verified at all."""
+    return {
+        "ok": False,
+        "file": os.path.basename(path),
+        "path": path,
+        "checks": {"manifest": why},
+        "problems": ["manifest: %s" % why],
+        "manifest": None,
+        "sha256": None,
+        "integrity": integrity,
+        "duration_seconds": 0.0,
+    }
+
+
+def select_backups(backup_dir, name, select):
+    """The backups to verify (newest first) and the broken files to report, from the folder listing."""
+    if not os.path.isdir(backup_dir):
+        raise BackupError("backup folder %s does not exist" % backup_dir, KIND_BAD_INPUT)
+    listing = list_backups(backup_dir, name)
+    backups = listing["backups"]
+    if select == "latest":
+        newest = {}
+        for backup in backups:  # newest first
+            newest.setdefault(backup["name"], backup)
+        backups = [b for b in backups if newest[b["name"]] is b]
+    if not backups:
+        message = "backup folder %s holds no backup%s" % (backup_dir, " of %s" % name if name else "")
+        if listing["invalid"]:
+            message += "; files named like backups with a missing or broken manifest: %s" % ", ".join(
+                item["file"] for item in listing["invalid"])
+        raise BackupError(message, KIND_CORRUPT)  # nothing verifiable is a failed verification
+    return [b["path"] for b in backups], listing["invalid"]
+
+
+def verify_one(path, params):
+    try:
+        return verify_backup(path, params["integrity"], params["expected_sha256"], params["check_rows"])
+    except BackupError as exc:  # removed by a prune between the listing and now, unreadable...
+        return failed_result(path, str(exc), params["integrity"])
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path"),
+            backup_dir=dict(type="path"),
+            name=dict(type="str"),
+            select=dict(type="str", default="latest", choices=["latest", "all"]),
+            integrity=dict(type="str", default="full", choices=["quick", "full"]),
+            expected_sha256=dict(type="str"),
+            check_rows=dict(type="bool", default=True),
+        ),
+        mutually_exclusive=[["path", "backup_dir"], ["path", "name"]],
+        required_one_of=[["path", "backup_dir"]],
+        required_by={"expected_sha256": "path"},
+        supports_check_mode=True,
+    )
+    params = module.params
+    result = {"changed": False, "ok": False, "verified_count": 0, "failed_backups": [], "results": []}
+
+    expected = params["expected_sha256"]
+    if expected is not None:
+        expected = expected.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", expected):
+            module.fail_json(msg="expected_sha256 must be 64 hexadecimal digits, got %r" % params["expected_sha256"],
+                             kind=KIND_BAD_INPUT, **result)
+        params["expected_sha256"] = expected
+
+    try:
+        if params["path"] is not None:
+            results = [verify_backup(validate_abs_path(params["path"], "path"), params["integrity"],
+                                     params["expected_sha256"], params["check_rows"])]
+        else:
+            backup_dir = validate_abs_path(params["backup_dir"], "backup_dir")
+            name = validate_name(params["name"]) if params["name"] is not None else None
+            paths, invalid = select_backups(backup_dir, name, params["select"])
+            results = [verify_one(path, params) for path in paths]
+            result["invalid"] = [item["file"] for item in invalid]
+            if params["select"] == "all":
+                results += [failed_result(item["path"], item["why"], params["integrity"]) for item in invalid]
+            elif invalid:
+                module.warn("%s holds files named like backups whose manifest is missing or broken (not verified "
+                            "with select=latest): %s" % (backup_dir, ", ".join(result["invalid"])))
+    except BackupError as exc:
+        module.fail_json(msg=str(exc), kind=exc.kind, **result)
+    except (OSError, sqlite3.Error) as exc:
+        module.fail_json(msg="verification failed: %s" % exc, kind=KIND_IO, **result)
+
+    result["results"] = results
+    result["failed_backups"] = [r["file"] for r in results if not r["ok"]]
+    result["verified_count"] = sum(1 for r in results if r["ok"])
+    result["ok"] = not result["failed_backups"]
+    if result["failed_backups"]:
+        result["msg"] = "%d of %d backups FAILED verification: %s" % (
+            len(result["failed_backups"]), len(results),
+            "; ".join("%s (%s)" % (r["file"], "; ".join(r["problems"])) for r in results if not r["ok"]))
+        module.fail_json(kind=KIND_CORRUPT, **result)
+    result["msg"] = "%d backup%s verified: %s" % (len(results), "" if len(results) == 1 else "s",
+                                                   ", ".join(r["file"] for r in results))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -6,7 +6,7 @@ set -euo pipefail
 purpose=${1:-test}
 packages=(python3-venv)
 if [ "$purpose" = test ]; then
-  packages+=(openssh-server openssh-client rsync sqlite3 cron iproute2 util-linux make)
+  packages+=(openssh-server openssh-client rsync sqlite3 cron iproute2 util-linux make chromium)
 fi
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then

@@ -285,13 +285,12 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    changed = False
     if params["lock_timeout"] < 0:
         module.fail_json(msg="lock_timeout must be 0 or more seconds, got %s" % params["lock_timeout"],
                          kind=KIND_BAD_INPUT, changed=False)
 
+    changed, checkpoint_result = False, None
     try:
-        checkpoint_result = None
         if params["checkpoint"] != "none":
             checkpoint_result = checkpoint(params["path"], params["checkpoint"], params["busy_timeout_ms"],
                                            check_mode=module.check_mode)

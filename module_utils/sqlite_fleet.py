@@ -38,6 +38,7 @@ import sqlite3
 import stat
 import struct
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -808,12 +809,19 @@ def snapshot(
         tmp_path = os.path.join(backup_dir, "%s%s.%d.%s.db" % (TMP_PREFIX, name, os.getpid(), secrets.token_hex(4)))
         try:
             copy = copy_database(db_path, tmp_path, method, busy_timeout_ms, db_stat)
-            checked = inspect_copy(tmp_path, integrity)
             os.chmod(tmp_path, 0o600)
             chown_if_needed(tmp_path, file_owner)
-            fsync_path(tmp_path)
+            # Once switched to journal_mode=DELETE the copy's bytes are final: fsync and hash
+            # it in a thread while SQLite checks it (both release the GIL).
+            finishing: list[Background] = []
+            try:
+                checked = inspect_copy(tmp_path, integrity,
+                                       on_final=lambda: finishing.append(Background(fsync_and_hash, tmp_path)))
+            finally:
+                for job in finishing:
+                    job.wait()
+            digest = finishing[0].result() if finishing else fsync_and_hash(tmp_path)
             size = os.path.getsize(tmp_path)
-            digest = sha256_file(tmp_path)
             created = copy["started"]
             manifest = {
                 "format_version": FORMAT_VERSION,
@@ -846,6 +854,7 @@ def snapshot(
                 manifest.update({k: v for k, v in extra_manifest.items() if k not in manifest})
             final_path = commit_backup(tmp_path, backup_dir, name, created, manifest, digest, file_owner,
                                        copy["started_monotonic"])
+            check_sidecars(final_path, digest)
         finally:
             for leftover in (tmp_path, tmp_path + "-journal", tmp_path + "-wal", tmp_path + "-shm"):
                 with contextlib.suppress(FileNotFoundError):
@@ -865,12 +874,80 @@ def snapshot(
     }
 
 
+# Pages copied per backup step; what each step wrote is flushed to disk before the next one.
+COPY_STEP_BYTES = 8 << 20
+
+
+class StepFlusher:
+    """Progress callback of a stepped backup: flush the copy's new pages after each step.
+
+    Keeps the copy's dirty data in the page cache below about one step: a single fsync of
+    a whole fresh copy at the end can stall every other fsync on the file system (the app's
+    commits) for as long as the disk needs to write it.
+    """
+
+    def __init__(self, path: str, flush: bool = True) -> None:
+        self.path = path
+        self.flush = flush
+        self.steps = 0
+        self._fd: int | None = None
+        self._sync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
+
+    def __call__(self, status: int, remaining: int, total: int) -> None:
+        self.steps += 1
+        if remaining <= 0 or not self.flush:
+            return  # after the last step the caller's own fsync follows
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        self._sync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class Background:
+    """Run ``function(*args)`` in a thread; :meth:`result` waits and returns or re-raises.
+
+    For work that releases the GIL (hashing, fsync, SQLite) beside other such work.
+    """
+
+    def __init__(self, function: Any, *args: Any) -> None:
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(function, args), daemon=True)
+        self._thread.start()
+
+    def _run(self, function: Any, args: tuple[Any, ...]) -> None:
+        try:
+            self._result = function(*args)
+        except BaseException as exc:  # handed to the caller by result()
+            self._error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+def fsync_and_hash(path: str) -> str:
+    """fsync ``path``, then its sha256 (the bytes are final: nothing writes them any more)."""
+    fsync_path(path)
+    return sha256_file(path)
+
+
 def copy_database(db_path: str, tmp_path: str, method: str, busy_timeout_ms: int,
                   db_stat: os.stat_result) -> dict[str, Any]:
-    """Copy the live database into ``tmp_path`` in one step under one read transaction."""
+    """Copy the live database into ``tmp_path`` under one read transaction."""
     existed = side_files_present(db_path)
     source = None
     target = None
+    flusher = None
     try:
         try:
             source = open_readonly(db_path, busy_timeout_ms=busy_timeout_ms)
@@ -891,8 +968,19 @@ def copy_database(db_path: str, tmp_path: str, method: str, busy_timeout_ms: int
             else:
                 target = sqlite3.connect(tmp_path, isolation_level=None)
                 target.execute("PRAGMA synchronous=OFF")
-                # One step (pages=-1): a stepped copy restarts on every write of the app.
-                source.backup(target, pages=-1)
+                # Steps of COPY_STEP_BYTES, all inside the read transaction opened above: the
+                # snapshot cannot move, so the copy never restarts (a backup that opens a read
+                # transaction per step restarts on every write of the app). In WAL mode the
+                # pages written so far go to disk after each step, so the final fsync has
+                # little left to write and the app's commits (each an fsync of its -wal) never
+                # queue behind the whole copy. With a rollback journal our shared lock holds
+                # the app's writers off until the copy ends: no flushing then, to end it sooner.
+                flusher = StepFlusher(tmp_path, flush=journal_mode == "wal")
+                try:
+                    page_size = pragma_value(source, "page_size") or 4096
+                    source.backup(target, pages=max(1, COPY_STEP_BYTES // page_size), progress=flusher)
+                finally:
+                    flusher.close()
                 target.close()
                 target = None
         except sqlite3.Error as exc:
@@ -913,19 +1001,25 @@ def copy_database(db_path: str, tmp_path: str, method: str, busy_timeout_ms: int
         "started_monotonic": started_monotonic,
         "journal_mode": journal_mode,
         "copy_seconds": copy_seconds,
+        "steps": flusher.steps if method == "backup_api" else 1,
         # In WAL mode readers never block writers; with a rollback journal our shared
         # lock held every writer off for the whole copy.
         "held_off_seconds": 0.0 if journal_mode == "wal" else copy_seconds,
     }
 
 
-def inspect_copy(tmp_path: str, integrity: str) -> dict[str, Any]:
-    """Switch the fresh copy to journal_mode=DELETE and check it (it is still private)."""
+def inspect_copy(tmp_path: str, integrity: str, on_final: Any = None) -> dict[str, Any]:
+    """Switch the fresh copy to journal_mode=DELETE and check it (it is still private).
+
+    ``on_final`` is called once the switch is done: from then on nothing writes the file.
+    """
     conn = sqlite3.connect(tmp_path, isolation_level=None)
     try:
         mode = conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
         if mode != "delete":
             raise BackupError("could not switch the copy to journal_mode=DELETE (got %s)" % mode, KIND_IO)
+        if on_final is not None:
+            on_final()
         tune_for_checks(conn, os.path.getsize(tmp_path))
         integrity_problems = run_integrity_check(conn, integrity)
         foreign_key_problems = run_foreign_key_check(conn) if not integrity_problems else []
@@ -987,6 +1081,13 @@ def commit_backup(tmp_path: str, backup_dir: str, name: str, created: _dt.dateti
     return final_path
 
 
+def check_sidecars(backup_path: str, digest: str) -> None:
+    """Read a just committed backup's ``.sha256`` and manifest back, as a verifier would."""
+    if read_sha256_sidecar(backup_path) != digest or read_manifest(backup_path)["sha256"] != digest:
+        raise BackupError("the sidecars of %s do not record its sha256 %s as written"
+                          % (os.path.basename(backup_path), digest[:12]), KIND_IO)
+
+
 _CORE_SHA256: str | None = None
 
 
@@ -1027,6 +1128,17 @@ def verify_backup(backup_path: str, integrity: str = "full", expected_sha256: st
     if not os.path.isfile(backup_path):
         raise BackupError("backup %s does not exist" % backup_path, KIND_BAD_INPUT)
     started = time.monotonic()
+    # The sha256 is computed in a thread while SQLite checks the file (both release the GIL).
+    hashing = Background(sha256_file, backup_path)
+    try:
+        return _verify_backup(backup_path, integrity, expected_sha256, check_rows, hashing, started)
+    finally:
+        hashing.wait()
+
+
+def _verify_backup(backup_path: str, integrity: str, expected_sha256: str | None, check_rows: bool,
+                   hashing: Background, started: float) -> dict[str, Any]:
+    base = os.path.basename(backup_path)
     checks: dict[str, str] = {}
     problems: list[str] = []
 
@@ -1045,7 +1157,8 @@ def verify_backup(backup_path: str, integrity: str = "full", expected_sha256: st
     except BackupError as exc:
         sidecar = None
         fail("checksum_file", str(exc))
-    actual = sha256_file(backup_path)
+    database_results = check_backup_database(backup_path, integrity, manifest, check_rows)
+    actual = hashing.result()
     wanted = [("checksum file", sidecar)]
     if manifest:
         wanted.append(("manifest", manifest["sha256"]))
@@ -1063,6 +1176,32 @@ def verify_backup(backup_path: str, integrity: str = "full", expected_sha256: st
     if manifest and not manifest["verified"]:
         fail("source", "the backup was flagged unverified when taken (source failed its check)")
 
+    for check, why in database_results:
+        if why is None:
+            checks[check] = "ok"
+        else:
+            fail(check, why)
+    return {
+        "ok": not problems,
+        "file": base,
+        "path": backup_path,
+        "checks": checks,
+        "problems": problems,
+        "manifest": manifest,
+        "sha256": actual,
+        "integrity": integrity,
+        "duration_seconds": round(time.monotonic() - started, 6),
+    }
+
+
+def check_backup_database(backup_path: str, integrity: str, manifest: Mapping[str, Any] | None,
+                          check_rows: bool) -> list[tuple[str, str | None]]:
+    """The SQLite checks of :func:`verify_backup`, in order: (check, None when ok or why not)."""
+    results: list[tuple[str, str | None]] = []
+
+    def fail(check: str, why: str) -> None:
+        results.append((check, why))
+
     try:
         with open(backup_path, "rb") as handle:
             header = handle.read(100)
@@ -1077,19 +1216,19 @@ def verify_backup(backup_path: str, integrity: str = "full", expected_sha256: st
             if integrity_problems:
                 fail("integrity", "; ".join(integrity_problems[:5]))
             else:
-                checks["integrity"] = "ok"
+                results.append(("integrity", None))
                 fk = run_foreign_key_check(conn)
                 if fk:
                     fail("foreign_keys", "; ".join(fk[:5]))
                 else:
-                    checks["foreign_keys"] = "ok"
+                    results.append(("foreign_keys", None))
                 if check_rows and manifest:
                     counts = table_row_counts(conn)
                     diff = row_count_differences(manifest["tables"], counts)
                     if diff:
                         fail("row_counts", "; ".join(diff[:10]))
                     else:
-                        checks["row_counts"] = "ok"
+                        results.append(("row_counts", None))
                 if manifest and manifest.get("page_count") is not None:
                     pages = pragma_value(conn, "page_count")
                     if pages != manifest["page_count"]:
@@ -1098,17 +1237,7 @@ def verify_backup(backup_path: str, integrity: str = "full", expected_sha256: st
             conn.close()
     except sqlite3.DatabaseError as exc:
         fail("integrity", "cannot be read as a database: %s" % exc)
-    return {
-        "ok": not problems,
-        "file": base,
-        "path": backup_path,
-        "checks": checks,
-        "problems": problems,
-        "manifest": manifest,
-        "sha256": actual,
-        "integrity": integrity,
-        "duration_seconds": round(time.monotonic() - started, 6),
-    }
+    return results
 
 
 def row_count_differences(expected: Mapping[str, Any], actual: Mapping[str, int]) -> list[str]:
@@ -1335,6 +1464,7 @@ def folder_stats(backup_dir: str, name: str | None = None, now: _dt.datetime | N
 
 DELTA_MAGIC = b"SQLFDLT1"
 DELTA_HEADER_MAX = 1 << 16
+DELTA_BLOCK_BYTES = 1 << 20
 _PAGE_NO = struct.Struct(">I")
 
 
@@ -1351,8 +1481,14 @@ def page_size_of(path: str) -> int:
     return size
 
 
-def make_delta(base_path: str, target_path: str, delta_path: str) -> dict[str, Any]:
-    """Write the pages of ``target_path`` that differ from ``base_path`` into ``delta_path``."""
+def make_delta(base_path: str, target_path: str, delta_path: str, *, base_sha256: str | None = None,
+               target_sha256: str | None = None) -> dict[str, Any]:
+    """Write the pages of ``target_path`` that differ from ``base_path`` into ``delta_path``.
+
+    ``base_sha256``/``target_sha256``: the files' checksums when already known (their
+    manifests), else computed here. They only label the delta: the receiver checks its base
+    against the first and the rebuilt file against the target's manifest.
+    """
     page_size = page_size_of(target_path)
     if page_size_of(base_path) != page_size:
         raise BackupError("page sizes differ between %s and %s: no delta possible"
@@ -1362,21 +1498,27 @@ def make_delta(base_path: str, target_path: str, delta_path: str) -> dict[str, A
     with open(base_path, "rb") as base, open(target_path, "rb") as target, \
             open(delta_path, "wb") as out:
         header = json.dumps({
-            "base_sha256": sha256_file(base_path),
-            "target_sha256": sha256_file(target_path),
+            "base_sha256": base_sha256 or sha256_file(base_path),
+            "target_sha256": target_sha256 or sha256_file(target_path),
             "target_size": target_size,
             "page_size": page_size,
         }).encode()
         out.write(DELTA_MAGIC + len(header).to_bytes(4, "big") + header)
+        # Compare a block of pages at a time; look at single pages only in blocks that differ.
+        block_size = page_size * max(1, DELTA_BLOCK_BYTES // page_size)
         page_no = 0
         while True:
-            page = target.read(page_size)
-            if not page:
+            block = target.read(block_size)
+            if not block:
                 break
-            if base.read(page_size) != page:
-                out.write(_PAGE_NO.pack(page_no) + page)
-                changed += 1
-            page_no += 1
+            old = base.read(block_size)
+            if old != block:
+                for offset in range(0, len(block), page_size):
+                    page = block[offset:offset + page_size]
+                    if old[offset:offset + page_size] != page:
+                        out.write(_PAGE_NO.pack(page_no + offset // page_size) + page)
+                        changed += 1
+            page_no += -(-len(block) // page_size)
         out.flush()
         os.fsync(out.fileno())
     return {"pages_total": page_no, "pages_changed": changed, "delta_bytes": os.path.getsize(delta_path),
@@ -1574,7 +1716,8 @@ def plan_export(backup_dir: str, name: str, have: Sequence[Mapping[str, Any]], *
             if base is not None:
                 delta_path = os.path.join(staging_dir, backup["file"] + ".delta")
                 try:
-                    stats = make_delta(base["path"], backup["path"], delta_path)
+                    stats = make_delta(base["path"], backup["path"], delta_path,
+                                       base_sha256=base["sha256"], target_sha256=backup["sha256"])
                 except BackupError:
                     stats = None  # page size changed (VACUUM): send it whole
                 if stats and stats["delta_bytes"] <= backup["size_bytes"] * (1 - min_delta_saving):

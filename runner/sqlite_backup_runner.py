@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import socket
@@ -59,6 +60,8 @@ EXIT_BY_KIND[KIND_NOT_MOUNTED] = EXIT_NOT_MOUNTED
 LOG_MAX_BYTES = 1 << 20
 LOG_KEEP = 3
 RETENTION_KEYS = ("keep_last", "keep_days", "keep_daily", "keep_weekly", "keep_monthly")
+DEFAULT_LOCK_TIMEOUT = 600.0
+STATE_FILE = ".sqlite-backup-metrics.json"
 
 
 # --------------------------------------------------------------------------- config
@@ -85,7 +88,16 @@ def load_config(path: str) -> dict[str, Any]:
         core.validate_name(db["name"])
         core.validate_abs_path(db["path"], "database path of %s" % db["name"])
     core.validate_abs_path(config.get("backup_dir"), "backup_dir")
+    lock_timeout = config.get("lock_timeout", DEFAULT_LOCK_TIMEOUT)
+    if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) or lock_timeout < 0:
+        raise core.BackupError("lock_timeout in %s must be a number of seconds (0 or more), got %r"
+                               % (path, lock_timeout), core.KIND_BAD_INPUT)
     return config
+
+
+def lock_timeout_of(config: dict[str, Any]) -> float:
+    """How long to wait for the backup folder's lock held by another run (seconds)."""
+    return float(config.get("lock_timeout", DEFAULT_LOCK_TIMEOUT))
 
 
 def select_databases(config: dict[str, Any], name: str | None) -> list[dict[str, Any]]:
@@ -103,6 +115,10 @@ def retention_policy(config: dict[str, Any], db: dict[str, Any], keep_days: int 
     """The config's policy (per-database overrides first); --keep-days/--keep-count win."""
     base = dict(config.get("retention") or {})
     base.update({k: v for k, v in (db.get("retention") or {}).items()})
+    # per-item overrides as the inventory (and the sqlite_backup role) spells them
+    # (YAML may hand them over as strings, which the Ansible modules accept too)
+    base.update({k: int(db[k]) if isinstance(db[k], str) and db[k].isdigit() else db[k]
+                 for k in RETENTION_KEYS if db.get(k) is not None})
     if keep_days is not None or keep_count is not None:
         # The original script's flags: a plain "younger than N days, at least N backups" policy.
         base = {k: 0 for k in RETENTION_KEYS} | {"keep_label_days": base.get("keep_label_days") or {}}
@@ -168,24 +184,48 @@ def format_number(value: Any) -> str:
 
 
 def update_metrics(config: dict[str, Any], host: str, database: str, values: dict[str, Any]) -> str | None:
-    """Merge one database's figures into the state and rewrite the .prom file atomically."""
+    """Merge one database's figures into the state and rewrite the .prom file atomically.
+
+    The cron lines of a host's databases start in the same minute: the read-merge-write of
+    the state runs under a lock of its own, or one run's figures overwrite the other's.
+    Metrics never fail a run: a problem with them is reported on stderr and in the log.
+    """
     metrics_dir = config.get("metrics_dir")
     if not metrics_dir:
         return None
-    os.makedirs(metrics_dir, exist_ok=True)
-    state_path = os.path.join(config.get("state_dir") or config["backup_dir"], ".sqlite-backup-metrics.json")
-    state: dict[str, dict[str, Any]] = {}
-    with contextlib.suppress(FileNotFoundError, ValueError):
-        with open(state_path, encoding="utf-8") as handle:
-            loaded = json.load(handle)
-        if isinstance(loaded, dict):
-            state = {k: v for k, v in loaded.items() if isinstance(v, dict)}
-    known = {db["name"] for db in config["databases"]}
-    state = {k: v for k, v in state.items() if k in known}  # a removed database drops out
-    state.setdefault(database, {}).update(values)
-    core.write_file_atomic(state_path, json.dumps(state, sort_keys=True).encode(), 0o600)
+    state_dir = config.get("state_dir") or config["backup_dir"]
+    state_path = os.path.join(state_dir, STATE_FILE)
     prom_path = os.path.join(metrics_dir, config.get("metrics_file") or "sqlite_backup.prom")
-    core.write_file_atomic(prom_path, render_metrics(state, host).encode(), 0o644)
+    try:
+        os.makedirs(metrics_dir, exist_ok=True)
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        lock_fd = os.open(state_path + ".lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            state: dict[str, dict[str, Any]] = {}
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                with open(state_path, encoding="utf-8") as handle:
+                    loaded = json.load(handle)
+                if isinstance(loaded, dict):
+                    state = {k: v for k, v in loaded.items() if isinstance(v, dict)}
+            known = {db["name"] for db in config["databases"]}
+            state = {k: v for k, v in state.items() if k in known}  # a removed database drops out
+            state.setdefault(database, {}).update(values)
+            # Not core.write_file_atomic: its temporary names are what a backup run holding the
+            # folder's lock removes as leftovers, and this write does not hold that lock.
+            tmp_path = "%s.%d.tmp" % (state_path, os.getpid())
+            with open(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
+                handle.write(json.dumps(state, sort_keys=True).encode())
+            os.replace(tmp_path, state_path)
+            core.write_file_atomic(prom_path, render_metrics(state, host).encode(), 0o644)
+        finally:
+            os.close(lock_fd)
+    except OSError as exc:
+        message = "metrics not updated (%s): %s" % (prom_path, exc)
+        print(message, file=sys.stderr)
+        with contextlib.suppress(OSError):
+            log_line(config, message)
+        return None
     return prom_path
 
 
@@ -251,6 +291,7 @@ def cmd_backup(config: dict[str, Any], args: argparse.Namespace) -> list[dict[st
                 owner=db.get("owner") or config.get("owner") or None,
                 group=db.get("group") or config.get("group") or None,
                 source_host=host_name(config),
+                lock_timeout=lock_timeout_of(config),
                 extra_manifest={"runner": {"version": RUNNER_VERSION, "made_by": "on-host runner"}},
             )
             record.update(ok=snap["verified"], file=snap["file"], size_bytes=snap["manifest"]["size_bytes"],
@@ -260,7 +301,7 @@ def cmd_backup(config: dict[str, Any], args: argparse.Namespace) -> list[dict[st
             if args.cleanup:
                 policy = retention_policy(config, db, args.keep_days, args.keep_count)
                 pruned = core.apply_retention(config["backup_dir"], db["name"], policy,
-                                              timezone=config.get("timezone"))
+                                              timezone=config.get("timezone"), lock_timeout=lock_timeout_of(config))
                 record["deleted"] = pruned["deleted"]
             stats = core.folder_stats(config["backup_dir"], db["name"])
             values = {"sqlite_backup_last_run_timestamp_seconds": round(time.time(), 3),
@@ -291,16 +332,18 @@ def cmd_verify(config: dict[str, Any], args: argparse.Namespace) -> list[dict[st
             results.append({"database": db["name"], "command": "verify", "ok": False, "kind": core.KIND_BAD_INPUT,
                             "msg": "no backup of %s in %s" % (db["name"], config["backup_dir"])})
             continue
-        for backup in chosen:
+        newest_ok = False
+        for index, backup in enumerate(chosen):
             outcome = core.verify_backup(backup["path"], integrity=args.integrity)
             results.append({"database": db["name"], "command": "verify", "file": backup["file"],
                             "ok": outcome["ok"], "kind": None if outcome["ok"] else core.KIND_CORRUPT,
                             "msg": "ok" if outcome["ok"] else "; ".join(outcome["problems"])})
+            if index == 0:
+                newest_ok = bool(outcome["ok"])
         if args.all:
             for item in listing["invalid"]:
                 results.append({"database": db["name"], "command": "verify", "file": item["file"], "ok": False,
                                 "kind": core.KIND_CORRUPT, "msg": item["why"]})
-        newest_ok = results[-len(chosen)]["ok"] if chosen else False
         update_metrics(config, host_name(config), db["name"], {"sqlite_backup_verified": bool(newest_ok)})
     return results
 
@@ -310,7 +353,7 @@ def cmd_prune(config: dict[str, Any], args: argparse.Namespace) -> list[dict[str
     for db in select_databases(config, args.db):
         policy = retention_policy(config, db, args.keep_days, args.keep_count)
         pruned = core.apply_retention(config["backup_dir"], db["name"], policy, timezone=config.get("timezone"),
-                                      check_mode=args.dry_run)
+                                      check_mode=args.dry_run, lock_timeout=lock_timeout_of(config))
         results.append({"database": db["name"], "command": "prune", "ok": True, "deleted": pruned["deleted"],
                         "kept": pruned["kept"], "dry_run": args.dry_run, "msg": pruned["msg"]})
     return results
@@ -331,6 +374,11 @@ def cmd_stats(config: dict[str, Any], args: argparse.Namespace) -> list[dict[str
 
 def cmd_check_config(config: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
     """The config loaded: say what would be backed up where (provision.yml runs this)."""
+    for db in config["databases"]:
+        try:
+            core.normalise_policy(retention_policy(config, db, None, None))
+        except core.BackupError as exc:
+            raise core.BackupError("retention of %s: %s" % (db["name"], exc), exc.kind) from None
     return [{"database": db["name"], "command": "check-config", "ok": True,
              "msg": "%s -> %s" % (db["path"], config["backup_dir"])} for db in config["databases"]]
 
@@ -344,16 +392,16 @@ COMMANDS = {"backup": cmd_backup, "verify": cmd_verify, "prune": cmd_prune, "sta
 
 def human_line(record: dict[str, Any]) -> str:
     status = "ok" if record.get("ok") else "FAILED"
-    if record["command"] == "stats":
+    if record["command"] == "stats" and "backups" in record:
         b = record["backups"]
         f = record.get("facts") or {}
         return ("%s: %s backups, %s bytes, newest %s (%.0f s old), oldest %s; database %s bytes, WAL %s bytes, "
                 "%s mode, %s tables" % (record["database"], b["count"], b["total_bytes"], b["newest"],
                                         b["newest_age_seconds"] or 0, b["oldest"], f.get("size_bytes"),
-                                        f.get("wal_bytes"), f.get("journal_mode"), f.get("table_count")))
-    detail = record.get("file") or ""
-    line = "%s %s %s: %s %s" % (record["command"], record["database"], status, detail, record.get("msg", ""))
-    return line.rstrip()
+                                        f.get("wal_bytes"), f.get("journal_mode"), f.get("table_count"))
+                + ("" if record.get("ok") else " FAILED: %s" % record.get("msg")))
+    detail = " ".join(str(part) for part in (record.get("file"), record.get("msg")) if part)
+    return ("%s %s %s: %s" % (record["command"], record["database"], status, detail)).rstrip()
 
 
 def exit_code(results: list[dict[str, Any]]) -> int:

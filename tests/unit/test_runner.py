@@ -1,0 +1,719 @@
+"""The on-host runner and the controller's job wrapper, run as real processes.
+
+``runner/sqlite_backup_runner.py`` runs from a temporary copy of the installed layout (the
+core ``sqlite_fleet.py`` beside the runner and a ``config.json``), under every host Python
+present: the system one and the Pi-like 3.9. ``bin/sqlite-fleet-run`` runs a stub in place
+of ``ansible-playbook`` that records how it was called. No fleet, no mocks: real files,
+real SQLite databases, real flocks held by this process or by other processes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO_ROOT / "module_utils"))
+import sqlite_fleet as core  # noqa: E402
+from unit_helpers import create_demo_db  # noqa: E402
+
+CORE = REPO_ROOT / "module_utils" / "sqlite_fleet.py"
+RUNNER = REPO_ROOT / "runner" / "sqlite_backup_runner.py"
+WRAPPER = REPO_ROOT / "bin" / "sqlite-fleet-run"
+HOST_PYTHONS = [p for p in ("/usr/bin/python3", "/root/.pyenv/versions/3.9.18/bin/python3") if os.access(p, os.X_OK)]
+UTC = dt.timezone.utc
+ONE_MIB = 1 << 20
+EXIT_CODES_TEXT = ("exit codes: 0 ok, 1 unexpected error, 2 bad input or config, 3 locked, 4 not enough space, "
+                   "5 corrupt or unverified, 6 I/O error, 7 backup folder not mounted")
+
+
+# --------------------------------------------------------------------------- prometheus
+
+
+METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+SAMPLE = re.compile(r'^(?P<name>[^{\s]+)\{host="(?P<host>(?:[^"\\]|\\.)*)",database="(?P<db>(?:[^"\\]|\\.)*)"\} '
+                    r"(?P<value>\S+)$")
+
+
+def parse_prometheus(text: str) -> dict[tuple[str, str, str], float]:
+    """Strict parse of the runner's textfile: {(metric, host, database): value}.
+
+    Every metric has one HELP and one TYPE line before its samples; samples carry exactly
+    the labels host and database; names are valid; values parse as floats; the file ends
+    with a newline and has no blank lines.
+    """
+    assert text.endswith("\n"), "a textfile must end with a newline"
+    samples: dict[tuple[str, str, str], float] = {}
+    helped: set[str] = set()
+    typed: set[str] = set()
+    for number, line in enumerate(text[:-1].split("\n"), 1):
+        where = "line %d: %r" % (number, line)
+        assert line, "blank " + where
+        if line.startswith("# HELP "):
+            name, _, help_text = line[len("# HELP "):].partition(" ")
+            assert METRIC_NAME.match(name) and help_text and name not in helped, where
+            helped.add(name)
+        elif line.startswith("# TYPE "):
+            name, _, kind = line[len("# TYPE "):].partition(" ")
+            assert name in helped and name not in typed, "TYPE without HELP, or twice: " + where
+            assert kind in ("gauge", "counter", "untyped"), where
+            typed.add(name)
+        else:
+            assert not line.startswith("#"), where
+            match = SAMPLE.match(line)
+            assert match, "not a sample with exactly the labels host and database: " + where
+            name = match["name"]
+            assert METRIC_NAME.match(name), where
+            assert name in typed, "sample before its HELP/TYPE: " + where
+            value = float(match["value"])
+            assert not math.isnan(value), where
+            key = (name, match["host"], match["db"])
+            assert key not in samples, "duplicate sample: " + where
+            samples[key] = value
+    return samples
+
+
+# --------------------------------------------------------------------------- the installed layout
+
+
+@dataclass
+class Layout:
+    """A runner installed as provision.yml installs it, in a temporary folder."""
+
+    python: str
+    root: Path
+
+    @property
+    def opt(self) -> Path:
+        return self.root / "opt" / "sqlite-backup"
+
+    @property
+    def config_path(self) -> Path:
+        return self.opt / "config.json"
+
+    @property
+    def backups(self) -> Path:
+        return self.root / "backups"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics"
+
+    @property
+    def prom(self) -> Path:
+        return self.metrics / "sqlite_backup.prom"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log" / "backup.log"
+
+    def db(self, name: str = "gym") -> Path:
+        return self.root / "app" / (name + ".db")
+
+    def config(self, databases: Sequence[str | dict[str, Any]] = ("gym",), **overrides: Any) -> dict[str, Any]:
+        """The config provision.yml writes; databases given by name live in app/<name>.db."""
+        config: dict[str, Any] = {
+            "host": "testpi",
+            "backup_dir": str(self.backups),
+            "databases": [{"name": db, "path": str(self.db(db))} if isinstance(db, str) else db
+                          for db in databases],
+            "method": "backup_api",
+            "integrity": "quick",
+            "checkpoint": "none",
+            "busy_timeout_ms": 2000,
+            "lock_timeout": 5,
+            "owner": "",
+            "group": "",
+            "retention": {"keep_last": 3, "keep_days": 7, "keep_daily": 7, "keep_weekly": 4, "keep_monthly": 3,
+                          "keep_label_days": {"pre-upgrade": 30}},
+            "timezone": "UTC",
+            "log_file": str(self.log),
+            "metrics_dir": str(self.metrics),
+            "require_mount": False,
+            "mount_point": "",
+            "healthchecks_url": "",
+        }
+        config.update(overrides)
+        return config
+
+    def write_config(self, config: dict[str, Any] | None = None, **overrides: Any) -> Path:
+        self.config_path.write_text(json.dumps(config if config is not None else self.config(**overrides)))
+        self.config_path.chmod(0o600)
+        return self.config_path
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """The runner as cron runs it: its own Python, the installed path, no PYTHONPATH."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+        return subprocess.run([self.python, str(self.opt / "sqlite_backup_runner.py"), *args],
+                              capture_output=True, text=True, timeout=timeout, env=env, cwd=self.root)
+
+    def run_json(self, *args: str) -> tuple[int, dict[str, Any]]:
+        proc = self.run("--json", *args)
+        assert proc.stdout.lstrip().startswith("{"), (proc.stdout, proc.stderr)
+        report = json.loads(proc.stdout)
+        assert report["exit_code"] == proc.returncode and report["ok"] == (proc.returncode == 0), report
+        return proc.returncode, report
+
+    def backups_of(self, name: str = "gym") -> list[str]:
+        """Finished backup files, oldest first."""
+        return sorted(entry for entry in os.listdir(self.backups)
+                      if core.parse_backup_filename(entry) and core.parse_backup_filename(entry)["name"] == name)
+
+    def samples(self) -> dict[tuple[str, str, str], float]:
+        return parse_prometheus(self.prom.read_text())
+
+
+@pytest.fixture(params=HOST_PYTHONS, ids=lambda path: "py" + path.split("/versions/")[-1].split("/")[0]
+                if "/versions/" in path else "system")
+def layout(request: pytest.FixtureRequest, tmp_path: Path) -> Layout:
+    installed = Layout(request.param, tmp_path)
+    installed.opt.mkdir(parents=True)
+    shutil.copy2(CORE, installed.opt / "sqlite_fleet.py")
+    shutil.copy2(RUNNER, installed.opt / "sqlite_backup_runner.py")
+    installed.db().parent.mkdir()
+    create_demo_db(installed.db(), members=30)
+    installed.write_config()
+    return installed
+
+
+def make_old_backup(monkeypatch: pytest.MonkeyPatch, layout: Layout, days_ago: float, name: str = "gym") -> str:
+    """A finished backup whose name and manifest say it was taken days_ago (core in-process)."""
+    moment = dt.datetime.now(UTC).replace(microsecond=0) - dt.timedelta(days=days_ago)
+    with monkeypatch.context() as patch:
+        patch.setattr(core, "utcnow", lambda: moment)
+        taken = core.snapshot(str(layout.db(name)), str(layout.backups), name, source_host="testpi")
+    return taken["file"]
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+
+class Flocks:
+    """Exclusive flocks held by this test process (as another run would hold them)."""
+
+    def __init__(self) -> None:
+        self.handles: list[Any] = []
+
+    def take(self, path: Path) -> None:
+        handle = open(path, "a")  # noqa: SIM115 - held until release()
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.handles.append(handle)
+
+    def release(self) -> None:
+        while self.handles:
+            self.handles.pop().close()
+
+
+@pytest.fixture
+def flocks() -> Iterator[Flocks]:
+    held = Flocks()
+    yield held
+    held.release()
+
+
+# --------------------------------------------------------------------------- help and outputs
+
+
+def test_help_lists_commands_and_exit_codes(layout: Layout) -> None:
+    shown = layout.run("--help")
+    assert shown.returncode == 0, shown.stderr
+    text = " ".join(shown.stdout.split())
+    assert EXIT_CODES_TEXT in text
+    for command in ("backup", "verify", "prune", "stats", "check-config", "--stats-only", "--json"):
+        assert command in text
+    assert layout.run("backup", "--help").returncode == 0
+    assert "--keep-days" in layout.run("backup", "--help").stdout
+
+    version = layout.run("--version")
+    assert version.returncode == 0 and core.CORE_VERSION in version.stdout
+
+    bare = layout.run()
+    assert bare.returncode == 2 and "exit codes" in bare.stderr
+
+
+def test_backup_verify_stats_and_check_config(layout: Layout) -> None:
+    checked = layout.run("check-config")
+    assert checked.returncode == 0, checked.stderr
+    assert "check-config gym ok: %s -> %s" % (layout.db(), layout.backups) in checked.stdout
+
+    taken = layout.run("backup")
+    assert taken.returncode == 0, taken.stderr
+    (backup,) = layout.backups_of()
+    assert re.match(r"^backup gym ok: gym_backup_\d{8}_\d{6}\.db backup .* taken and verified$", taken.stdout.strip())
+    assert backup in taken.stdout
+    for suffix in ("", ".sha256", ".json"):
+        assert stat.S_IMODE((layout.backups / (backup + suffix)).stat().st_mode) == 0o600
+    assert stat.S_IMODE(layout.backups.stat().st_mode) == 0o700
+    manifest = json.loads((layout.backups / (backup + ".json")).read_text())
+    assert manifest["verified"] is True and manifest["source"]["host"] == "testpi"
+    assert manifest["runner"] == {"version": core.CORE_VERSION, "made_by": "on-host runner"}
+    assert manifest["tool"]["core_sha256"] == hashlib.sha256(CORE.read_bytes()).hexdigest()
+    assert manifest["tables"]["members"] == 30
+
+    verified = layout.run("verify")
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stdout.strip() == "verify gym ok: %s ok" % backup
+
+    stats = layout.run("stats")
+    assert stats.returncode == 0, stats.stderr
+    assert re.match(r"^gym: 1 backups, \d+ bytes, newest %s \(\d+ s old\), oldest %s; database \d+ bytes, "
+                    r"WAL \d+ bytes, wal mode, 6 tables$" % (re.escape(backup), re.escape(backup)),
+                    stats.stdout.strip()), stats.stdout
+    stats_only = layout.run("--stats-only")
+    assert stats_only.returncode == 0
+    assert re.sub(r"\(\d+ s old\)", "", stats_only.stdout) == re.sub(r"\(\d+ s old\)", "", stats.stdout)
+
+    lines = layout.log.read_text().splitlines()
+    assert any(line.endswith("backup gym ok: %s backup %s taken and verified" % (backup, backup)) for line in lines)
+    assert all(re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ", line) for line in lines)
+
+
+def test_json_outputs(layout: Layout) -> None:
+    code, report = layout.run_json("backup")
+    assert code == 0
+    (record,) = report["results"]
+    assert record["ok"] is True and record["database"] == "gym" and record["command"] == "backup"
+    assert record["file"] == layout.backups_of()[0]
+    assert record["size_bytes"] == layout.db().stat().st_size
+    assert record["duration_seconds"] >= 0 and record["seconds"] >= 0
+
+    # --json and --config are also accepted after the command, as cron lines put them
+    after = layout.run("backup", "--config", str(layout.config_path), "--json")
+    assert after.returncode == 0 and json.loads(after.stdout)["results"][0]["ok"] is True
+    assert len(layout.backups_of()) == 2
+
+    code, report = layout.run_json("verify", "--all")
+    assert code == 0 and [r["file"] for r in report["results"]] == layout.backups_of()[::-1]
+
+    code, report = layout.run_json("stats")
+    assert code == 0
+    (record,) = report["results"]
+    assert record["backups"]["count"] == 2 and record["backups"]["newest"] == layout.backups_of()[-1]
+    assert record["facts"]["journal_mode"] == "wal" and record["facts"]["user_version"] == 3
+
+    code, report = layout.run_json("--stats-only")
+    assert code == 0 and report["results"][0]["backups"]["count"] == 2
+
+    code, report = layout.run_json("prune", "--dry-run")
+    assert code == 0 and report["results"][0]["deleted"] == [] and report["results"][0]["dry_run"] is True
+
+
+def test_cleanup_keep_days_and_keep_count(layout: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = [make_old_backup(monkeypatch, layout, days) for days in (10, 9, 8)]
+
+    code, report = layout.run_json("backup", "--cleanup", "--keep-days", "7", "--keep-count", "2")
+    assert code == 0, report
+    (record,) = report["results"]
+    # younger than 7 days: only the new one; the 2 newest: the new one and the 8-day-old one
+    assert sorted(record["deleted"]) == sorted(old[:2])
+    assert layout.backups_of() == sorted([old[2], record["file"]])
+    for gone in old[:2]:
+        assert not any(entry.startswith(gone) for entry in os.listdir(layout.backups))
+
+    code, report = layout.run_json("prune", "--keep-count", "1", "--dry-run")
+    assert code == 0 and report["results"][0]["deleted"] == [old[2]]
+    assert old[2] in layout.backups_of(), "--dry-run deleted something"
+
+    pruned = layout.run("prune", "--keep-count", "1")
+    assert pruned.returncode == 0, pruned.stderr
+    assert "deleted 1 of 2 backups of gym" in pruned.stdout
+    assert layout.backups_of() == [record["file"]]
+
+
+def test_cleanup_follows_the_config_and_per_database_overrides(layout: Layout,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    old = [make_old_backup(monkeypatch, layout, days) for days in (40, 20, 2)]
+    # the host's policy keeps all three (keep_days 30 keeps two, keep_monthly 2 the 40-day-old one)...
+    layout.write_config(retention={"keep_days": 30, "keep_monthly": 3})
+    code, report = layout.run_json("backup", "--cleanup")
+    assert code == 0 and report["results"][0]["deleted"] == []
+    # ...but the inventory's per-item override (as the sqlite_backup role reads it) wins
+    config = layout.config(retention={"keep_days": 30, "keep_monthly": 3})
+    config["databases"][0].update(keep_days="1", keep_monthly=0)
+    layout.write_config(config)
+    assert layout.run("check-config").returncode == 0
+    code, report = layout.run_json("prune")
+    assert code == 0
+    assert sorted(report["results"][0]["deleted"]) == sorted(old)
+
+
+# --------------------------------------------------------------------------- exit codes
+
+
+BAD_CONFIGS = {
+    "missing file": (None, "does not exist (run provision.yml)"),
+    "invalid JSON": ("{not json", "is not valid JSON"),
+    "not an object": ("[]", "must hold a JSON object"),
+    "no databases": ({"databases": []}, "lists no databases"),
+    "database without path": ({"databases": [{"name": "gym"}]}, "needs a name and a path"),
+    "relative database path": ({"databases": [{"name": "gym", "path": "app/gym.db"}]}, "must be an absolute path"),
+    "relative backup_dir": ({"backup_dir": "backups"}, "backup_dir must be an absolute path"),
+    "bad name": ({"databases": [{"name": "../gym", "path": "/srv/app/gym.db"}]}, "is not allowed"),
+    "negative lock_timeout": ({"lock_timeout": -1}, "lock_timeout"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_bad_config_exits_2_with_a_clear_message(layout: Layout, case: str) -> None:
+    content, message = BAD_CONFIGS[case]
+    if content is None:
+        layout.config_path.unlink()
+    elif isinstance(content, str):
+        layout.config_path.write_text(content)
+    else:
+        layout.write_config(**content)
+    for command in (["backup"], ["check-config"], ["--stats-only"]):
+        proc = layout.run(*command)
+        assert proc.returncode == 2, (command, proc.stdout, proc.stderr)
+        assert message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not layout.backups.exists(), "a refused config must change nothing"
+    assert not layout.metrics.exists()
+
+
+def test_retention_that_keeps_nothing_fails_check_config(layout: Layout) -> None:
+    layout.write_config(retention={"keep_last": 0, "keep_days": 0})
+    proc = layout.run("check-config")
+    assert proc.returncode == 2 and "retention of gym" in proc.stderr and "keeps nothing" in proc.stderr
+
+
+def test_bad_arguments_exit_2(layout: Layout) -> None:
+    unknown = layout.run("backup", "--db", "nope")
+    assert unknown.returncode == 2
+    assert "no database named 'nope' in the config (known: gym)" in unknown.stderr
+    assert not layout.backups.exists()
+    assert layout.run("stats", "--db", "nope").returncode == 2
+    assert layout.run("verify", "--db", "nope").returncode == 2
+
+    for argv in (["backup", "--cleanup", "--keep-days", "-1"], ["prune", "--keep-count", "-3"],
+                 ["prune", "--keep-days", "week"], ["backup", "--checkpoint", "SOMETIMES"], ["restore"]):
+        proc = layout.run(*argv)
+        assert proc.returncode == 2, argv
+        assert "usage: sqlite-backup" in proc.stderr and "Traceback" not in proc.stderr
+    assert "must be 0 or more, got -1" in layout.run("backup", "--cleanup", "--keep-days", "-1").stderr
+    assert not layout.backups.exists()
+
+
+def test_missing_database_exits_2_before_the_folder_exists(layout: Layout) -> None:
+    layout.db().unlink()
+    proc = layout.run("backup")
+    assert proc.returncode == 2, proc.stderr
+    assert "database %s does not exist" % layout.db() in proc.stderr
+    assert "unexpected" not in proc.stderr
+    samples = layout.samples()
+    assert samples[("sqlite_backup_last_run_success", "testpi", "gym")] == 0
+    assert ("sqlite_backup_last_success_timestamp_seconds", "testpi", "gym") not in samples
+    stats = layout.run("stats")
+    assert stats.returncode == 2 and "FAILED: database %s does not exist" % layout.db() in stats.stderr
+
+
+def test_locked_folder_exits_3_after_lock_timeout(layout: Layout, flocks: Flocks) -> None:
+    layout.backups.mkdir(mode=0o700)
+    flocks.take(layout.backups / core.LOCK_FILE)
+    layout.write_config(lock_timeout=1)
+    started = time.monotonic()
+    proc = layout.run("backup")
+    waited = time.monotonic() - started
+    assert proc.returncode == 3, (proc.stdout, proc.stderr)
+    assert "is locked by another run for more than 1 s" in proc.stderr
+    assert waited < 30
+    assert layout.backups_of() == []
+    assert layout.samples()[("sqlite_backup_last_run_success", "testpi", "gym")] == 0
+    assert layout.run("prune").returncode == 3
+
+
+def test_lock_timeout_defaults_to_a_wait(layout: Layout, flocks: Flocks) -> None:
+    """Without the key the runner waits (the core's 600 s): still running after a while."""
+    config = layout.config()
+    del config["lock_timeout"]
+    layout.write_config(config)
+    layout.backups.mkdir(mode=0o700)
+    flocks.take(layout.backups / core.LOCK_FILE)
+    proc = subprocess.Popen([layout.python, str(layout.opt / "sqlite_backup_runner.py"), "backup"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=2)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_not_a_mount_point_exits_7(layout: Layout) -> None:
+    layout.write_config(require_mount=True)
+    proc = layout.run("backup")
+    assert proc.returncode == 7, proc.stderr
+    assert "%s is not a mount point" % layout.backups in proc.stderr
+    assert not layout.backups.exists(), "nothing may be written when the disk is missing"
+    layout.write_config(require_mount=True, mount_point="/")
+    assert layout.run("backup").returncode == 0
+
+
+def test_corrupt_backup_fails_verify_with_5(layout: Layout) -> None:
+    assert layout.run("backup").returncode == 0
+    time.sleep(1.05)  # a second backup in a later second: the newest is unambiguous
+    assert layout.run("backup").returncode == 0
+    older, newest = layout.backups_of()
+    flip_byte(layout.backups / newest, 3 * 4096 + 100)
+
+    proc = layout.run("verify")
+    assert proc.returncode == 5
+    assert "verify gym FAILED: %s" % newest in proc.stderr
+    assert layout.samples()[("sqlite_backup_verified", "testpi", "gym")] == 0
+
+    # a file named like a backup without a manifest is reported by --all, and the
+    # verified metric still speaks of the newest backup (corrupt), not of the older one
+    (layout.backups / "gym_backup_20200101_000000.db").write_bytes(b"SQLite format 3\x00" + bytes(4080))
+    code, report = layout.run_json("verify", "--all")
+    assert code == 5
+    outcome = {r["file"]: r["ok"] for r in report["results"]}
+    assert outcome == {newest: False, older: True, "gym_backup_20200101_000000.db": False}
+    assert layout.samples()[("sqlite_backup_verified", "testpi", "gym")] == 0
+
+    assert layout.run("verify", "--db", "gym", "--all").returncode == 5
+    (layout.backups / "gym_backup_20200101_000000.db").unlink()
+    flip_byte(layout.backups / newest, 3 * 4096 + 100)  # flipped back
+    assert layout.run("verify", "--all").returncode == 0
+    assert layout.samples()[("sqlite_backup_verified", "testpi", "gym")] == 1
+
+
+def test_verify_without_backups_exits_2(layout: Layout) -> None:
+    proc = layout.run("verify")
+    assert proc.returncode == 2 and "no backup of gym in %s" % layout.backups in proc.stderr
+
+
+# --------------------------------------------------------------------------- metrics and log
+
+
+def test_metrics_merge_databases_and_drop_removed_ones(layout: Layout) -> None:
+    create_demo_db(layout.db("shop"), members=5, seed=2)
+    layout.write_config(databases=("gym", "shop"))
+    assert layout.run("backup", "--db", "gym").returncode == 0
+    assert layout.run("backup", "--db", "shop").returncode == 0
+
+    assert stat.S_IMODE(layout.prom.stat().st_mode) == 0o644
+    samples = layout.samples()
+    for db in ("gym", "shop"):
+        size = json.loads((layout.backups / (layout.backups_of(db)[0] + ".json")).read_text())["size_bytes"]
+        assert samples[("sqlite_backup_last_size_bytes", "testpi", db)] == size
+        assert samples[("sqlite_backup_verified", "testpi", db)] == 1
+        assert samples[("sqlite_backup_last_run_success", "testpi", db)] == 1
+        assert samples[("sqlite_backup_count", "testpi", db)] == 1
+        assert abs(samples[("sqlite_backup_last_success_timestamp_seconds", "testpi", db)] - time.time()) < 120
+        assert 0 <= samples[("sqlite_backup_last_duration_seconds", "testpi", db)] < 60
+    assert os.listdir(layout.metrics) == ["sqlite_backup.prom"], "temporary files left beside the metrics"
+
+    layout.write_config(databases=("gym",))
+    assert layout.run("backup").returncode == 0
+    samples = layout.samples()
+    assert {db for _, _, db in samples} == {"gym"}
+    assert samples[("sqlite_backup_count", "testpi", "gym")] == 2
+
+
+def test_metrics_update_waits_for_a_concurrent_one(layout: Layout, flocks: Flocks) -> None:
+    """Two cron lines (one per database) fire in the same minute: their read-merge-write of
+    the metrics is serialised, so neither overwrites the other's figures."""
+    create_demo_db(layout.db("shop"), members=5, seed=2)
+    layout.write_config(databases=("gym", "shop"))
+    assert layout.run("backup", "--db", "shop").returncode == 0
+    flocks.take(layout.backups / ".sqlite-backup-metrics.json.lock")
+    proc = subprocess.Popen([layout.python, str(layout.opt / "sqlite_backup_runner.py"), "backup", "--db", "gym"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(entry.endswith(".db.json") for entry in os.listdir(layout.backups) if "gym" in entry):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        # the backup is committed; its metrics wait for the lock
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=1)
+        assert {db for _, _, db in layout.samples()} == {"shop"}
+    finally:
+        flocks.release()
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert {db for _, _, db in layout.samples()} == {"gym", "shop"}
+
+
+def test_metrics_failure_never_fails_the_backup(layout: Layout) -> None:
+    layout.metrics.write_text("a file where the folder should be")
+    proc = layout.run("backup")
+    assert proc.returncode == 0, proc.stderr
+    assert "metrics not updated" in proc.stderr
+    assert len(layout.backups_of()) == 1
+
+
+def test_metrics_disabled_writes_no_file(layout: Layout) -> None:
+    layout.write_config(metrics_dir="")
+    assert layout.run("backup").returncode == 0
+    assert not layout.metrics.exists()
+
+
+def test_log_is_size_capped(layout: Layout) -> None:
+    layout.log.parent.mkdir()
+    layout.log.write_bytes(b"x" * (ONE_MIB + 1))
+    for index in (1, 2, 3):
+        Path("%s.%d" % (layout.log, index)).write_text("old %d\n" % index)
+
+    assert layout.run("check-config").returncode == 0
+
+    rotated = Path(str(layout.log) + ".1")
+    assert rotated.stat().st_size == ONE_MIB + 1
+    assert Path(str(layout.log) + ".2").read_text() == "old 1\n"
+    assert Path(str(layout.log) + ".3").read_text() == "old 2\n"
+    assert not Path(str(layout.log) + ".4").exists()
+    assert layout.log.stat().st_size < 1000 and "check-config gym ok" in layout.log.read_text()
+
+    assert layout.run("check-config").returncode == 0  # below the cap: appended, not rotated
+    assert layout.log.read_text().count("check-config gym ok") == 2
+    assert rotated.stat().st_size == ONE_MIB + 1
+
+
+# --------------------------------------------------------------------------- bin/sqlite-fleet-run
+
+
+STUB = textwrap.dedent("""\
+    #!{python}
+    import json, os, sys, time
+    record = {{"argv": sys.argv[1:], "cwd": os.getcwd(), "ansible_config": os.environ.get("ANSIBLE_CONFIG"),
+              "stdin_is_tty": os.isatty(0)}}
+    with open({record!r}, "a") as handle:
+        handle.write(json.dumps(record) + "\\n")
+    print("stub playbook output", flush=True)
+    while os.path.exists({hold!r}):
+        time.sleep(0.02)
+    sys.exit(3)
+""")
+
+
+@dataclass
+class Wrapper:
+    root: Path
+
+    @property
+    def stub(self) -> Path:
+        return self.root / "ansible-playbook-stub"
+
+    @property
+    def record(self) -> Path:
+        return self.root / "calls.jsonl"
+
+    @property
+    def hold(self) -> Path:
+        """While this file exists the stub keeps running."""
+        return self.root / "hold"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log" / "backup.log"
+
+    def argv(self, playbook: str, *args: str, log: Path | None = None) -> list[str]:
+        return [sys.executable, str(WRAPPER), "--log", str(log or self.log), "--max-log-bytes", "1000",
+                "--ansible-playbook", str(self.stub), playbook, *args]
+
+    def run(self, playbook: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.argv(playbook, *args), capture_output=True, text=True, timeout=60)
+
+    def calls(self) -> list[dict[str, Any]]:
+        if not self.record.exists():
+            return []
+        return [json.loads(line) for line in self.record.read_text().splitlines()]
+
+
+@pytest.fixture
+def wrapper(tmp_path: Path) -> Wrapper:
+    made = Wrapper(tmp_path)
+    made.stub.write_text(STUB.format(python=sys.executable, record=str(made.record), hold=str(made.hold)))
+    made.stub.chmod(0o755)
+    return made
+
+
+def test_wrapper_runs_the_playbook_from_the_repository_root(wrapper: Wrapper) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_CONFIG"}
+    proc = subprocess.run(wrapper.argv("backup.yml", "-i", "inventory/production", "--limit", "pi1"),
+                          capture_output=True, text=True, timeout=60, env=env, cwd="/")
+    assert proc.returncode == 3, proc.stderr
+    (call,) = wrapper.calls()
+    assert call == {"argv": ["backup.yml", "-i", "inventory/production", "--limit", "pi1"],
+                    "cwd": str(REPO_ROOT), "ansible_config": str(REPO_ROOT / "ansible.cfg"),
+                    "stdin_is_tty": False}
+    lines = wrapper.log.read_text().splitlines()
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ backup started$", lines[0])
+    assert lines[1] == "stub playbook output"
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ backup finished with exit code 3$", lines[2])
+    assert len(lines) == 3
+    assert stat.S_IMODE(wrapper.log.parent.stat().st_mode) == 0o700
+
+    assert wrapper.run("backup.yml").returncode == 3  # appended, not replaced
+    assert wrapper.log.read_text().count("backup started") == 2
+
+
+def test_wrapper_skips_while_a_run_holds_the_lock(wrapper: Wrapper) -> None:
+    wrapper.log.parent.mkdir()
+    wrapper.log.write_text("y" * 2000 + "\n")  # past --max-log-bytes: the first run rotates it
+    wrapper.hold.touch()
+    first = subprocess.Popen(wrapper.argv("backup.yml"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not wrapper.calls():
+            assert time.monotonic() < deadline and first.poll() is None, first.communicate()
+            time.sleep(0.02)
+        with open(wrapper.log, "a") as log:  # the running job's log grows past the cap again
+            log.write("z" * 2000 + "\n")
+
+        started = time.monotonic()
+        second = wrapper.run("backup.yml")
+        assert second.returncode == 75, second.stderr
+        assert time.monotonic() - started < 20
+        assert len(wrapper.calls()) == 1, "the skipped run started the playbook"
+        assert "backup skipped: the previous run still holds %s.lock" % wrapper.log in wrapper.log.read_text()
+        assert not Path(str(wrapper.log) + ".2").exists(), "a skipped run rotated the running job's log"
+    finally:
+        wrapper.hold.unlink()
+        first.communicate(timeout=60)
+    assert first.returncode == 3
+    current = wrapper.log.read_text()
+    assert "backup started" in current and "skipped" in current and "finished with exit code 3" in current
+    assert Path(str(wrapper.log) + ".1").read_text() == "y" * 2000 + "\n"
+
+    assert wrapper.run("backup.yml").returncode == 3  # the lock is free again; this one rotates
+    assert "finished with exit code 3" in Path(str(wrapper.log) + ".1").read_text()
+
+
+@pytest.mark.parametrize("playbook", ["playbooks/backup.yml", "../backup.yml", str(REPO_ROOT / "backup.yml"),
+                                      "no_such_playbook.yml", "ansible.cfg"])
+def test_wrapper_refuses_anything_but_a_playbook_at_the_root(wrapper: Wrapper, playbook: str) -> None:
+    proc = wrapper.run(playbook)
+    assert proc.returncode == 2
+    assert "is not a playbook at the repository root" in proc.stderr
+    assert wrapper.calls() == []
+    assert not wrapper.log.exists()
+
+
+def test_wrapper_reports_a_missing_ansible_playbook(wrapper: Wrapper) -> None:
+    wrapper.stub.unlink()
+    proc = wrapper.run("backup.yml")
+    assert proc.returncode == 127 and "Traceback" not in proc.stderr
+    assert "could not start %s" % wrapper.stub in wrapper.log.read_text()

@@ -58,7 +58,7 @@ EXAMPLES = r"""
   sqlite_report:
     kind: backup
     hosts: "{{ groups['sqlite_hosts'] }}"
-    runs: "{{ groups['sqlite_hosts'] | map('extract', hostvars) | map(attribute='sqlite_run', default=None) | list }}"
+    runs: "{{ groups['sqlite_hosts'] | map('extract', hostvars, 'sqlite_run') | map('default', None) | list }}"
     record_dir: /srv/sqlite-archive/runs
   delegate_to: localhost
 """

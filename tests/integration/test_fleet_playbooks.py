@@ -1,0 +1,762 @@
+"""The fleet playbooks, run exactly as a user runs them, against real SSH hosts.
+
+Every test runs ``ansible-playbook -i <inventory> <playbook>.yml`` from the repository root
+with the repository's ``ansible.cfg`` and host key checking on (the fleet's known_hosts),
+against the session's three-host fleet (``fleet3``: pi1 runs Python 3.9). Each host's
+database lives in its private ``/srv/app``; backups go to its private ``/var/backups/sqlite``;
+the archive and the working copies go to the test's own temporary folder on the controller.
+An app-like writer (``tools/app_writer.py``) runs *inside* a host's namespaces, as the app
+would, while the playbooks back its database up.
+
+Tests that change a host (its files, its link) put it back: the ``site`` fixture empties the
+hosts' private folders before each test and brings every link back up afterwards. To keep the
+file's runtime modest, the stats test and the second-backup test share one backed-up fleet
+(``backed_up``): the first only reads it (and checks that it changed nothing), the second
+only adds a backup to it. Each playbook run's command and output are kept in the test's
+temporary folder (``runNN-<playbook>.log``) and shown when an assertion fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import sqlite3
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fleet import DEFAULT_MOUNTS, Fleet, Host
+
+REPO = Path(__file__).resolve().parents[2]
+TOOLS_DIR = REPO / "tools"
+if str(TOOLS_DIR) not in sys.path:
+    sys.path.insert(0, str(TOOLS_DIR))
+
+from app_writer import WriterHandle, check_invariant, writer_command  # noqa: E402
+from demo_db import create_demo_db  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
+ANSIBLE_CFG = REPO / "ansible.cfg"
+DB_NAME = "gym"
+DB_PATH = "/srv/app/gym.db"
+BACKUP_DIR = "/var/backups/sqlite"
+# The hosts' private folders a playbook may touch (Ansible's own ~/.ansible/tmp aside).
+HOST_DIRS = DEFAULT_MOUNTS
+BACKUP_NAME = re.compile(rf"^{DB_NAME}_backup_\d{{8}}_\d{{6}}(?:_\d+)?\.db$")
+PLAYBOOK_TIMEOUT = 600
+MIB = 1024 * 1024
+
+
+# ------------------------------------------------------------------------- helpers
+
+
+@dataclass
+class PlaybookRun:
+    argv: list[str]
+    rc: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def explain(self) -> str:
+        """The run's command and output, for assertion messages."""
+        return (f"\n$ {' '.join(self.argv)}\nexit {self.rc} after {self.seconds:.1f} s\n"
+                f"--- stdout\n{self.stdout[-12000:]}\n--- stderr\n{self.stderr[-4000:]}")
+
+
+def debug_result(stdout: str, task: str, host: str = "localhost") -> dict[str, Any]:
+    """What the default callback printed for an ``ansible.builtin.debug`` task on host."""
+    start = stdout.find(f"TASK [{task}]")
+    assert start >= 0, f"task {task!r} not in the output:\n{stdout[-6000:]}"
+    lines = stdout[start:].splitlines()
+    opener = f"ok: [{host}] => {{"
+    first = lines.index(opener)
+    body = ["{"]
+    for line in lines[first + 1:]:
+        body.append(line)
+        if line == "}":
+            break
+    return json.loads("\n".join(body))
+
+
+def summary_lines(run: PlaybookRun) -> list[str]:
+    return debug_result(run.stdout, "Show one line per host and database")["msg"]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def open_immutable(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, isolation_level=None)
+
+
+def integrity_check(path: Path) -> list[str]:
+    conn = open_immutable(path)
+    try:
+        return [row[0] for row in conn.execute("PRAGMA integrity_check")]
+    finally:
+        conn.close()
+
+
+def table_counts(path: Path) -> dict[str, int]:
+    conn = open_immutable(path)
+    try:
+        tables = [row[0] for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")]
+        return {table: conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0] for table in tables}
+    finally:
+        conn.close()
+
+
+def backups_in(folder: Path) -> list[str]:
+    """Backup file names (not sidecars) in folder, oldest first."""
+    if not folder.is_dir():
+        return []
+    return sorted(entry.name for entry in folder.iterdir() if BACKUP_NAME.match(entry.name))
+
+
+def manifest_of(backup: Path) -> dict[str, Any]:
+    return json.loads(backup.with_name(backup.name + ".json").read_text())
+
+
+def sha256sum_check(folder: Path) -> subprocess.CompletedProcess[str]:
+    """Real coreutils ``sha256sum -c *.sha256`` in folder."""
+    sums = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".sha256"))
+    assert sums, f"no .sha256 files in {folder}"
+    return subprocess.run(["sha256sum", "-c", *sums], cwd=folder, capture_output=True, text=True, check=False)
+
+
+def private_tree_problems(root: Path) -> list[str]:
+    """Folders not 0700 or files not 0600 (or anything else) under root, root included."""
+    problems = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        mode = stat.S_IMODE(os.lstat(dirpath).st_mode)
+        if mode != 0o700:
+            problems.append(f"{dirpath}: folder mode {mode:o}")
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                problems.append(f"{path}: not a regular file")
+            elif stat.S_IMODE(st.st_mode) != 0o600:
+                problems.append(f"{path}: file mode {stat.S_IMODE(st.st_mode):o}")
+    return problems
+
+
+def tree_state(root: Path) -> dict[str, tuple[Any, ...]]:
+    """Relative path -> (kind, mode, size, sha256, mtime) of everything under root, root included."""
+    state: dict[str, tuple[Any, ...]] = {}
+    if not root.exists():
+        return state
+    for path in [root, *sorted(root.rglob("*"))]:
+        st = path.lstat()
+        rel = str(path.relative_to(root))
+        mode = stat.S_IMODE(st.st_mode)
+        if stat.S_ISDIR(st.st_mode):
+            state[rel] = ("dir", mode, st.st_mtime_ns)
+        elif stat.S_ISREG(st.st_mode):
+            state[rel] = ("file", mode, st.st_size, sha256_of(path), st.st_mtime_ns)
+        else:
+            state[rel] = ("other", mode, os.readlink(path) if path.is_symlink() else None, st.st_mtime_ns)
+    return state
+
+
+def run_records(archive: Path, kind: str) -> list[dict[str, Any]]:
+    runs = archive / "runs"
+    if not runs.is_dir():
+        return []
+    return [json.loads(path.read_text()) for path in sorted(runs.glob(f"{kind}-*.json"))]
+
+
+def rows_by_host(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    for row in record["rows"]:
+        assert row["host"] not in rows, f"two rows for {row['host']}: {record['rows']}"
+        rows[row["host"]] = row
+    return rows
+
+
+def close_ssh_masters(fleet: Fleet) -> None:
+    """Ask Ansible's ControlPersist masters to exit, so a downed link is noticed at once."""
+    for sock in fleet.control_path_dir.iterdir():
+        if sock.is_socket():
+            subprocess.run(["ssh", "-F", "/dev/null", "-o", f"ControlPath={sock}", "-O", "exit", "fleet-host"],
+                           capture_output=True, timeout=10, check=False)
+
+
+def change_photo_blobs(db: Path, fraction: float, seed: int = 11) -> tuple[int, int]:
+    """Give ``fraction`` of the photos fresh random bytes of the same size; (rows changed, bytes)."""
+    rng = random.Random(seed)
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        photos = conn.execute("SELECT id, length(data) FROM photos ORDER BY id").fetchall()
+        chosen = rng.sample(photos, max(1, round(len(photos) * fraction)))
+        conn.execute("BEGIN IMMEDIATE")
+        for photo_id, size in chosen:
+            conn.execute("UPDATE photos SET data = ? WHERE id = ?", (rng.randbytes(size), photo_id))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return len(chosen), sum(size for _, size in chosen)
+
+
+def changed_pages(old: Path, new: Path, page_size: int = 4096) -> int:
+    changed = 0
+    with open(old, "rb") as a, open(new, "rb") as b:
+        while True:
+            page = b.read(page_size)
+            if not page:
+                return changed
+            changed += a.read(page_size) != page
+
+
+# ------------------------------------------------------------------------- the site
+
+
+@dataclass
+class Site:
+    """The fleet3 hosts plus this test's controller folders, and a way to run playbooks."""
+
+    fleet: Fleet
+    tmp: Path
+    writers: list[WriterHandle] = field(default_factory=list)
+    runs: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def archive(self) -> Path:
+        return self.tmp / "archive"
+
+    @property
+    def working(self) -> Path:
+        return self.tmp / "working"
+
+    @property
+    def hosts(self) -> list[Host]:
+        return list(self.fleet)
+
+    def archive_folder(self, host: str) -> Path:
+        return self.archive / host / DB_NAME
+
+    def host_backup_folder(self, host: Host) -> Path:
+        return host.path(BACKUP_DIR)
+
+    def create_databases(self, hosts: Sequence[Host] | None = None, **options: Any) -> None:
+        for index, host in enumerate(hosts or self.hosts):
+            options.setdefault("members", 60)
+            create_demo_db(host.path(DB_PATH), seed=index + 1, **options)
+
+    def inventory(self, name: str = "hosts.yml", hosts: Sequence[Host] | None = None,
+                  databases: Mapping[str, list[dict[str, Any]]] | None = None,
+                  group: str = "sqlite_hosts") -> Path:
+        """An inventory of ``hosts`` (default: all) in ``group``; ``databases`` overrides per host."""
+        chosen = hosts or self.hosts
+        members = {}
+        for host in chosen:
+            databases_of_host = (databases or {}).get(host.name, [{"name": DB_NAME, "path": DB_PATH}])
+            members[host.name] = {**self.fleet.host_vars(host), "sqlite_backup_databases": databases_of_host}
+        body = {"hosts": members, "vars": {"sqlite_archive_dir": str(self.archive),
+                                           "sqlite_sync_dir": str(self.working)}}
+        path = self.tmp / name
+        path.write_text(json.dumps({"all": {"children": {group: body}}}, indent=2) + "\n")
+        return path
+
+    def env(self) -> dict[str, str]:
+        return {**self.fleet.env(), "ANSIBLE_CONFIG": str(ANSIBLE_CFG)}
+
+    def run(self, playbook: str, *args: str, inventory: Path | None, env: Mapping[str, str] | None = None,
+            cwd: Path = REPO) -> PlaybookRun:
+        """ansible-playbook [-i inventory] playbook args..., from cwd (the repository root by default)."""
+        argv = [str(ANSIBLE_PLAYBOOK), *(["-i", str(inventory)] if inventory else []), playbook, *args]
+        started = time.monotonic()
+        proc = subprocess.run(argv, cwd=cwd, env=dict(env if env is not None else self.env()),
+                              capture_output=True, text=True, timeout=PLAYBOOK_TIMEOUT, check=False)
+        run = PlaybookRun(argv, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+        with self._lock:
+            self.runs += 1
+            log = self.tmp / f"run{self.runs:02d}-{Path(playbook).stem}.log"
+        log.write_text(run.explain())
+        print(f"{playbook} {' '.join(args)}: exit {run.rc} in {run.seconds:.1f} s (log: {log})")
+        return run
+
+    def run_many(self, *calls: tuple[tuple[str, ...], dict[str, Any]]) -> list[PlaybookRun]:
+        """Several independent runs at once: ((playbook, *args), run's keywords) each."""
+        with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+            futures = [pool.submit(self.run, *args, **keywords) for args, keywords in calls]
+            return [future.result() for future in futures]
+
+    def start_writer(self, host: Host, **options: Any) -> WriterHandle:
+        """The app-like writer, run inside the host's namespaces on its database."""
+        workdir = self.tmp / f"writer-{host.name}-{len(self.writers)}"
+        workdir.mkdir()
+        status, ready = workdir / "status.json", workdir / "ready"
+        argv = writer_command(DB_PATH, status, ready, python=host.python, **options)
+        with open(workdir / "stderr.txt", "wb") as stderr:
+            process = host.popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+        handle = WriterHandle(process, status, ready, workdir)
+        self.writers.append(handle)
+        handle.wait_ready(timeout=30)
+        return handle
+
+
+_resets = 0  # how often reset_fleet() emptied fleet3's hosts in this session
+
+
+def reset_fleet(fleet: Fleet) -> None:
+    global _resets
+    _resets += 1
+    for host in fleet:
+        reset_host(host)
+
+
+def reset_host(host: Host) -> None:
+    host.link_up()
+    host.unshape()
+    for folder in HOST_DIRS:
+        root = host.path(folder)
+        for entry in root.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                subprocess.run(["rm", "-rf", "--one-file-system", str(entry)], check=True)
+            else:
+                entry.unlink()
+        root.chmod(0o755)
+
+
+@pytest.fixture
+def site(fleet3: Fleet, tmp_path: Path) -> Iterator[Site]:
+    """fleet3 with its hosts' private folders emptied, and this test's controller folders."""
+    reset_fleet(fleet3)
+    current = Site(fleet3, tmp_path)
+    yield current
+    for handle in current.writers:
+        if handle.running():
+            handle.stop()
+    for host in fleet3:
+        host.link_up()
+
+
+# ------------------------------------------------------------------------- 1
+
+
+def test_backup_while_the_app_writes_archives_consistent_verified_backups(site: Site) -> None:
+    site.create_databases()
+    inventory = site.inventory()
+    writers = {host.name: site.start_writer(host, rate=40, no_autocheckpoint=host.name != "pi3")
+               for host in site.hosts}
+    time.sleep(0.5)
+    committed_before = {name: writer.status()["committed"] for name, writer in writers.items()}
+
+    run = site.run("backup.yml", inventory=inventory)
+
+    still_running = {name: writer.running() for name, writer in writers.items()}
+    finals = {name: writer.stop() for name, writer in writers.items()}
+    assert run.rc == 0, run.explain()
+    for name, final in finals.items():
+        assert still_running[name], f"{name}: the writer died during the run: {final}"
+        assert final["returncode"] == 0 and final["errors"] == 0, f"{name}: {final}"
+        assert final["committed"] > committed_before[name], f"{name}: the writer stalled: {final}"
+
+    lines = summary_lines(run)
+    assert len(lines) == len(site.hosts), lines
+    (record,) = run_records(site.archive, "backup")
+    assert record["ok"] and record["failed_hosts"] == [], record
+    rows = rows_by_host(record)
+    assert sorted(rows) == [host.name for host in site.hosts]
+
+    for host in site.hosts:
+        row = rows[host.name]
+        [line] = [line for line in lines if line.startswith(f"{host.name} {DB_NAME}: ")]
+        assert row["ok"] and row["backup"] in line and "verified on host and in archive" in line, (row, line)
+        folder = site.archive_folder(host.name)
+        assert backups_in(folder) == [row["backup"]], f"{host.name}: {sorted(os.listdir(folder))}"
+        assert row["archived"] == [row["backup"]]
+        backup = folder / row["backup"]
+        assert integrity_check(backup) == ["ok"], host.name
+        ok, n, detail = check_invariant(backup, immutable=True)
+        assert ok, f"{host.name}: {detail}"
+        assert n >= committed_before[host.name], (
+            f"{host.name}: the backup holds {n} events, {committed_before[host.name]} were committed before the run")
+        manifest = manifest_of(backup)
+        assert manifest["label"] is None and manifest["verified"] is True
+        assert manifest["tables"]["app_events"] == n and manifest["source"]["host"] == host.name
+        assert sha256_of(backup) == manifest["sha256"]
+        assert not list(folder.glob("*-wal")) and not list(folder.glob("*-shm")), "a backup was opened writable"
+
+        for checked in (folder, site.host_backup_folder(host)):
+            sums = sha256sum_check(checked)
+            assert sums.returncode == 0, f"{checked}:\n{sums.stdout}{sums.stderr}"
+            assert f"{row['backup']}: OK" in sums.stdout
+        host_folder = site.host_backup_folder(host)
+        assert backups_in(host_folder) == [row["backup"]]
+        assert sha256_of(host_folder / row["backup"]) == manifest["sha256"]
+        leftovers = [entry.name for entry in host_folder.iterdir()
+                     if entry.name.startswith((".sqlite-export", ".sqlite-backup-tmp"))]
+        assert not leftovers, f"{host.name}: staging or temporary files left: {leftovers}"
+        assert private_tree_problems(host_folder) == []
+    assert private_tree_problems(site.archive) == []
+
+
+# ------------------------------------------------------------------------- 2
+
+
+def test_second_backup_sends_a_small_page_delta(site: Site) -> None:
+    host = site.fleet["pi1"]
+    size_mb = 96
+    started = time.monotonic()
+    facts = create_demo_db(host.path(DB_PATH), members=200, size_mb=size_mb, seed=5)
+    created_seconds = time.monotonic() - started
+    db_bytes = host.path(DB_PATH).stat().st_size
+    assert db_bytes >= (size_mb - 1) * MIB, facts
+    inventory = site.inventory(hosts=[host])
+
+    first = site.run("backup.yml", inventory=inventory)
+    assert first.rc == 0, first.explain()
+    (first_record,) = run_records(site.archive, "backup")
+    first_row = rows_by_host(first_record)[host.name]
+    assert first_row["transfers"] == [f"{first_row['backup']} (full)"], first_row
+    assert first_row["transferred_bytes"] == db_bytes
+
+    rows_changed, blob_bytes = change_photo_blobs(host.path(DB_PATH), fraction=0.01)
+    rx_before, tx_before = host.link_bytes()
+    second = site.run("backup.yml", inventory=inventory)
+    rx_after, tx_after = host.link_bytes()
+    assert second.rc == 0, second.explain()
+
+    records = run_records(site.archive, "backup")
+    assert len(records) == 2
+    second_row = rows_by_host(records[-1])[host.name]
+    assert second_row["transfers"] == [f"{second_row['backup']} (delta)"], second_row
+    folder = site.archive_folder(host.name)
+    assert backups_in(folder) == sorted([first_row["backup"], second_row["backup"]])
+    new_backup = folder / second_row["backup"]
+    assert sha256_of(new_backup) == manifest_of(new_backup)["sha256"]
+    assert sha256sum_check(folder).returncode == 0
+    pages = changed_pages(folder / first_row["backup"], new_backup)
+
+    reported = second_row["transferred_bytes"]
+    on_link = (rx_after - rx_before) + (tx_after - tx_before)
+    print(f"delta: DB {db_bytes / MIB:.1f} MiB (created in {created_seconds:.1f} s); {rows_changed} photos "
+          f"({blob_bytes / MIB:.2f} MiB of blobs) rewritten -> {pages} of {db_bytes // 4096} pages differ; "
+          f"reported transfer {reported} B ({reported / db_bytes:.2%}); link rx {rx_after - rx_before} B + "
+          f"tx {tx_after - tx_before} B = {on_link} B ({on_link / db_bytes:.2%}); "
+          f"runs {first.seconds:.1f} s (full) and {second.seconds:.1f} s (delta)")
+    assert reported < 0.025 * db_bytes
+    assert on_link < 0.06 * db_bytes
+    assert reported >= pages * 4096, "the delta cannot be smaller than the pages that changed"
+
+
+# ------------------------------------------------------------------------- 3
+
+
+def test_sync_installs_working_copies_and_keeps_the_previous_one(site: Site) -> None:
+    site.create_databases()
+    inventory = site.inventory()
+    for host in site.hosts:
+        site.start_writer(host, rate=40)
+
+    first = site.run("sync.yml", inventory=inventory)
+    assert first.rc == 0, first.explain()
+    second = site.run("sync.yml", inventory=inventory)
+    assert second.rc == 0, second.explain()
+
+    first_record, second_record = run_records(site.archive, "sync")
+    first_rows, second_rows = rows_by_host(first_record), rows_by_host(second_record)
+    lines = summary_lines(second)
+    for host in site.hosts:
+        copy = site.working / host.name / f"{DB_NAME}.db"
+        first_manifest = manifest_of(site.archive_folder(host.name) / first_rows[host.name]["backup"])
+        manifest = manifest_of(site.archive_folder(host.name) / second_rows[host.name]["backup"])
+        assert second_rows[host.name]["working_copy"] == str(copy)
+        assert any(line.startswith(f"{host.name} {DB_NAME}: ") and f"working copy {copy}" in line for line in lines)
+        assert copy.is_file()
+        assert sha256_of(copy) == manifest["sha256"]
+        assert manifest["sha256"] != first_manifest["sha256"], "the writer ran: the two snapshots must differ"
+        assert table_counts(copy) == manifest["tables"]
+        assert check_invariant(copy, immutable=True)[0]
+
+        previous = sorted(copy.parent.glob(f"{DB_NAME}.db.prev-*"))
+        assert len(previous) == 1, sorted(os.listdir(copy.parent))
+        assert sha256_of(previous[0]) == first_manifest["sha256"]
+        assert table_counts(previous[0]) == first_manifest["tables"]
+        assert stat.S_IMODE(copy.stat().st_mode) == 0o600
+        assert stat.S_IMODE(copy.parent.stat().st_mode) == 0o700
+
+
+# ------------------------------------------------------------------------- 4
+
+
+UPGRADE_PLAYBOOK = """---
+# An operator's upgrade playbook: the pre-upgrade backups first, then the upgrade itself.
+- name: Pre-upgrade backups
+  ansible.builtin.import_playbook: {pre_upgrade}
+
+- name: Upgrade
+  hosts: sqlite_hosts
+  gather_facts: false
+  tasks:
+    - name: Upgrade the app (leaves a marker)
+      ansible.builtin.copy:
+        content: upgraded
+        dest: {marker}
+        mode: "0600"
+"""
+UPGRADE_MARKER = "/srv/app/UPGRADED"
+
+
+def test_pre_upgrade_fails_when_a_host_is_unreachable(site: Site) -> None:
+    site.create_databases()
+    inventory = site.inventory()
+    down = site.fleet["pi3"]
+    close_ssh_masters(site.fleet)
+    down.link_down()
+    try:
+        run = site.run("pre_upgrade.yml", inventory=inventory)
+    finally:
+        down.link_up()
+
+    assert run.rc != 0, run.explain()
+    assert re.search(r"^fatal: \[pi3\]: UNREACHABLE!", run.stdout, re.M), run.explain()
+    assert "pi3: FAILED - unreachable, or failed before reporting" in summary_lines(run)
+    assert "failed hosts: pi3" in run.output
+    assert backups_in(site.host_backup_folder(down)) == []
+    for host in site.hosts[:2]:
+        (backup,) = backups_in(site.host_backup_folder(host))
+        manifest = manifest_of(site.host_backup_folder(host) / backup)
+        assert manifest["label"] == "pre-upgrade", manifest
+        assert manifest["integrity"]["check"] == "full" and manifest["verified"] is True
+        assert backups_in(site.archive_folder(host.name)) == [backup], "the emergency backup was not pulled"
+        assert manifest_of(site.archive_folder(host.name) / backup)["label"] == "pre-upgrade"
+    (record,) = run_records(site.archive, "pre_upgrade")
+    assert record["failed_hosts"] == ["pi3"] and not record["ok"], record
+
+
+def test_pre_upgrade_imported_first_stops_the_upgrade_everywhere(site: Site) -> None:
+    """The use pre_upgrade.yml is written for: a failing host means no upgrade task runs at all."""
+    site.create_databases()
+    inventory = site.inventory(databases={"pi2": [{"name": DB_NAME, "path": "/srv/app/missing.db"}]})
+    upgrade = site.tmp / "upgrade.yml"
+    upgrade.write_text(UPGRADE_PLAYBOOK.format(pre_upgrade=REPO / "pre_upgrade.yml", marker=UPGRADE_MARKER))
+
+    run = site.run(str(upgrade), inventory=inventory)
+
+    assert run.rc != 0, run.explain()
+    assert "failed hosts: pi2" in run.output, run.explain()
+    assert "TASK [Upgrade the app (leaves a marker)]" not in run.stdout, run.explain()
+    for host in site.hosts:
+        assert not host.path(UPGRADE_MARKER).exists(), f"{host.name} was upgraded"
+    for name in ("pi1", "pi3"):
+        (backup,) = backups_in(site.archive_folder(name))
+        assert manifest_of(site.archive_folder(name) / backup)["label"] == "pre-upgrade"
+
+
+# ------------------------------------------------------------------------- 5 and 8: a shared, backed-up fleet
+
+
+@dataclass
+class BackedUp:
+    site: Site
+    resets: int
+
+
+_backed_up: BackedUp | None = None
+
+
+def _backed_up_is_intact(shared: BackedUp | None) -> bool:
+    if shared is None or shared.resets != _resets:
+        return False
+    return all(host.path(DB_PATH).is_file()
+               and backups_in(shared.site.host_backup_folder(host))
+               and backups_in(shared.site.archive_folder(host.name)) for host in shared.site.hosts)
+
+
+@pytest.fixture
+def backed_up(fleet3: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Site:
+    """fleet3 with a database per host (no writer), backed up and pulled by backup.yml.
+
+    Shared by tests that only read this state (stats.yml, which changes nothing) or only add
+    to it (another backup.yml without writes); rebuilt when a test emptied the hosts since.
+    """
+    global _backed_up
+    if not _backed_up_is_intact(_backed_up):
+        reset_fleet(fleet3)
+        shared = Site(fleet3, tmp_path_factory.mktemp("backed-up"))
+        shared.create_databases()
+        first = shared.run("backup.yml", inventory=shared.inventory())
+        assert first.rc == 0, first.explain()
+        _backed_up = BackedUp(shared, _resets)
+    for host in fleet3:
+        host.link_up()
+    return _backed_up.site
+
+
+def test_stats_changes_nothing_and_prints_a_table_or_json(backed_up: Site) -> None:
+    site = backed_up
+    inventory = site.inventory()
+    roots = {f"{host.name}:{folder}": host.path(folder) for host in site.hosts for folder in HOST_DIRS}
+    roots["archive"] = site.archive
+
+    def snapshot() -> dict[str, dict[str, tuple[Any, ...]]]:
+        states = {name: tree_state(root) for name, root in roots.items()}
+        for host in site.hosts:
+            # Any reader of a live WAL database, the app's own included, may rewrite SQLite's
+            # shared-memory index (-shm) with the same bytes: its mtime is not compared.
+            app = states[f"{host.name}:/srv/app"]
+            shm = f"{Path(DB_PATH).name}-shm"
+            if shm in app:
+                app[shm] = app[shm][:-1]
+        return states
+
+    before = snapshot()
+    table_run, json_run = site.run_many(
+        (("stats.yml",), {"inventory": inventory}),
+        (("stats.yml", "-e", "sqlite_stats_format=json"), {"inventory": inventory}),
+    )
+    after = snapshot()
+
+    assert table_run.rc == 0, table_run.explain()
+    assert json_run.rc == 0, json_run.explain()
+    for name in roots:
+        assert after[name] == before[name], f"stats.yml changed {name}"
+    for run in (table_run, json_run):
+        for host in site.hosts:
+            assert re.search(rf"^{host.name}\s*: ok=\d+\s+changed=0\s", run.stdout, re.M), run.explain()
+
+    table = debug_result(table_run.stdout, "Show the statistics")["msg"]
+    assert table[0].split()[:3] == ["host", "db", "size"], table
+    assert [line.split()[:2] for line in table[1:]] == [[host.name, DB_NAME] for host in site.hosts], table
+
+    rows = json.loads("\n".join(debug_result(json_run.stdout, "Show the statistics")["msg"]))
+    assert [(row["host"], row["database"]) for row in rows] == [(host.name, DB_NAME) for host in site.hosts]
+    for row in rows:
+        host = site.fleet[row["host"]]
+        assert row["ok"], row
+        assert row["host_backups"] == len(backups_in(site.host_backup_folder(host))) > 0, row
+        assert row["archive_backups"] == len(backups_in(site.archive_folder(host.name))) > 0, row
+        assert row["db_size_bytes"] == host.path(DB_PATH).stat().st_size
+        assert row["journal_mode"] == "wal", row
+        assert row["tables"] == table_counts(host.path(DB_PATH)), row
+
+
+def test_second_backup_without_writes_pulls_only_the_new_backup(backed_up: Site) -> None:
+    site = backed_up
+    previous_record = run_records(site.archive, "backup")[-1]
+    archived_before = {host.name: backups_in(site.archive_folder(host.name)) for host in site.hosts}
+    states_before = {name: tree_state(site.archive_folder(name)) for name in archived_before}
+
+    run = site.run("backup.yml", inventory=site.inventory())
+
+    assert run.rc == 0, run.explain()
+    record = run_records(site.archive, "backup")[-1]
+    assert record != previous_record
+    rows, previous_rows = rows_by_host(record), rows_by_host(previous_record)
+    for host in site.hosts:
+        old, new = previous_rows[host.name]["backup"], rows[host.name]["backup"]
+        assert archived_before[host.name][-1] == old and new != old
+        assert rows[host.name]["transfers"] == [f"{new} (delta)"], rows[host.name]
+        assert rows[host.name]["archived"] == [new]
+        assert rows[host.name]["transferred_bytes"] < 4 * 4096, rows[host.name]
+        folder = site.archive_folder(host.name)
+        assert backups_in(folder) == sorted([*archived_before[host.name], new])
+        state = tree_state(folder)
+        for backup in archived_before[host.name]:
+            for suffix in ("", ".sha256", ".json"):
+                assert state[backup + suffix] == states_before[host.name][backup + suffix], (
+                    f"{host.name}: {backup}{suffix} was sent or written again")
+        assert sha256sum_check(folder).returncode == 0
+
+
+# ------------------------------------------------------------------------- 6
+
+
+def test_a_failing_host_does_not_stop_the_others(site: Site) -> None:
+    site.create_databases()
+    missing = "/srv/app/missing.db"
+    inventory = site.inventory(databases={"pi2": [{"name": DB_NAME, "path": missing}]})
+
+    run = site.run("backup.yml", inventory=inventory)
+
+    assert run.rc != 0, run.explain()
+    for name in ("pi1", "pi3"):
+        folder = site.archive_folder(name)
+        assert len(backups_in(folder)) == 1, f"{name}: {run.explain()}"
+        assert sha256sum_check(folder).returncode == 0
+    assert backups_in(site.archive_folder("pi2")) == []
+    lines = summary_lines(run)
+    assert len(lines) == 3, lines
+    [pi2_line] = [line for line in lines if line.startswith("pi2 ")]
+    assert "FAILED" in pi2_line and f"database {missing} does not exist" in pi2_line, pi2_line
+    assert "failed hosts: pi2" in run.output
+    (record,) = run_records(site.archive, "backup")
+    assert record["failed_hosts"] == ["pi2"] and not record["ok"]
+
+
+# ------------------------------------------------------------------------- 7
+
+
+def test_guard_fails_without_hosts_or_without_the_repository_config(site: Site) -> None:
+    site.create_databases()
+    no_hosts = "the inventory has no host in group sqlite_hosts"
+    no_cfg = "no ansible.cfg was loaded"
+    # Playbooks with roles fail before any play when the repository's ansible.cfg (roles_path)
+    # is missing: Ansible resolves static roles first. stats.yml has no role and reaches the guard.
+    no_role = "the role 'sqlite_backup' was not found"
+    elsewhere = site.inventory("elsewhere.yml", group="other_hosts")
+    empty_group = site.tmp / "empty_group.yml"
+    empty_group.write_text(json.dumps({"all": {"children": {"sqlite_hosts": {"hosts": {}}}}}))
+    inventory = site.inventory()
+    empty_cfg = site.tmp / "empty.cfg"
+    empty_cfg.write_text("")
+    no_cfg_env = {key: value for key, value in site.env().items() if key != "ANSIBLE_CONFIG"}
+    empty_cfg_env = {**no_cfg_env, "ANSIBLE_CONFIG": str(empty_cfg)}
+    other_cwd = site.tmp / "elsewhere"
+    other_cwd.mkdir()
+
+    def entry(playbook: str) -> str:
+        return str(REPO / playbook)
+
+    cases: list[tuple[str, tuple[str, ...], dict[str, Any], str]] = [
+        *((f"{playbook}: hosts outside sqlite_hosts", (playbook,), {"inventory": elsewhere}, no_hosts)
+          for playbook in ("backup.yml", "sync.yml", "stats.yml", "pre_upgrade.yml")),
+        ("backup.yml: empty sqlite_hosts", ("backup.yml",), {"inventory": empty_group}, no_hosts),
+        ("backup.yml: ANSIBLE_CONFIG=<empty file>, no -i", ("backup.yml",),
+         {"inventory": None, "env": empty_cfg_env}, no_role),
+        ("stats.yml: ANSIBLE_CONFIG=<empty file>, no -i", ("stats.yml",),
+         {"inventory": None, "env": empty_cfg_env}, no_hosts),
+        # As from a cron job: ansible-playbook -i <inventory> <repo>/backup.yml, from $HOME.
+        ("backup.yml: another cwd, no ansible.cfg, -i", (entry("backup.yml"),),
+         {"inventory": inventory, "env": no_cfg_env, "cwd": other_cwd}, no_role),
+        ("stats.yml: another cwd, no ansible.cfg, -i", (entry("stats.yml"),),
+         {"inventory": inventory, "env": no_cfg_env, "cwd": other_cwd}, no_cfg),
+    ]
+    runs = site.run_many(*((args, keywords) for _, args, keywords, _ in cases))
+
+    for (what, _, _, reason), run in zip(cases, runs):
+        assert run.rc != 0, f"{what}: {run.explain()}"
+        assert reason in run.output, f"{what}: {run.explain()}"
+    for host in site.hosts:
+        assert backups_in(site.host_backup_folder(host)) == [], f"{host.name} was backed up"
+    assert not site.archive.exists()

@@ -128,9 +128,14 @@ def test_ssh_refuses_unknown_or_wrong_host_key(fleet3: Fleet, tmp_path: Path) ->
 def test_ansible_refuses_host_missing_from_known_hosts(fleet3: Fleet, tmp_path: Path) -> None:
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
+    # A fresh control path: a master connection left by an earlier test (ControlPersist)
+    # was verified when it was opened and would be reused without a new host key check.
+    control = tmp_path / "cp"
+    control.mkdir()
     inventory = fleet3.write_inventory(
         tmp_path / "hosts.yml",
-        host_vars={"pi1": {"ansible_ssh_common_args": fleet3.ssh_common_args(empty)}},
+        host_vars={"pi1": {"ansible_ssh_common_args": fleet3.ssh_common_args(empty),
+                           "ansible_control_path_dir": str(control)}},
     )
     results = run_ansible(fleet3, inventory, "sqlite_hosts", "--limit", "pi1",
                           "-m", "ansible.builtin.ping")

@@ -1,0 +1,607 @@
+#!/usr/bin/python
+# Copyright: (c) 2026, the sqlite-fleet-backup authors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: sqlite_restore
+short_description: Restore a verified SQLite backup onto a database, safely
+description:
+  - Restores one backup taken by M(sqlite_backup) onto the database file O(path). The backup is either given
+    (O(backup)) or chosen in a backup folder (O(backup_dir), O(name), O(select)) - the newest verified backup,
+    the newest verified one taken at or before a UTC time, or one file by name.
+  - The backup is verified first (its C(.sha256) file, its manifest, C(PRAGMA integrity_check), row counts);
+    a backup that fails is refused and nothing is touched.
+  - Before anything changes, a safety snapshot of the current database is taken into O(safety_dir) with the
+    label C(pre-restore), so that a restore can itself be undone.
+  - O(mode=replace) is for a stopped application. It refuses while any process holds the database or its
+    C(-wal)/C(-shm) files, naming the processes. The backup is copied to a temporary name beside the
+    database, given the original's owner and mode and the journal mode the manifest recorded (WAL stays
+    WAL), fsynced, the old C(-wal)/C(-shm)/C(-journal) files (which belong to the old file and must never be
+    replayed into the new one) are removed, and the copy is renamed over the database.
+  - A database that does not exist yet is created (a new host) by O(mode=replace).
+  - O(mode=live) writes the backup into the database through SQLite's online backup API, which is safe
+    while the application keeps its connections open; its writers wait for the copy.
+  - Afterwards the database is checked again (integrity and the manifest's row counts).
+  - With O(state=selected) the backup is only chosen and verified, nothing is restored; a playbook runs this
+    on the controller, in the archive, before it touches any host.
+  - On any failure the original database stays in place.
+options:
+  path:
+    description:
+      - Absolute path of the database to restore onto (the restore target).
+      - With O(state=selected), the target the backup is meant for; it is only reported.
+    type: path
+    required: true
+  backup:
+    description:
+      - Absolute path of the backup file to restore, C(<name>_backup_<YYYYMMDD>_<HHMMSS>.db), with its
+        C(.sha256) file and manifest beside it.
+      - Mutually exclusive with O(backup_dir).
+    type: path
+  backup_dir:
+    description:
+      - Absolute path of a backup folder to choose the backup in (the host's backup folder, or one
+        C(<archive>/<host>/<name>) folder of the archive). Needs O(name).
+      - Mutually exclusive with O(backup).
+    type: path
+  name:
+    description:
+      - Name of the database whose backups to choose from, with O(backup_dir).
+      - Also the name of the safety snapshot; with O(backup) it defaults to the name in the backup's manifest.
+    type: str
+  select:
+    description:
+      - Which backup of O(backup_dir) to restore.
+      - C(latest) is the newest verified backup.
+      - A UTC time C(YYYYMMDD_HHMMSS) picks the newest verified backup taken at or before it (C(YYYYMMDDHHMMSS)
+        is accepted too).
+      - A file name picks that backup.
+      - Only with O(backup_dir); defaults to C(latest) there.
+    type: str
+  state:
+    description:
+      - C(restored) restores the backup onto O(path).
+      - C(selected) only chooses and verifies the backup and returns it, with the list of backups available;
+        nothing is changed.
+    type: str
+    choices: [restored, selected]
+    default: restored
+  mode:
+    description:
+      - C(replace) swaps the file atomically; the application must be stopped (the task refuses otherwise).
+      - C(live) writes through SQLite's backup API while the application runs; the database must exist.
+    type: str
+    choices: [replace, live]
+    default: replace
+  safety_dir:
+    description:
+      - Folder of the C(pre-restore) safety snapshot of the current database (created 0700 if needed).
+      - Defaults to O(backup_dir), else the folder of O(backup). Playbooks that stage the backup in a temporary
+        folder pass the host's backup folder here.
+    type: path
+  integrity:
+    description:
+      - Check of the backup before the restore and of the database after it.
+      - C(full) runs C(PRAGMA integrity_check), C(quick) runs C(PRAGMA quick_check).
+    type: str
+    choices: [full, quick]
+    default: full
+  busy_timeout_ms:
+    description:
+      - How long to wait, in milliseconds, for the application to let go of the database (safety snapshot,
+        live restore).
+    type: int
+    default: 5000
+  expected_sha256:
+    description:
+      - SHA-256 the backup must have, as verified at the previous hop (for example on the controller before the
+        copy to the host). The restore is refused when the file differs.
+    type: str
+  manifest:
+    description:
+      - Only for check mode, when O(backup) is not on this host yet because a playbook would copy it there
+        first - the backup's manifest, so that the plan can still be shown. The backup was verified where it is.
+      - Ignored when O(backup) exists.
+    type: dict
+  owner:
+    description:
+      - Owner (name or uid) of the database when it does not exist yet and is created by the restore.
+      - Defaults to the owner of its folder. An existing database keeps its owner and mode.
+    type: str
+  group:
+    description:
+      - Group (name or gid) of a database created by the restore. Defaults to the group of its folder.
+    type: str
+notes:
+  - Run as root or as the database's owner.
+  - A database created by the restore is mode C(0600).
+  - The safety snapshot is an ordinary backup (label C(pre-restore)) in O(safety_dir); the next backup run pulls
+    it into the archive like any other.
+  - Processes holding the database are found through C(/proc) (Linux).
+  - In check mode nothing is written; the plan is returned (which backup, target, mode, files that would be
+    removed, processes holding the database). A held database is then reported as a warning.
+  - Relative paths are refused.
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in diff mode) when in diff mode.
+    support: full
+seealso:
+  - module: sqlite_backup
+  - module: sqlite_verify
+  - name: SQLite online backup API
+    description: How a live restore copies the pages.
+    link: https://www.sqlite.org/backup.html
+author:
+  - sqlite-fleet-backup authors
+"""
+
+EXAMPLES = r"""
+- name: Restore the newest verified backup of gym (the app is stopped)
+  sqlite_restore:
+    path: /srv/gym/gym.db
+    backup_dir: /var/backups/sqlite
+    name: gym
+
+- name: Restore the state of 22 November, 03:00 UTC, while the app keeps running
+  sqlite_restore:
+    path: /srv/gym/gym.db
+    backup_dir: /var/backups/sqlite
+    name: gym
+    select: "20261122_030000"
+    mode: live
+
+- name: Choose and verify a backup in the archive, on the controller
+  sqlite_restore:
+    state: selected
+    path: /srv/gym/gym.db
+    backup_dir: "/srv/sqlite-archive/gym-pi/gym"
+    name: gym
+    select: gym_backup_20261122_030000.db
+  delegate_to: localhost
+  become: false
+  register: chosen
+
+- name: Restore a backup copied to the host, checked against the controller's checksum
+  sqlite_restore:
+    path: /srv/gym/gym.db
+    backup: "/var/backups/sqlite/.sqlite-restore/{{ chosen.backup }}"
+    expected_sha256: "{{ chosen.sha256 }}"
+    safety_dir: /var/backups/sqlite
+    name: gym
+"""
+
+RETURN = r"""
+backup:
+  description: File name of the backup restored (or chosen).
+  returned: success
+  type: str
+  sample: gym_backup_20261122_030000.db
+backup_path:
+  description: Absolute path of that backup.
+  returned: success
+  type: str
+  sample: /var/backups/sqlite/gym_backup_20261122_030000.db
+target:
+  description: The database restored onto.
+  returned: success
+  type: str
+  sample: /srv/gym/gym.db
+mode:
+  description: C(replace) or C(live).
+  returned: success
+  type: str
+  sample: replace
+created:
+  description: UTC time the backup was taken (from its manifest).
+  returned: success
+  type: str
+  sample: "2026-11-22T03:00:00.123456Z"
+label:
+  description: Label of the backup (for example C(pre-upgrade)), or null.
+  returned: success
+  type: str
+  sample: pre-upgrade
+sha256:
+  description: SHA-256 of the backup.
+  returned: success
+  type: str
+  sample: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+size_bytes:
+  description: Size of the backup file.
+  returned: success
+  type: int
+  sample: 4096000
+tables:
+  description: Row count per table of the backup (and so of the restored database).
+  returned: success
+  type: dict
+  sample: {"members": 344, "visits": 5120}
+manifest:
+  description: The backup's manifest.
+  returned: with O(state=selected)
+  type: dict
+  sample: {"name": "gym", "file": "gym_backup_20261122_030000.db", "label": null, "verified": true}
+checks:
+  description: The verification of the backup, check name to C(ok).
+  returned: when the backup was verified
+  type: dict
+  sample: {"checksum": "ok", "integrity": "ok", "row_counts": "ok"}
+available:
+  description:
+    - The finished backups in O(backup_dir), newest first, with their time, label and verified flag, and a
+      one-line C(summary) of each.
+  returned: with O(backup_dir)
+  type: list
+  elements: dict
+  sample: [{"file": "gym_backup_20261122_030000.db", "created": "2026-11-22T03:00:00.123456Z",
+            "label": "pre-upgrade", "verified": true,
+            "summary": "gym_backup_20261122_030000.db  taken 2026-11-22 03:00:00 UTC  label pre-upgrade"}]
+journal_mode:
+  description: Journal mode the restored database gets (the source's, from the manifest).
+  returned: with O(state=restored)
+  type: str
+  sample: wal
+removed:
+  description: The old C(-wal)/C(-shm)/C(-journal) files removed (or that would be) by a replace restore.
+  returned: with O(state=restored)
+  type: list
+  elements: str
+  sample: ["/srv/gym/gym.db-wal", "/srv/gym/gym.db-shm"]
+safety_backup:
+  description: Path of the C(pre-restore) safety snapshot of the database as it was; null when there was no
+    database (or in check mode).
+  returned: with O(state=restored)
+  type: str
+  sample: /var/backups/sqlite/gym_backup_20261123_101500.db
+safety_dir:
+  description: Folder of the safety snapshot.
+  returned: with O(state=restored)
+  type: str
+  sample: /var/backups/sqlite
+target_existed:
+  description: Whether the database existed before (false when the restore creates it).
+  returned: with O(state=restored)
+  type: bool
+  sample: true
+owner_uid:
+  description: Owner (uid) given to a database the restore created.
+  returned: when the restore created the database
+  type: int
+  sample: 1000
+owner_gid:
+  description: Group (gid) given to a database the restore created.
+  returned: when the restore created the database
+  type: int
+  sample: 1000
+held_by:
+  description: Processes (C(pid (command))) holding the database, found in check mode; a replace restore
+    would be refused while they run.
+  returned: check mode with O(state=restored)
+  type: list
+  elements: str
+  sample: ["1234 (gunicorn)"]
+seconds:
+  description: Time of the copy itself and of the check after it.
+  returned: success, not in check mode, with O(state=restored)
+  type: float
+  sample: 0.42
+duration_seconds:
+  description: Time of the whole task (verification, safety snapshot, copy, check).
+  returned: success, not in check mode
+  type: float
+  sample: 1.3
+kind:
+  description: Sort of failure (C(bad_input), C(locked), C(no_space), C(corrupt), C(io)).
+  returned: failure
+  type: str
+  sample: locked
+"""
+
+import os
+import re
+import sqlite3
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.sqlite_fleet import (
+    KIND_BAD_INPUT,
+    KIND_CORRUPT,
+    KIND_IO,
+    STAMP_RE,
+    BackupError,
+    check_database_file,
+    choose_backup,
+    chown_if_needed,
+    iso_utc,
+    list_backups,
+    parse_backup_filename,
+    processes_holding,
+    read_manifest,
+    resolve_owner,
+    restore_backup,
+    sha256_file,
+    validate_abs_path,
+    validate_name,
+    verify_backup,
+)
+
+SIDE_SUFFIXES = ("-wal", "-shm", "-journal")
+NEW_DATABASE_MODE = 0o600
+
+
+def normalise_select(select):
+    """``latest``, a ``YYYYMMDD_HHMMSS`` time or a file name; a 14-digit time (YAML reads
+    ``20261122_030000`` as the integer 20261122030000) gets its underscore back."""
+    select = "latest" if select is None else str(select).strip()
+    if re.fullmatch(r"\d{14}", select):
+        select = select[:8] + "_" + select[8:]
+    return select
+
+
+def available(backups):
+    return [{"file": b["file"], "created": iso_utc(b["created"]), "label": b["label"], "verified": b["verified"],
+             "summary": "%s  taken %s%s%s" % (b["file"], b["created"].strftime("%Y-%m-%d %H:%M:%S UTC"),
+                                             "  label %s" % b["label"] if b["label"] else "",
+                                             "" if b["verified"] else "  UNVERIFIED (never chosen)")}
+            for b in backups]
+
+
+def choose_in_folder(backup_dir, name, select):
+    """The chosen backup's path and the folder's listing; clear errors for what cannot be chosen."""
+    if not os.path.isdir(backup_dir):
+        raise BackupError("backup folder %s does not exist" % backup_dir, KIND_BAD_INPUT)
+    listing = list_backups(backup_dir, name)
+    if select not in ("latest",) and not STAMP_RE.match(select):
+        for item in listing["invalid"] + listing["unfinished"]:
+            if item["file"] == select:
+                raise BackupError("%s in %s is not a finished backup: %s" % (select, backup_dir, item["why"]),
+                                  KIND_CORRUPT)
+    try:
+        chosen = choose_backup(listing["backups"], select)
+    except BackupError as exc:
+        found = ", ".join("%s%s" % (b["file"], "" if b["verified"] else " (unverified)")
+                          for b in listing["backups"][:10]) or "none"
+        raise BackupError("%s in %s (backups of %s there, newest first: %s)" % (exc, backup_dir, name, found),
+                          exc.kind) from None
+    return chosen["path"], listing["backups"]
+
+
+def verified_backup(backup_path, integrity, expected_sha256=None):
+    """verify_backup, turned into an error naming the file when anything fails."""
+    checked = verify_backup(backup_path, integrity=integrity, expected_sha256=expected_sha256)
+    if not checked["ok"]:
+        raise BackupError("refusing to restore %s (%s): it failed verification: %s"
+                          % (checked["file"], backup_path, "; ".join(checked["problems"])), KIND_CORRUPT)
+    return checked
+
+
+def first_hop_checked(backup_path, expected_sha256):
+    """The backup's manifest, and its checksum compared with the one verified at the previous hop."""
+    base = os.path.basename(backup_path)
+    try:
+        manifest = read_manifest(backup_path)
+    except BackupError as exc:
+        raise BackupError("refusing to restore %s: %s" % (base, exc), exc.kind) from None
+    if expected_sha256 is not None:
+        actual = sha256_file(backup_path)
+        if actual != expected_sha256:
+            raise BackupError("refusing to restore %s: its sha256 is %s..., not the %s... verified before the copy"
+                              % (base, actual[:12], expected_sha256[:12]), KIND_CORRUPT)
+    return manifest
+
+
+def backup_facts(path, manifest):
+    return {
+        "backup": os.path.basename(path),
+        "backup_path": path,
+        "created": manifest.get("created"),
+        "label": manifest.get("label"),
+        "sha256": manifest.get("sha256"),
+        "size_bytes": manifest.get("size_bytes"),
+        "tables": manifest.get("tables"),
+    }
+
+
+def target_plan(target, mode):
+    """What a restore onto ``target`` would do and meet: the core's checks, without its verify step
+    (in check mode the backup may not be on this host yet)."""
+    exists = os.path.lexists(target)
+    if exists:
+        if os.path.islink(target) or not os.path.isfile(target):
+            raise BackupError("restore target %s is not a regular file" % target, KIND_BAD_INPUT)
+        check_database_file(target)
+    elif mode == "live":
+        raise BackupError("restore target %s does not exist: a live restore needs the database" % target,
+                          KIND_BAD_INPUT)
+    elif not os.path.isdir(os.path.dirname(target)):
+        raise BackupError("the folder of %s does not exist" % target, KIND_BAD_INPUT)
+    side_files = [target + suffix for suffix in SIDE_SUFFIXES]
+    return {
+        "target_existed": exists,
+        "removed": [p for p in side_files if os.path.lexists(p)] if mode == "replace" else [],
+        "held_by": processes_holding([target] + side_files) if mode == "replace" else [],
+    }
+
+
+def describe_target(target):
+    if not os.path.lexists(target):
+        return "%s: does not exist (the restore creates it)\n" % target
+    st = os.stat(target)
+    lines = ["%s: %d bytes, modified %s" % (target, st.st_size, time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                             time.gmtime(st.st_mtime)))]
+    for suffix in SIDE_SUFFIXES:
+        if os.path.lexists(target + suffix):
+            lines.append("%s%s: %d bytes" % (target, suffix, os.path.getsize(target + suffix)))
+    return "\n".join(lines) + "\n"
+
+
+def describe_backup(facts):
+    lines = ["%s: %s bytes, taken %s%s, sha256 %s" % (facts["backup_path"], facts["size_bytes"], facts["created"],
+                                                      ", label %s" % facts["label"] if facts["label"] else "",
+                                                      facts["sha256"])]
+    for table, rows in sorted((facts["tables"] or {}).items()):
+        lines.append("  %s: %s rows" % (table, rows))
+    return "\n".join(lines) + "\n"
+
+
+def file_identity(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def give_new_database_to_owner(target, ids):
+    """A database the restore created: mode 0600, owned by ``ids`` (uid, gid)."""
+    os.chmod(target, NEW_DATABASE_MODE)
+    for path in [target] + [target + suffix for suffix in ("-wal", "-shm")]:
+        if os.path.lexists(path):
+            chown_if_needed(path, ids)
+    return ids
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path", required=True),
+            backup=dict(type="path"),
+            backup_dir=dict(type="path"),
+            name=dict(type="str"),
+            select=dict(type="str"),
+            state=dict(type="str", default="restored", choices=["restored", "selected"]),
+            mode=dict(type="str", default="replace", choices=["replace", "live"]),
+            safety_dir=dict(type="path"),
+            integrity=dict(type="str", default="full", choices=["full", "quick"]),
+            busy_timeout_ms=dict(type="int", default=5000),
+            expected_sha256=dict(type="str"),
+            manifest=dict(type="dict"),
+            owner=dict(type="str"),
+            group=dict(type="str"),
+        ),
+        mutually_exclusive=[["backup", "backup_dir"], ["backup", "select"]],
+        required_one_of=[["backup", "backup_dir"]],
+        required_by={"backup_dir": "name"},
+        supports_check_mode=True,
+    )
+    params = module.params
+    result = {"changed": False}
+    started = time.monotonic()
+    target = params["path"]
+    before = "unset"  # the target's identity just before the restore (None: it did not exist)
+
+    try:
+        target = validate_abs_path(params["path"], "path")
+        if params["busy_timeout_ms"] < 0:
+            raise BackupError("busy_timeout_ms must be 0 or more, got %d" % params["busy_timeout_ms"],
+                              KIND_BAD_INPUT)
+        expected = params["expected_sha256"]
+        if expected is not None:
+            expected = expected.strip().lower()
+            if not re.fullmatch(r"[0-9a-f]{64}", expected):
+                raise BackupError("expected_sha256 must be 64 hexadecimal digits, got %r"
+                                  % params["expected_sha256"], KIND_BAD_INPUT)
+        name = validate_name(params["name"]) if params["name"] is not None else None
+
+        # Which backup.
+        if params["backup_dir"] is not None:
+            backup_dir = validate_abs_path(params["backup_dir"], "backup_dir")
+            select = normalise_select(params["select"])
+            backup_path, backups = choose_in_folder(backup_dir, name, select)
+            result["available"] = available(backups)
+        else:
+            backup_path = validate_abs_path(params["backup"], "backup")
+            if parse_backup_filename(os.path.basename(backup_path)) is None:
+                raise BackupError("%s is not named like a backup (<name>_backup_<YYYYMMDD>_<HHMMSS>.db)"
+                                  % os.path.basename(backup_path), KIND_BAD_INPUT)
+        safety_dir = validate_abs_path(params["safety_dir"] or params["backup_dir"] or os.path.dirname(backup_path),
+                                       "safety_dir")
+        present = os.path.lexists(backup_path)
+        result["target"] = target
+        result["mode"] = params["mode"]
+
+        # Verify it. A real restore leaves that to the core, which verifies fully before it touches
+        # anything (so the check runs once); check mode may plan from the manifest of a backup that
+        # a playbook would copy here first.
+        if not present and not (module.check_mode and params["state"] == "restored" and params["manifest"]):
+            raise BackupError("backup %s does not exist" % backup_path, KIND_BAD_INPUT)
+        if not present:
+            manifest = params["manifest"]
+            if manifest.get("file") != os.path.basename(backup_path):
+                raise BackupError("the manifest given is for %r, not %s" % (manifest.get("file"),
+                                                                            os.path.basename(backup_path)),
+                                  KIND_BAD_INPUT)
+        elif module.check_mode or params["state"] == "selected":
+            checked = verified_backup(backup_path, params["integrity"], expected)
+            manifest = checked["manifest"]
+            result["checks"] = checked["checks"]
+        else:
+            manifest = first_hop_checked(backup_path, expected)
+        facts = backup_facts(backup_path, manifest)
+        result.update(facts)
+
+        if params["state"] == "selected":
+            result.update(manifest=manifest, duration_seconds=round(time.monotonic() - started, 3),
+                          msg="chose %s%s for %s (%s), verified (%s check)"
+                          % (facts["backup"], " [%s]" % facts["label"] if facts["label"] else "", target,
+                             params["mode"], params["integrity"]))
+            module.exit_json(**result)
+
+        # The plan.
+        plan = target_plan(target, params["mode"])
+        result.update(plan, safety_dir=safety_dir, safety_backup=None,
+                      journal_mode=(manifest.get("source") or {}).get("journal_mode") or "delete")
+        if module._diff:
+            result["diff"] = {"before_header": target, "after_header": facts["backup_path"],
+                              "before": describe_target(target), "after": describe_backup(facts)}
+        if module.check_mode:
+            if plan["held_by"]:
+                module.warn("%s is open in %s: a replace restore would be refused until the app is stopped"
+                            % (target, ", ".join(plan["held_by"])))
+            result.update(changed=True, msg="would restore %s onto %s (%s)%s%s" % (
+                facts["backup"], target, params["mode"],
+                "; would remove %s" % ", ".join(os.path.basename(p) for p in plan["removed"])
+                if plan["removed"] else "",
+                "; a pre-restore safety backup would go to %s" % safety_dir if plan["target_existed"] else ""))
+            module.exit_json(**result)
+        del result["held_by"]  # the core refuses by itself, naming them
+
+        # The restore.
+        if not plan["target_existed"]:  # a new database: its owner, or its folder's (resolved before any change)
+            new_owner = resolve_owner(params["owner"], params["group"], os.stat(os.path.dirname(target)))
+        before = file_identity(target)
+        restored = restore_backup(backup_path, target, mode=params["mode"], safety_dir=safety_dir,
+                                  safety_name=name or manifest["name"], busy_timeout_ms=params["busy_timeout_ms"],
+                                  integrity=params["integrity"])
+        if not plan["target_existed"]:
+            give_new_database_to_owner(target, new_owner)
+            result.update(owner_uid=new_owner[0], owner_gid=new_owner[1])
+    except BackupError as exc:
+        changed = before != "unset" and file_identity(target) != before
+        module.fail_json(msg=str(exc), kind=exc.kind, **dict(result, changed=changed))
+    except (OSError, sqlite3.Error) as exc:
+        changed = before != "unset" and file_identity(target) != before
+        module.fail_json(msg="restore onto %s failed: %s" % (target, exc), kind=KIND_IO,
+                         **dict(result, changed=changed))
+
+    result.update(
+        changed=True,
+        removed=restored["removed"],
+        safety_backup=restored["safety_backup"],
+        journal_mode=restored["journal_mode"],
+        seconds=restored["seconds"],
+        duration_seconds=round(time.monotonic() - started, 3),
+        msg="%s%s" % (restored["msg"], "; the database as it was is in the safety backup %s" % restored["safety_backup"]
+                      if restored["safety_backup"] else "; there was no database before"),
+    )
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

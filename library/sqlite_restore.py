@@ -279,6 +279,10 @@ owner_gid:
   returned: when the restore created the database
   type: int
   sample: 1000
+set_aside:
+  description: Where the old database was kept when it was too broken to snapshot (replace mode only).
+  returned: when that happened
+  type: str
 held_by:
   description: Processes (C(pid (command))) holding the database, found in check mode; a replace restore
     would be refused while they run.
@@ -315,16 +319,15 @@ from ansible.module_utils.sqlite_fleet import (
     KIND_IO,
     STAMP_RE,
     BackupError,
-    check_database_file,
     choose_backup,
     chown_if_needed,
     iso_utc,
     list_backups,
     parse_backup_filename,
-    processes_holding,
     read_manifest,
     resolve_owner,
     restore_backup,
+    restore_target_plan,
     sha256_file,
     validate_abs_path,
     validate_name,
@@ -405,27 +408,6 @@ def backup_facts(path, manifest):
         "sha256": manifest.get("sha256"),
         "size_bytes": manifest.get("size_bytes"),
         "tables": manifest.get("tables"),
-    }
-
-
-def target_plan(target, mode):
-    """What a restore onto ``target`` would do and meet: the core's checks, without its verify step
-    (in check mode the backup may not be on this host yet)."""
-    exists = os.path.lexists(target)
-    if exists:
-        if os.path.islink(target) or not os.path.isfile(target):
-            raise BackupError("restore target %s is not a regular file" % target, KIND_BAD_INPUT)
-        check_database_file(target)
-    elif mode == "live":
-        raise BackupError("restore target %s does not exist: a live restore needs the database" % target,
-                          KIND_BAD_INPUT)
-    elif not os.path.isdir(os.path.dirname(target)):
-        raise BackupError("the folder of %s does not exist" % target, KIND_BAD_INPUT)
-    side_files = [target + suffix for suffix in SIDE_SUFFIXES]
-    return {
-        "target_existed": exists,
-        "removed": [p for p in side_files if os.path.lexists(p)] if mode == "replace" else [],
-        "held_by": processes_holding([target] + side_files) if mode == "replace" else [],
     }
 
 
@@ -554,7 +536,8 @@ def main():
             module.exit_json(**result)
 
         # The plan.
-        plan = target_plan(target, params["mode"])
+        plan = restore_target_plan(target, params["mode"])
+        del plan["side_files"]
         result.update(plan, safety_dir=safety_dir, safety_backup=None,
                       journal_mode=(manifest.get("source") or {}).get("journal_mode") or "delete")
         if module._diff:
@@ -568,7 +551,10 @@ def main():
                 facts["backup"], target, params["mode"],
                 "; would remove %s" % ", ".join(os.path.basename(p) for p in plan["removed"])
                 if plan["removed"] else "",
-                "; a pre-restore safety backup would go to %s" % safety_dir if plan["target_existed"] else ""))
+                "; a pre-restore safety backup would go to %s" % safety_dir
+                if plan["target_existed"] and not plan["unreadable"] else
+                "; the current file is unreadable (%s) and would be kept beside it as %s.unreadable-<time>"
+                % (plan["unreadable"], target) if plan["unreadable"] else ""))
             module.exit_json(**result)
         del result["held_by"]  # the core refuses by itself, naming them
 
@@ -594,11 +580,14 @@ def main():
         changed=True,
         removed=restored["removed"],
         safety_backup=restored["safety_backup"],
+        set_aside=restored.get("set_aside"),
         journal_mode=restored["journal_mode"],
         seconds=restored["seconds"],
         duration_seconds=round(time.monotonic() - started, 3),
         msg="%s%s" % (restored["msg"], "; the database as it was is in the safety backup %s" % restored["safety_backup"]
-                      if restored["safety_backup"] else "; there was no database before"),
+                      if restored["safety_backup"] else
+                      "; the unreadable database as it was is kept as %s" % restored["set_aside"]
+                      if restored.get("set_aside") else "; there was no database before"),
     )
     module.exit_json(**result)
 

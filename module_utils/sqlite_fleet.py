@@ -505,6 +505,8 @@ def sqlite_failure(exc: sqlite3.Error, doing: str) -> BackupError:
     text = str(exc)
     if "locked" in text or "busy" in text:
         return BackupError("database is locked while %s: %s (busy timeout exceeded)" % (doing, text), KIND_LOCKED)
+    if "disk is full" in text:  # SQLITE_FULL: the folder filled up during the copy
+        return BackupError("no space left while %s: %s" % (doing, text), KIND_NO_SPACE)
     if "malformed" in text or "not a database" in text or "corrupt" in text:
         return BackupError("database is corrupt while %s: %s" % (doing, text), KIND_CORRUPT)
     return BackupError("SQLite error while %s: %s" % (doing, text), KIND_IO)
@@ -874,37 +876,75 @@ def snapshot(
     }
 
 
-# Pages copied per backup step; what each step wrote is flushed to disk before the next one.
-COPY_STEP_BYTES = 8 << 20
+# The backup API copies COPY_STEP_BYTES of pages per step. In WAL mode what the steps wrote
+# is flushed to disk whenever it reaches a budget sized so that one flush takes about
+# FLUSH_TARGET_SECONDS on this disk (measured as the copy goes, within the bounds below).
+COPY_STEP_BYTES = 1 << 20
+FLUSH_TARGET_SECONDS = 0.03
+FLUSH_MIN_BYTES = 1 << 20
+FLUSH_MAX_BYTES = 64 << 20
+# Source pages are read through mmap up to this size (a read() per page otherwise).
+COPY_MMAP_BYTES = 1 << 30
 
 
 class StepFlusher:
-    """Progress callback of a stepped backup: flush the copy's new pages after each step.
+    """Progress callback of a stepped backup: flush the copy's new pages as the copy goes.
 
-    Keeps the copy's dirty data in the page cache below about one step: a single fsync of
-    a whole fresh copy at the end can stall every other fsync on the file system (the app's
-    commits) for as long as the disk needs to write it.
+    A single fsync of a whole fresh copy at the end stalls every other fsync on the file
+    system (the app's commits) for as long as the disk needs to write it all. Flushing in
+    pieces that each take about FLUSH_TARGET_SECONDS keeps the app's commits that short of
+    a wait, on a fast SSD (few, big flushes) as on an SD card (many small ones). A flush runs
+    in a thread while the copy goes on; the next one waits for it, so at most about two
+    budgets of the copy are ever waiting for the disk.
     """
 
-    def __init__(self, path: str, flush: bool = True) -> None:
+    def __init__(self, path: str, flush: bool = True, step_bytes: int = COPY_STEP_BYTES) -> None:
         self.path = path
         self.flush = flush
+        self.step_bytes = step_bytes
         self.steps = 0
+        self.flushes = 0
+        self.budget = FLUSH_MIN_BYTES
+        self._pending = 0
         self._fd: int | None = None
+        self._job: Background | None = None
         self._sync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 
     def __call__(self, status: int, remaining: int, total: int) -> None:
         self.steps += 1
-        if remaining <= 0 or not self.flush:
+        self._pending += self.step_bytes
+        if remaining <= 0 or not self.flush or self._pending < self.budget:
             return  # after the last step the caller's own fsync follows
+        self._finish_flush()
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY)
-        self._sync(self._fd)
+        self._job = Background(self._flush, self._fd, self._pending)
+        self._pending = 0
+
+    def _flush(self, fd: int, nbytes: int) -> tuple[int, float]:
+        started = time.monotonic()
+        self._sync(fd)
+        return nbytes, time.monotonic() - started
+
+    def _finish_flush(self) -> None:
+        """Wait for the flush in flight (if any) and size the next one by how long it took."""
+        if self._job is None:
+            return
+        job, self._job = self._job, None
+        nbytes, seconds = job.result()
+        self.flushes += 1
+        rate = nbytes / seconds if seconds > 0 else float("inf")
+        self.budget = int(min(max(rate * FLUSH_TARGET_SECONDS, FLUSH_MIN_BYTES), FLUSH_MAX_BYTES))
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        try:
+            if self._job is not None:
+                self._job.wait()
+                self._finish_flush()
+        finally:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 class Background:
@@ -951,6 +991,9 @@ def copy_database(db_path: str, tmp_path: str, method: str, busy_timeout_ms: int
     try:
         try:
             source = open_readonly(db_path, busy_timeout_ms=busy_timeout_ms)
+            if COPY_MMAP_BYTES:
+                # Read the source through mmap (SQLite keeps a mapped WAL database consistent).
+                source.execute("PRAGMA mmap_size=%d" % min(db_stat.st_size + (1 << 20), COPY_MMAP_BYTES))
             journal_mode = pragma_value(source, "journal_mode")
             if method == "backup_api":
                 # The first read takes the snapshot (WAL) or the shared lock (rollback
@@ -971,14 +1014,16 @@ def copy_database(db_path: str, tmp_path: str, method: str, busy_timeout_ms: int
                 # Steps of COPY_STEP_BYTES, all inside the read transaction opened above: the
                 # snapshot cannot move, so the copy never restarts (a backup that opens a read
                 # transaction per step restarts on every write of the app). In WAL mode the
-                # pages written so far go to disk after each step, so the final fsync has
-                # little left to write and the app's commits (each an fsync of its -wal) never
-                # queue behind the whole copy. With a rollback journal our shared lock holds
-                # the app's writers off until the copy ends: no flushing then, to end it sooner.
-                flusher = StepFlusher(tmp_path, flush=journal_mode == "wal")
+                # pages written so far go to disk in pieces as the copy goes (StepFlusher), so
+                # the final fsync has little left to write and the app's commits (each an fsync
+                # of its -wal) never queue behind the whole copy. With a rollback journal our
+                # shared lock holds the app's writers off until the copy ends: no flushing then,
+                # to end it sooner.
+                page_size = pragma_value(source, "page_size") or 4096
+                pages_per_step = max(1, COPY_STEP_BYTES // page_size)
+                flusher = StepFlusher(tmp_path, flush=journal_mode == "wal", step_bytes=pages_per_step * page_size)
                 try:
-                    page_size = pragma_value(source, "page_size") or 4096
-                    source.backup(target, pages=max(1, COPY_STEP_BYTES // page_size), progress=flusher)
+                    source.backup(target, pages=pages_per_step, progress=flusher)
                 finally:
                     flusher.close()
                 target.close()
@@ -1001,7 +1046,8 @@ def copy_database(db_path: str, tmp_path: str, method: str, busy_timeout_ms: int
         "started_monotonic": started_monotonic,
         "journal_mode": journal_mode,
         "copy_seconds": copy_seconds,
-        "steps": flusher.steps if method == "backup_api" else 1,
+        "steps": flusher.steps if flusher is not None else 1,
+        "flushes": flusher.flushes if flusher is not None else 0,
         # In WAL mode readers never block writers; with a rollback journal our shared
         # lock held every writer off for the whole copy.
         "held_off_seconds": 0.0 if journal_mode == "wal" else copy_seconds,
@@ -1600,6 +1646,136 @@ def archived_backups(db_dir: str, clean: bool = False, lock_timeout: float = 600
     return {"have": have, "removed_unfinished": removed}
 
 
+def vet_host_manifest(manifest: Any) -> str:
+    """The file a host's manifest (untrusted input) describes, once the manifest is acceptable.
+
+    Its ``file`` must be a plain backup name (no path, no ``..``), it must pass
+    :func:`manifest_problems` and, written as the archive writes it, stay within
+    MANIFEST_MAX_BYTES (a bigger one could never be read back). Raises BackupError(KIND_CORRUPT).
+    """
+    filename = manifest.get("file") if isinstance(manifest, Mapping) else None
+    if not isinstance(filename, str) or os.path.basename(filename) != filename or \
+            parse_backup_filename(filename) is None:
+        raise BackupError("the host's manifest names an unacceptable file %s" % repr(filename)[:200], KIND_CORRUPT)
+    try:
+        encoded = len((json.dumps(dict(manifest), indent=2, sort_keys=True) + "\n").encode())
+    except (TypeError, ValueError) as exc:
+        raise BackupError("the host's manifest for %s cannot be written as JSON: %s" % (filename, exc),
+                          KIND_CORRUPT) from None
+    if encoded > MANIFEST_MAX_BYTES:
+        raise BackupError("the host's manifest for %s is %d bytes, over the %d limit" % (filename, encoded,
+                                                                                        MANIFEST_MAX_BYTES),
+                          KIND_CORRUPT)
+    problems = manifest_problems(dict(manifest), filename)
+    if problems:
+        raise BackupError("the host's manifest for %s is invalid: %s" % (filename, "; ".join(problems)),
+                          KIND_CORRUPT)
+    return filename
+
+
+def check_transfers(transfers: Any, databases: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The transfers a host offered for a pull (``plan_export`` output, untrusted), checked field by
+    field and rebuilt from the checked fields only.
+
+    The controller builds file names in the archive from them before anything is verified, so each
+    must name one of ``databases`` (when given), a plain backup file of that database described by
+    an acceptable manifest, a mode, a base (deltas), sizes and the path to fetch on the host.
+    Raises BackupError(KIND_CORRUPT) naming the first unacceptable transfer.
+    """
+    if not isinstance(transfers, list):
+        raise BackupError("the host's transfers must be a list, got %s" % type(transfers).__name__, KIND_CORRUPT)
+    checked: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+
+    def refuse(index: int, why: str) -> BackupError:
+        return BackupError("the host offered an unacceptable transfer #%d: %s" % (index + 1, why), KIND_CORRUPT)
+
+    def count_of(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    for index, transfer in enumerate(transfers):
+        if not isinstance(transfer, Mapping):
+            raise refuse(index, "not a mapping")
+        name = transfer.get("name")
+        try:
+            validate_name(name, "database name")
+        except BackupError as exc:
+            raise refuse(index, str(exc)) from None
+        if databases is not None and name not in databases:
+            raise refuse(index, "database %r is not one this host backs up (%s)" % (name, ", ".join(databases)))
+        try:
+            filename = vet_host_manifest(transfer.get("manifest"))
+        except BackupError as exc:
+            raise refuse(index, str(exc)) from None
+        if transfer.get("file") != filename:
+            raise refuse(index, "it names file %s but its manifest describes %s" % (repr(transfer.get("file"))[:200],
+                                                                                  filename))
+        if parse_backup_filename(filename)["name"] != name:
+            raise refuse(index, "file %s is not a backup of database %s" % (filename, name))
+        mode = transfer.get("mode")
+        base = transfer.get("base")
+        if mode == "delta":
+            parsed_base = parse_backup_filename(base) if isinstance(base, str) else None
+            if parsed_base is None or os.path.basename(base) != base or parsed_base["name"] != name \
+                    or base == filename:
+                raise refuse(index, "the base %s of the delta for %s is not a backup of %s"
+                             % (repr(base)[:200], filename, name))
+        elif mode == "full":
+            base = None
+        else:
+            raise refuse(index, "mode %s is neither full nor delta" % repr(mode)[:50])
+        size_bytes, sent_bytes = transfer.get("size_bytes"), transfer.get("bytes")
+        if not count_of(size_bytes) or size_bytes != transfer["manifest"]["size_bytes"]:
+            raise refuse(index, "size_bytes %r of %s is not the manifest's %r"
+                         % (size_bytes, filename, transfer["manifest"]["size_bytes"]))
+        if not count_of(sent_bytes) or (mode == "full" and sent_bytes != size_bytes):
+            raise refuse(index, "bytes %r of %s is not a plausible size" % (sent_bytes, filename))
+        try:
+            fetch_path = validate_abs_path(transfer.get("fetch_path"), "fetch_path")
+        except BackupError as exc:
+            raise refuse(index, str(exc)) from None
+        if (name, filename) in seen:
+            raise refuse(index, "%s is offered twice" % filename)
+        seen.add((name, filename))
+        clean = {"file": filename, "name": name, "mode": mode, "base": base, "fetch_path": fetch_path,
+                 "bytes": sent_bytes, "size_bytes": size_bytes, "manifest": dict(transfer["manifest"])}
+        for extra in ("pages_changed", "pages_total"):
+            if count_of(transfer.get(extra)):
+                clean[extra] = transfer[extra]
+        checked.append(clean)
+    return checked
+
+
+def check_pull_space(host_dir: str, transfers: Sequence[Mapping[str, Any]], source_host: str) -> dict[str, Any]:
+    """Refuse a pull that cannot fit, before anything is fetched.
+
+    Per filesystem of the archive folders ``<host_dir>/<name>``: the bytes to fetch plus the files
+    rebuilt from deltas (the delta and its result exist at the same time), plus the snapshot's
+    margin (:func:`required_space`), against the free space. Raises BackupError(KIND_NO_SPACE)
+    with the numbers. ``transfers`` as returned by :func:`check_transfers`.
+    """
+    def existing(folder: str) -> str:
+        while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+            folder = os.path.dirname(folder)  # check mode: the folders may not exist yet
+        return folder
+
+    groups: dict[int, dict[str, Any]] = {}
+    for transfer in transfers:
+        folder = existing(os.path.join(host_dir, transfer["name"]))
+        group = groups.setdefault(os.stat(folder).st_dev, {"folder": folder, "bytes": 0, "count": 0})
+        group["bytes"] += transfer["bytes"] + (transfer["size_bytes"] if transfer["mode"] == "delta" else 0)
+        group["count"] += 1
+    need, free = 0, None if groups else free_bytes(existing(host_dir))
+    for group in groups.values():
+        needed = required_space(group["bytes"])
+        check_free_space(group["folder"], needed, "the pull of %d backup(s) from %s (%d bytes to fetch and rebuild)"
+                         % (group["count"], source_host, group["bytes"]))
+        need += needed
+        available = free_bytes(group["folder"])
+        free = available if free is None else min(free, available)
+    return {"need_bytes": need, "free_bytes": free}
+
+
 def import_backup(incoming_path: str, manifest: Mapping[str, Any], db_dir: str, *, source_host: str,
                   integrity: str = "full", lock_timeout: float = 600.0, owner: tuple[int, int] | None = None,
                   ) -> dict[str, Any]:
@@ -1611,14 +1787,12 @@ def import_backup(incoming_path: str, manifest: Mapping[str, Any], db_dir: str, 
     full integrity check and the manifest's row counts before anything gets a final name.
     """
     db_dir = validate_abs_path(db_dir, "archive folder")
-    filename = manifest.get("file") if isinstance(manifest, Mapping) else None
-    if not isinstance(filename, str) or os.path.basename(filename) != filename or \
-            parse_backup_filename(filename) is None:
-        raise BackupError("the host's manifest names an unacceptable file %r" % (filename,), KIND_CORRUPT)
-    problems = manifest_problems(dict(manifest), filename)
-    if problems:
-        raise BackupError("the host's manifest for %s is invalid: %s" % (filename, "; ".join(problems)),
-                          KIND_CORRUPT)
+    try:
+        filename = vet_host_manifest(manifest)
+    except BackupError:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(incoming_path)
+        raise
     final_path = os.path.join(db_dir, filename)
     try:
         actual = sha256_file(incoming_path)
@@ -1850,13 +2024,17 @@ STAMP_RE = re.compile(r"^\d{8}_\d{6}$")
 
 
 def choose_backup(backups: Sequence[Mapping[str, Any]], selector: str = "latest") -> Mapping[str, Any]:
-    """Pick from ``list_backups`` output: ``latest`` (newest verified), a ``YYYYMMDD_HHMMSS``
+    """Pick from ``list_backups`` output: ``latest`` (newest verified, not a pre-restore safety
+    snapshot), a ``YYYYMMDD_HHMMSS``
     stamp (the newest verified backup taken at or before it), or an exact file name."""
     verified = [b for b in backups if b["verified"]]
     if selector in (None, "", "latest"):
-        if not verified:
+        # A pre-restore safety snapshot holds the state a restore replaced: "latest" never
+        # means "undo the last restore" (name it by file or time for that).
+        candidates = [b for b in verified if b.get("label") != "pre-restore"]
+        if not candidates:
             raise BackupError("there is no verified backup to restore", KIND_BAD_INPUT)
-        return verified[0]
+        return candidates[0]
     if STAMP_RE.match(selector):
         moment = _dt.datetime.strptime(selector, "%Y%m%d_%H%M%S").replace(tzinfo=_dt.timezone.utc)
         earlier = [b for b in verified if b["created"].replace(microsecond=0) <= moment]
@@ -1906,6 +2084,40 @@ def processes_holding(paths: Sequence[str]) -> list[str]:
     return holders
 
 
+def restore_target_plan(target: str, mode: str) -> dict[str, Any]:
+    """What a restore onto ``target`` meets: whether it exists, whether it is too broken to
+    snapshot (``unreadable``: then replace mode keeps it aside), which side files a replace
+    removes, and which processes hold it (a replace is refused while any does)."""
+    exists = os.path.lexists(target)
+    unreadable = None
+    if exists:
+        if os.path.islink(target) or not os.path.isfile(target):
+            raise BackupError("restore target %s is not a regular file" % target, KIND_BAD_INPUT)
+        try:
+            check_database_file(target)
+        except BackupError as exc:
+            # An emptied file or a zeroed header is a database that broke (set it aside and
+            # restore); any other content is probably not the app's database: refuse.
+            with open(target, "rb") as handle:
+                head = handle.read(len(SQLITE_HEADER))
+            if mode != "replace" or head.strip(b"\x00"):
+                raise
+            unreadable = str(exc)
+    elif mode == "live":
+        raise BackupError("restore target %s does not exist: a live restore needs the database" % target,
+                          KIND_BAD_INPUT)
+    elif not os.path.isdir(os.path.dirname(target)):
+        raise BackupError("the folder of %s does not exist" % target, KIND_BAD_INPUT)
+    side_files = [target + suffix for suffix in ("-wal", "-shm", "-journal")]
+    return {
+        "target_existed": exists,
+        "unreadable": unreadable,
+        "side_files": side_files,
+        "removed": [p for p in side_files if os.path.lexists(p)] if mode == "replace" else [],
+        "held_by": processes_holding([target, *side_files]) if mode == "replace" else [],
+    }
+
+
 def restore_backup(backup_path: str, target: str, *, mode: str = "replace", safety_dir: str | None = None,
                    safety_name: str | None = None, busy_timeout_ms: int = 5000, integrity: str = "full",
                    check_mode: bool = False) -> dict[str, Any]:
@@ -1928,31 +2140,34 @@ def restore_backup(backup_path: str, target: str, *, mode: str = "replace", safe
         raise BackupError("refusing to restore %s: it failed verification: %s"
                           % (checked["file"], "; ".join(checked["problems"])), KIND_CORRUPT)
     manifest = checked["manifest"]
-    exists = os.path.lexists(target)
-    if exists:
-        if os.path.islink(target) or not os.path.isfile(target):
-            raise BackupError("restore target %s is not a regular file" % target, KIND_BAD_INPUT)
-        check_database_file(target)
-    elif mode == "live":
-        raise BackupError("restore target %s does not exist: a live restore needs the database" % target,
-                          KIND_BAD_INPUT)
-    elif not os.path.isdir(os.path.dirname(target)):
-        raise BackupError("the folder of %s does not exist" % target, KIND_BAD_INPUT)
-    side_files = [target + suffix for suffix in ("-wal", "-shm", "-journal")]
-    holders = processes_holding([target, *side_files]) if mode == "replace" else []
-    if holders:
+    target_plan = restore_target_plan(target, mode)
+    exists, unreadable, side_files = (target_plan["target_existed"], target_plan["unreadable"],
+                                      target_plan["side_files"])
+    if target_plan["held_by"]:
         raise BackupError("refusing to replace %s: it is open in %s; stop the app first or restore live"
-                          % (target, ", ".join(holders)), KIND_LOCKED)
+                          % (target, ", ".join(target_plan["held_by"])), KIND_LOCKED)
     plan = {"backup": checked["file"], "target": target, "mode": mode, "safety_backup": None,
             "journal_mode": (manifest.get("source") or {}).get("journal_mode") or "delete",
-            "removed": [p for p in side_files if os.path.lexists(p)] if mode == "replace" else []}
+            "removed": target_plan["removed"]}
+    aside = "%s.unreadable-%s" % (target, utcnow().strftime("%Y%m%dT%H%M%S%fZ"))
     if check_mode:
+        if unreadable:
+            plan["set_aside"] = aside
         plan.update(changed=True, msg="would restore %s onto %s (%s)" % (checked["file"], target, mode))
         return plan
-    if exists and safety_dir:
-        safety = snapshot(target, safety_dir, safety_name or manifest["name"], label="pre-restore",
-                          integrity="quick", busy_timeout_ms=busy_timeout_ms)
-        plan["safety_backup"] = safety["backup"]
+    if exists and safety_dir and unreadable is None:
+        try:
+            safety = snapshot(target, safety_dir, safety_name or manifest["name"], label="pre-restore",
+                              integrity="quick", busy_timeout_ms=busy_timeout_ms)
+            plan["safety_backup"] = safety["backup"]
+        except BackupError as exc:
+            if exc.kind != KIND_CORRUPT or mode != "replace":
+                raise
+            unreadable = str(exc)
+    if unreadable is not None:
+        # Too broken to snapshot: keep the file itself (a hard link) beside the database.
+        os.link(target, aside)
+        plan.update(set_aside=aside, unreadable=unreadable)
     started = time.monotonic()
     if mode == "live":
         restore_live(backup_path, target, busy_timeout_ms)
@@ -1962,7 +2177,11 @@ def restore_backup(backup_path: str, target: str, *, mode: str = "replace", safe
     conn = open_readonly(target, busy_timeout_ms=busy_timeout_ms)
     try:
         problems = run_integrity_check(conn, integrity)
-        diffs = [] if problems else row_count_differences(manifest["tables"], table_row_counts(conn))
+        counts = {} if problems else table_row_counts(conn)
+        # live: the app writes on at once, so only a replace can be held to the manifest's row
+        # counts; a live restore must still bring back every table of the manifest.
+        diffs = [] if problems else row_count_differences(manifest["tables"], counts) if mode == "replace" else \
+            ["table %s is missing" % t for t in sorted(set(manifest["tables"]) - set(counts))]
     finally:
         conn.close()
         give_side_files_to_owner(target, existed, os.stat(target))

@@ -13,6 +13,11 @@ description:
     C(<archive_dir>/<host>/<name>/<backup files>), the same files as on the host.
   - O(state=list) returns what the archive holds for one host and database, for M(sqlite_export),
     after removing what an interrupted earlier pull left behind.
+  - O(state=prepare) checks, before anything is fetched, the transfers the host offered (the C(transfers)
+    M(sqlite_export) returned; untrusted input) - each must name one of O(databases), a plain backup file
+    of that database and an acceptable manifest - and that the archive has room for them - the bytes to fetch plus
+    the files rebuilt from deltas, plus 10% (at least 16 MiB) - and fails, with the numbers, when it has not. It
+    returns RV(transfers), rebuilt from the checked fields only; fetch and import those.
   - O(state=import) commits one pulled backup. A delta is first applied to its base in the archive.
     The result must have the sha256 written in the host's manifest, pass a full C(integrity_check)
     and have the manifest's row counts before it gets its final name; then its C(.sha256) and, last,
@@ -29,14 +34,22 @@ options:
     type: str
     required: true
   name:
-    description: Database name.
+    description: Database name. Required with O(state=list) and O(state=import).
     type: str
-    required: true
   state:
-    description: C(list) what the archive holds, or C(import) one pulled backup.
+    description: C(list) what the archive holds, C(prepare) a pull (check the host's transfers and the free space),
+      or C(import) one pulled backup.
     type: str
-    choices: [list, import]
+    choices: [list, prepare, import]
     default: list
+  transfers:
+    description: With O(state=prepare), the transfers the host offered (the C(transfers) M(sqlite_export) returned).
+    type: list
+    elements: raw
+  databases:
+    description: With O(state=prepare), the databases this host backs up; a transfer of any other is refused.
+    type: list
+    elements: str
   incoming:
     description:
       - With O(state=import), the fetched file (the backup or a delta). It must lie in the
@@ -114,17 +127,31 @@ removed_unfinished:
   type: list
   elements: str
 folder:
-  description: The database's folder in the archive.
+  description: The database's folder in the archive (with O(state=prepare), the host's).
   returned: always
   type: str
 incoming_dir:
   description: Where to fetch files to before importing them (the database's archive folder).
-  returned: always
+  returned: state=list or state=import
   type: str
 incoming_prefix:
   description: Name prefix for fetched files (temporary names, removed by an interrupted run's successor).
-  returned: always
+  returned: state=list or state=import
   type: str
+transfers:
+  description: The checked transfers, rebuilt from their checked fields (C(file), C(name), C(mode), C(base),
+    C(fetch_path), C(bytes), C(size_bytes), C(manifest)).
+  returned: state=prepare
+  type: list
+  elements: dict
+need_bytes:
+  description: Free space the pull needs (bytes to fetch and rebuild, plus the margin).
+  returned: state=prepare
+  type: int
+free_bytes:
+  description: Free space in the archive (the smallest, when the archive folders lie on several filesystems).
+  returned: state=prepare
+  type: int
 file:
   description: The imported backup's file name.
   returned: state=import
@@ -155,6 +182,8 @@ from ansible.module_utils.sqlite_fleet import (
     BackupError,
     apply_delta,
     archived_backups,
+    check_pull_space,
+    check_transfers,
     core_sha256,
     ensure_private_dir,
     import_backup,
@@ -177,16 +206,19 @@ def import_pulled(params, folder):
         return import_backup(incoming, params["manifest"], folder, source_host=params["host"],
                              integrity=params["integrity"], lock_timeout=params["lock_timeout"])
     base = params["base"] or ""
-    if os.path.basename(base) != base or parse_backup_filename(base) is None:
-        raise BackupError("base %r is not a backup file name" % base, KIND_BAD_INPUT)
     rebuilt = incoming + ".rebuilt"
+    applied = None
     try:
+        if os.path.basename(base) != base or parse_backup_filename(base) is None:
+            raise BackupError("base %r is not a backup file name" % base, KIND_BAD_INPUT)
         applied = apply_delta(os.path.join(folder, base), incoming, rebuilt)
     except FileNotFoundError:
         raise BackupError("the delta's base %s is not in the archive" % base, KIND_BAD_INPUT) from None
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(incoming)
+        # the fetched delta is consumed either way; a half-rebuilt file never waits for the next run
+        for leftover in (incoming,) if applied else (incoming, rebuilt):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
     result = import_backup(rebuilt, params["manifest"], folder, source_host=params["host"],
                            integrity=params["integrity"], lock_timeout=params["lock_timeout"])
     result["pages_changed"] = applied["pages_changed"]
@@ -198,8 +230,10 @@ def main():
         argument_spec=dict(
             archive_dir=dict(type="path", required=True),
             host=dict(type="str", required=True),
-            name=dict(type="str", required=True),
-            state=dict(type="str", default="list", choices=["list", "import"]),
+            name=dict(type="str"),
+            state=dict(type="str", default="list", choices=["list", "prepare", "import"]),
+            transfers=dict(type="list", elements="raw"),
+            databases=dict(type="list", elements="str"),
             incoming=dict(type="path"),
             mode=dict(type="str", default="full", choices=["full", "delta"]),
             base=dict(type="str"),
@@ -207,13 +241,21 @@ def main():
             integrity=dict(type="str", default="full", choices=["quick", "full"]),
             lock_timeout=dict(type="float", default=600),
         ),
-        required_if=[("state", "import", ["incoming", "manifest"]), ("mode", "delta", ["base"])],
+        required_if=[("state", "list", ["name"]), ("state", "import", ["name", "incoming", "manifest"]),
+                     ("state", "prepare", ["transfers"]), ("mode", "delta", ["base"])],
         supports_check_mode=True,
     )
     params = module.params
     try:
         archive_dir = validate_abs_path(params["archive_dir"], "archive folder")
-        folder = os.path.join(archive_dir, validate_name(params["host"], "host"), validate_name(params["name"]))
+        host_dir = os.path.join(archive_dir, validate_name(params["host"], "host"))
+        if params["state"] == "prepare":
+            transfers = check_transfers(params["transfers"], params["databases"])
+            space = check_pull_space(host_dir, transfers, params["host"])
+            module.exit_json(changed=False, transfers=transfers, folder=host_dir,
+                             msg="%d transfer(s) checked; %d bytes needed, %d free in the archive"
+                             % (len(transfers), space["need_bytes"], space["free_bytes"]), **space)
+        folder = os.path.join(host_dir, validate_name(params["name"]))
         paths = dict(folder=folder, incoming_dir=folder, incoming_prefix=INCOMING_PREFIX)
         created = False
         for level in (archive_dir, os.path.dirname(folder), folder):

@@ -396,13 +396,21 @@ def new_entry(host, name, folder):
 
 
 def newest_of(listing):
-    """The newest file named like a backup, with or without a valid manifest: (created, file, backup|None)."""
+    """The newest file named like a backup, with or without a valid manifest: (created, file, backup|None).
+
+    Ordered by what the names say (UTC second, then sequence number), for valid and broken files alike: a
+    manifest's microseconds would otherwise put a valid backup after a broken one taken later in that second."""
     candidates = [(b["created"], b["file"], b) for b in listing["backups"]]
     for item in listing["invalid"]:
         parsed = parse_backup_filename(item["file"])
         if parsed:
             candidates.append((parsed["created"], item["file"], None))
-    return max(candidates, key=lambda c: (c[0], c[1])) if candidates else None
+
+    def named_order(candidate):
+        parsed = parse_backup_filename(candidate[1])
+        return (parsed["created"], parsed["seq"], candidate[1])
+
+    return max(candidates, key=named_order) if candidates else None
 
 
 def examine(entry, listing, now, trend_count):

@@ -92,6 +92,10 @@ def load_config(path: str) -> dict[str, Any]:
     if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) or lock_timeout < 0:
         raise core.BackupError("lock_timeout in %s must be a number of seconds (0 or more), got %r"
                                % (path, lock_timeout), core.KIND_BAD_INPUT)
+    busy_timeout_ms = config.get("busy_timeout_ms", 5000)
+    if isinstance(busy_timeout_ms, bool) or not isinstance(busy_timeout_ms, int) or busy_timeout_ms < 0:
+        raise core.BackupError("busy_timeout_ms in %s must be a whole number of milliseconds (0 or more), got %r"
+                               % (path, busy_timeout_ms), core.KIND_BAD_INPUT)
     return config
 
 
@@ -278,6 +282,10 @@ def cmd_backup(config: dict[str, Any], args: argparse.Namespace) -> list[dict[st
         started = time.time()
         record: dict[str, Any] = {"database": db["name"], "command": "backup"}
         try:
+            if args.cleanup:  # bad retention input must fail before a backup is taken, not after
+                policy = retention_policy(config, db, args.keep_days, args.keep_count)
+                core.normalise_policy(policy)
+                core.resolve_timezone(config.get("timezone"))
             mode = args.checkpoint or db.get("checkpoint") or config.get("checkpoint")
             if args.skip_checkpoint:
                 mode = None
@@ -299,7 +307,6 @@ def cmd_backup(config: dict[str, Any], args: argparse.Namespace) -> list[dict[st
             if not snap["verified"]:
                 record["kind"] = core.KIND_CORRUPT
             if args.cleanup:
-                policy = retention_policy(config, db, args.keep_days, args.keep_count)
                 pruned = core.apply_retention(config["backup_dir"], db["name"], policy,
                                               timezone=config.get("timezone"), lock_timeout=lock_timeout_of(config))
                 record["deleted"] = pruned["deleted"]
@@ -379,6 +386,7 @@ def cmd_check_config(config: dict[str, Any], args: argparse.Namespace) -> list[d
             core.normalise_policy(retention_policy(config, db, None, None))
         except core.BackupError as exc:
             raise core.BackupError("retention of %s: %s" % (db["name"], exc), exc.kind) from None
+    core.resolve_timezone(config.get("timezone"))
     return [{"database": db["name"], "command": "check-config", "ok": True,
              "msg": "%s -> %s" % (db["path"], config["backup_dir"])} for db in config["databases"]]
 

@@ -285,6 +285,8 @@ from ansible.module_utils.sqlite_fleet import (
     choose_backup,
     drill,
     folder_lock,
+    human_age,
+    human_bytes,
     iso_utc,
     list_backups,
     parse_backup_filename,
@@ -510,28 +512,6 @@ def sort_key(entry):
 
 
 # --------------------------------------------------------------------------- presentation
-
-
-def human_bytes(value):
-    if value is None:
-        return "-"
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return ("%d %s" % (size, unit)) if unit == "B" else ("%.1f %s" % (size, unit))
-        size /= 1024
-    return "%d B" % value
-
-
-def human_age(seconds):
-    if seconds is None:
-        return "-"
-    if seconds < 0:
-        return "in the future"
-    for unit, span in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= span:
-            return "%.1f %s" % (seconds / span, unit)
-    return "%d s" % seconds
 
 
 def human_time(iso):

@@ -94,31 +94,13 @@ import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sqlite_fleet import BackupError, ensure_private_dir, write_file_atomic
+from ansible.module_utils.sqlite_fleet import BackupError, ensure_private_dir, human_age, human_bytes, write_file_atomic
 
 NOT_REPORTED = "unreachable, or failed before reporting"
 
 
-def human_bytes(value):
-    if value is None:
-        return "-"
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return ("%d %s" % (size, unit)) if unit == "B" else ("%.1f %s" % (size, unit))
-        size /= 1024
-    return "%d B" % value
 
 
-def human_age(seconds):
-    if seconds is None:
-        return "-"
-    if seconds < 0:
-        return "in the future"
-    for unit, span in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= span:
-            return "%.1f%s" % (seconds / span, unit)
-    return "%ds" % seconds
 
 
 def item_name(result):

@@ -2337,3 +2337,30 @@ def drill(backup_path: str, scratch_dir: str, probes: Sequence[Mapping[str, Any]
     result["ok"] = not result["problems"]
     result["seconds"] = round(time.monotonic() - started, 3)
     return result
+
+
+# --------------------------------------------------------------------------- presentation
+
+
+def human_bytes(value: float | None) -> str:
+    """``1536`` -> ``1.5 KiB`` (``-`` for None), for reports and summaries."""
+    if value is None:
+        return "-"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return ("%d %s" % (size, unit)) if unit == "B" else ("%.1f %s" % (size, unit))
+        size /= 1024
+    return "%.1f GiB" % size
+
+
+def human_age(seconds: float | None) -> str:
+    """``5400`` -> ``1.5 h`` (``-`` for None), for reports and summaries."""
+    if seconds is None:
+        return "-"
+    if seconds < 0:
+        return "in the future"
+    for unit, span in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= span:
+            return "%.1f %s" % (seconds / span, unit)
+    return "%d s" % seconds

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import plistlib
 import re
@@ -30,6 +29,7 @@ from typing import Any
 
 import pytest
 from fleet import DEFAULT_MOUNTS, Fleet, Host
+from prometheus_text import parse_prometheus
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "tools"))
@@ -70,44 +70,6 @@ def mode_of(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-SAMPLE = re.compile(r'^(?P<name>[^{\s]+)\{host="(?P<host>(?:[^"\\]|\\.)*)",database="(?P<db>(?:[^"\\]|\\.)*)"\} '
-                    r"(?P<value>\S+)$")
-
-
-def parse_prometheus(text: str) -> dict[tuple[str, str, str], float]:
-    """Strict parse of a node_exporter textfile: {(metric, host, database): value}.
-
-    HELP then TYPE once per metric before its samples; samples carry exactly the labels
-    host and database; names match the Prometheus grammar; values parse as floats.
-    """
-    assert text.endswith("\n"), "a textfile must end with a newline"
-    samples: dict[tuple[str, str, str], float] = {}
-    helped: set[str] = set()
-    typed: set[str] = set()
-    for number, line in enumerate(text[:-1].split("\n"), 1):
-        where = "line %d: %r" % (number, line)
-        assert line, "blank " + where
-        if line.startswith("# HELP "):
-            name, _, help_text = line[len("# HELP "):].partition(" ")
-            assert METRIC_NAME.match(name) and help_text and name not in helped, where
-            helped.add(name)
-        elif line.startswith("# TYPE "):
-            name, _, kind = line[len("# TYPE "):].partition(" ")
-            assert name in helped and name not in typed, "TYPE without HELP, or twice: " + where
-            assert kind in ("gauge", "counter", "untyped"), where
-            typed.add(name)
-        else:
-            assert not line.startswith("#"), where
-            match = SAMPLE.match(line)
-            assert match, "not a sample with exactly the labels host and database: " + where
-            assert METRIC_NAME.match(match["name"]) and match["name"] in typed, where
-            value = float(match["value"])
-            assert not math.isnan(value), where
-            key = (match["name"], match["host"], match["db"])
-            assert key not in samples, "duplicate sample: " + where
-            samples[key] = value
-    return samples
 
 
 @dataclass

@@ -1,9 +1,12 @@
 """Snapshot of a big WAL database: ours against what operators would use instead.
 
 Idle (nobody writes), every method in every round, each round in another order:
-  ours          sqlite_fleet.snapshot(): backup API copy inside one read transaction, switched
-                to journal_mode=DELETE, quick_check + row counts, fsync, sha256, sidecars and
-                manifest committed (everything a backup needs, as backup.yml runs it)
+  ours          sqlite_fleet.snapshot(): pinned copy (the file's bytes copied in the kernel
+                inside one read transaction, the snapshot's newest WAL pages laid over them),
+                quick_check + row counts, fsync, sha256, sidecars and manifest committed
+                (everything a backup needs, as backup.yml runs it)
+  ours_copy     the copy step alone (copy_database() + fsync), pinned copy
+  ours_copy_backup_api  the same with method backup_api (page by page through SQLite)
   cp+fsync      cp of the .db file, then fsync (not consistent on a live database: reference)
   cli_backup    sqlite3 CLI ``.backup``, then fsync
   vacuum_into   sqlite3 CLI ``VACUUM INTO``, then fsync
@@ -48,10 +51,11 @@ from common import (
     workdir,
 )
 
-METHODS = ("ours", "ours_copy", "cp_fsync", "cli_backup", "vacuum_into", "query_copy")
+METHODS = ("ours", "ours_copy", "ours_copy_backup_api", "cp_fsync", "cli_backup", "vacuum_into", "query_copy")
 LABELS = {
     "ours": "ours: snapshot() (copy + check + fsync + sha256 + commit)",
-    "ours_copy": "ours, copy step alone: copy_database() + fsync",
+    "ours_copy": "ours, copy step alone: copy_database() + fsync (pinned_copy)",
+    "ours_copy_backup_api": "ours, copy step alone with method backup_api",
     "cp_fsync": "cp + fsync",
     "cli_backup": "sqlite3 .backup + fsync",
     "vacuum_into": "sqlite3 VACUUM INTO + fsync",
@@ -106,9 +110,11 @@ def copy_query(src: Path, dst: Path) -> None:
     fsync_file(dst)
 
 
-def copy_ours(src: Path, dst: Path) -> None:
+def copy_ours(src: Path, dst: Path, method: str = "pinned_copy") -> None:
     """Our copy step alone (what snapshot() does before checking, hashing and committing)."""
-    core.copy_database(str(src), str(dst), "backup_api", 5000, os.stat(src))
+    copy = core.copy_database(str(src), str(dst), method, 5000, os.stat(src))
+    if copy["method"] != method:
+        raise RuntimeError("the copy fell back to %s" % copy["method"])
     fsync_file(dst)
 
 
@@ -134,6 +140,7 @@ def run_idle(config: Config, db: Path, scratch: Path, nbytes: int) -> dict[str, 
     actions: dict[str, Callable[[], Any]] = {
         "ours": lambda: snapshot_ours(db, backups),
         "ours_copy": lambda: copy_ours(db, out),
+        "ours_copy_backup_api": lambda: copy_ours(db, out, "backup_api"),
         "cp_fsync": lambda: copy_cp(db, out),
         "cli_backup": lambda: copy_cli_backup(db, out),
         "vacuum_into": lambda: copy_vacuum_into(db, out),

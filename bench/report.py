@@ -127,7 +127,11 @@ def render_pull(p: dict[str, Any]) -> str:
     for label, key in (("backup.yml, nothing changed (Ansible's fixed cost)", "no_change_run"),
                        ("ours: backup.yml, page-level delta", "ours_delta"),
                        ("rsync (default delta, basis = previous backup)", "rsync"),
-                       ("full copy: backup.yml, sqlite_archive_delta=false", "full_copy")):
+                       ("full copy: backup.yml, sqlite_archive_delta=false", "full_copy"),
+                       ("small writes: ours, backup.yml (XOR delta, compressed)", "ours_small"),
+                       ("small writes: rsync", "rsync_small")):
+        if key not in p:
+            continue
         e = p[key]
         rows.append([label, e["seconds"], e["wire_bytes"], e["mib_on_wire"], "%s%%" % e["wire_percent_of_db"],
                      e.get("rx_bytes"), e.get("tx_bytes"), e.get("transferred_bytes", e.get("literal_data"))])
@@ -139,6 +143,10 @@ def render_pull(p: dict[str, Any]) -> str:
                "payload bytes (delta file / rsync literal data)"], rows),
         "\nChanged pages' part of ours (ours minus the no-change run): %s bytes, %s%% of the database.\n"
         % (p["ours_data_part"]["wire_bytes"], p["ours_data_part"]["wire_percent_of_db"]),
+        ("\nSmall writes: %s writes of 120 random bytes, %s pages differ (%s%%): the pages' XOR with their "
+         "previous version is mostly zeros.\n" % (p["small_change"]["writes"], p["small_change"]["pages_changed"],
+                                                   p["small_change"]["pages_changed_percent"])
+         if "small_change" in p else ""),
         "\n" + table(["ratio", "value"], [[k, v] for k, v in p["ratios"].items()]),
     ])
 

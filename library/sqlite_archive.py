@@ -11,17 +11,21 @@ short_description: Keep pulled SQLite backups in the controller's archive, verif
 description:
   - Runs on the controller (delegate to C(localhost)). The archive holds
     C(<archive_dir>/<host>/<name>/<backup files>), the same files as on the host.
-  - O(state=list) returns what the archive holds for one host and database, for M(sqlite_export),
-    after removing what an interrupted earlier pull left behind.
+  - O(state=list) returns what the archive holds for one host and database, for M(sqlite_backup) (option
+    C(export)) or M(sqlite_export), after removing what an interrupted earlier pull left behind. It creates
+    nothing; O(state=prepare) creates the folders the files are fetched to.
   - O(state=prepare) checks, before anything is fetched, the transfers the host offered (the C(transfers)
     M(sqlite_export) returned; untrusted input) - each must name one of O(databases), a plain backup file
     of that database and an acceptable manifest - and that the archive has room for them - the bytes to fetch plus
     the files rebuilt from deltas, plus 10% (at least 16 MiB) - and fails, with the numbers, when it has not. It
     returns RV(transfers), rebuilt from the checked fields only; fetch and import those.
-  - O(state=import) commits one pulled backup. A delta is first applied to its base in the archive.
-    The result must have the sha256 written in the host's manifest, pass a full C(integrity_check)
-    and have the manifest's row counts before it gets its final name; then its C(.sha256) and, last,
-    its manifest are written, as on the host. Whatever moved the bytes, the checksum decides.
+  - O(state=import) commits one pulled backup (O(incoming)), or every fetched one of a pull (O(transfers), in
+    their order, each fetched to C(<archive_dir>/<host>/<name>/.sqlite-backup-tmp.incoming.<file>)). A delta is
+    first applied to its base in the archive. The result must have the sha256 written in the host's manifest,
+    pass a full C(integrity_check) and have the manifest's row counts before it gets its final name; then its
+    C(.sha256) and, last, its manifest are written, as on the host. Whatever moved the bytes, the checksum decides.
+  - With O(retention), O(state=import) then prunes the archive folder of each of O(databases) by that policy,
+    as M(sqlite_retention) does, unless an import failed. So a pull needs one import run per host.
   - The host's manifest is untrusted input. A file name with a path, C(..), or anything but a backup
     name is refused, and nothing is ever written outside C(<archive_dir>/<host>/<name>).
 options:
@@ -43,17 +47,61 @@ options:
     choices: [list, prepare, import]
     default: list
   transfers:
-    description: With O(state=prepare), the transfers the host offered (the C(transfers) M(sqlite_export) returned).
+    description:
+      - With O(state=prepare), the transfers the host offered (the C(transfers) M(sqlite_backup) or
+        M(sqlite_export) returned).
+      - With O(state=import), the checked transfers RV(transfers) that O(state=prepare) returned, once fetched;
+        each is checked again.
+      - In check mode, transfers the host did not stage (no C(fetch_path)) are checked but for that field.
     type: list
     elements: raw
   databases:
-    description: With O(state=prepare), the databases this host backs up; a transfer of any other is refused.
+    description:
+      - With O(state=prepare) or O(state=import) with O(transfers), the databases this host backs up; a transfer
+        of any other is refused.
+      - With O(retention), the databases whose archive folders are pruned.
     type: list
     elements: str
+  retention:
+    description:
+      - With O(state=import), after the imports prune the archive folder of each of O(databases) by this policy,
+        as M(sqlite_retention) does; skipped when an import failed. A bad policy is refused before anything is
+        imported.
+    type: dict
+    suboptions:
+      keep_last:
+        description: Keep the newest N verified backups.
+        type: int
+        default: 0
+      keep_days:
+        description: Keep every backup taken in the last N days.
+        type: int
+        default: 0
+      keep_daily:
+        description: Keep the newest verified backup of each of the last N days that have one.
+        type: int
+        default: 0
+      keep_weekly:
+        description: Keep the newest verified backup of each of the last N ISO weeks that have one.
+        type: int
+        default: 0
+      keep_monthly:
+        description: Keep the newest verified backup of each of the last N months that have one.
+        type: int
+        default: 0
+      keep_label_days:
+        description: Labels mapped to how many days backups with that label are kept.
+        type: dict
+        default: {"pre-upgrade": 30}
+      timezone:
+        description: Time zone of the calendar buckets, an IANA name or C(local).
+        type: str
+        default: local
   incoming:
     description:
-      - With O(state=import), the fetched file (the backup or a delta). It must lie in the
-        database's archive folder under a temporary name (see RV(incoming_dir)); it is consumed.
+      - With O(state=import), the fetched file (the backup or a delta) of one backup, instead of O(transfers).
+        It must lie in the database's archive folder under a temporary name (see RV(incoming_dir)); it is
+        consumed. Needs O(name) and O(manifest).
     type: path
   mode:
     description: With O(state=import), whether O(incoming) is the whole backup or a delta against O(base).
@@ -86,7 +134,9 @@ attributes:
     description: Will return details on what has changed (or possibly needs changing) when in diff mode.
     support: none
 seealso:
+  - module: sqlite_backup
   - module: sqlite_export
+  - module: sqlite_retention
 author:
   - sqlite-fleet-backup authors
 """
@@ -113,6 +163,20 @@ EXAMPLES = r"""
     manifest: "{{ transfer.manifest }}"
   delegate_to: localhost
   become: false
+
+- name: Import everything fetched for this host, then prune its archive folders
+  sqlite_archive:
+    archive_dir: /srv/sqlite-archive
+    host: "{{ inventory_hostname }}"
+    state: import
+    transfers: "{{ prepared.transfers }}"
+    databases: [gym]
+    retention:
+      keep_last: 7
+      keep_monthly: 12
+  delegate_to: localhost
+  become: false
+  register: imported
 """
 
 RETURN = r"""
@@ -154,12 +218,24 @@ free_bytes:
   type: int
 file:
   description: The imported backup's file name.
-  returned: state=import
+  returned: state=import with incoming
   type: str
 sha256:
   description: Its sha256, equal to the host's manifest.
-  returned: state=import
+  returned: state=import with incoming
   type: str
+imported:
+  description:
+    - With O(transfers), one result per transfer, in order - C(name), C(file), C(mode), C(changed), C(failed) and
+      C(msg), and when imported C(path), C(sha256) (and C(pages_changed) for a delta).
+  returned: state=import with transfers
+  type: list
+  elements: dict
+pruned:
+  description: With O(retention), per database what the prune did, as M(sqlite_retention) returns it, plus C(name).
+  returned: state=import with retention, when no import failed
+  type: list
+  elements: dict
 outdated_runner:
   description: Set (and warned) when the host's on-host runner made the backup with another core than the repository's.
   returned: when it differs
@@ -178,21 +254,35 @@ from ansible.module_utils.sqlite_fleet import (
     CORE_VERSION,
     KIND_BAD_INPUT,
     KIND_IO,
+    RETENTION_RULES,
     TMP_PREFIX,
     BackupError,
     apply_delta,
+    apply_retention,
     archived_backups,
     check_pull_space,
     check_transfers,
     core_sha256,
     ensure_private_dir,
     import_backup,
+    normalise_policy,
     parse_backup_filename,
+    resolve_timezone,
     validate_abs_path,
     validate_name,
 )
 
 INCOMING_PREFIX = TMP_PREFIX + "incoming."
+NOT_STAGED = "/not-staged-in-check-mode"
+RETENTION_OPTIONS = dict(
+    keep_last=dict(type="int", default=0),
+    keep_days=dict(type="int", default=0),
+    keep_daily=dict(type="int", default=0),
+    keep_weekly=dict(type="int", default=0),
+    keep_monthly=dict(type="int", default=0),
+    keep_label_days=dict(type="dict", default={"pre-upgrade": 30}),
+    timezone=dict(type="str", default="local"),
+)
 
 
 def import_pulled(params, folder):
@@ -225,6 +315,82 @@ def import_pulled(params, folder):
     return result
 
 
+def offered_transfers(transfers, check_mode):
+    """In check mode the host staged nothing: its transfers have no fetch_path to check yet."""
+    if not check_mode:
+        return transfers
+    return [dict(t, fetch_path=NOT_STAGED) if isinstance(t, dict) and t.get("fetch_path") is None else t
+            for t in transfers]
+
+
+def retention_policy(retention):
+    """The retention option as the core's policy, checked (BackupError on a bad one)."""
+    policy = {rule: retention[rule] for rule in RETENTION_RULES}
+    policy["keep_label_days"] = {label: int(days) if isinstance(days, str) and days.strip().isdigit() else days
+                                 for label, days in (retention["keep_label_days"] or {}).items()}
+    normalise_policy(policy)
+    resolve_timezone(retention["timezone"])
+    return policy
+
+
+def import_all(module, host_dir, transfers):
+    """Import every fetched transfer, in order; one result each (a failure does not stop the others)."""
+    params = module.params
+    results = []
+    for transfer in transfers:
+        folder = os.path.join(host_dir, transfer["name"])
+        entry = {"name": transfer["name"], "file": transfer["file"], "mode": transfer["mode"]}
+        if module.check_mode:
+            results.append(dict(entry, changed=True, failed=False, msg="would import %s" % transfer["file"]))
+            continue
+        one = dict(params, name=transfer["name"], incoming=os.path.join(folder, INCOMING_PREFIX + transfer["file"]),
+                   mode=transfer["mode"], base=transfer["base"], manifest=transfer["manifest"])
+        try:
+            entry.update(import_pulled(one, folder), failed=False)
+        except BackupError as exc:
+            entry.update(changed=False, failed=True, msg=str(exc), kind=exc.kind)
+        except OSError as exc:
+            entry.update(changed=False, failed=True, kind=KIND_IO,
+                         msg="archive import of %s from %s failed: %s" % (transfer["file"], params["host"], exc))
+        outdated = None if entry["failed"] else outdated_runner(transfer["manifest"])
+        if outdated:
+            entry["outdated_runner"] = outdated
+            module.warn(outdated)
+        results.append(entry)
+    return results
+
+
+def import_and_prune(module, host_dir):
+    """state=import with transfers and/or retention: one run for the whole pull of a host."""
+    params = module.params
+    policy = retention_policy(params["retention"]) if params["retention"] is not None else None
+    if policy is not None and params["databases"] is None:
+        raise BackupError("retention needs databases: the archive folders to prune", KIND_BAD_INPUT)
+    transfers = check_transfers(offered_transfers(params["transfers"] or [], module.check_mode),
+                                params["databases"])
+    imported = import_all(module, host_dir, transfers)
+    failures = [entry for entry in imported if entry["failed"]]
+    result = dict(changed=any(entry["changed"] for entry in imported), imported=imported, folder=host_dir)
+    if failures:
+        module.fail_json(msg="; ".join(entry["msg"] for entry in failures), kind=failures[0]["kind"], **result)
+    messages = ["%d backup(s) %simported" % (len(imported), "would be " if module.check_mode else "")]
+    if policy is not None:
+        result["pruned"] = []
+        for name in params["databases"]:
+            try:
+                pruned = apply_retention(os.path.join(host_dir, validate_name(name)), name, policy,
+                                         timezone=params["retention"]["timezone"], check_mode=module.check_mode,
+                                         lock_timeout=params["lock_timeout"])
+            except (BackupError, OSError) as exc:
+                module.fail_json(msg="pruning the archive of %s failed: %s" % (name, exc),
+                                 kind=getattr(exc, "kind", KIND_IO), **result)
+            pruned.setdefault("invalid", [])
+            result["pruned"].append(dict(pruned, name=name))
+            result["changed"] = result["changed"] or pruned["changed"]
+            messages.append(pruned["msg"])
+    module.exit_json(msg="; ".join(messages), **result)
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -234,6 +400,7 @@ def main():
             state=dict(type="str", default="list", choices=["list", "prepare", "import"]),
             transfers=dict(type="list", elements="raw"),
             databases=dict(type="list", elements="str"),
+            retention=dict(type="dict", options=RETENTION_OPTIONS),
             incoming=dict(type="path"),
             mode=dict(type="str", default="full", choices=["full", "delta"]),
             base=dict(type="str"),
@@ -241,8 +408,10 @@ def main():
             integrity=dict(type="str", default="full", choices=["quick", "full"]),
             lock_timeout=dict(type="float", default=600),
         ),
-        required_if=[("state", "list", ["name"]), ("state", "import", ["name", "incoming", "manifest"]),
+        required_if=[("state", "list", ["name"]), ("state", "import", ["incoming", "transfers", "retention"], True),
                      ("state", "prepare", ["transfers"]), ("mode", "delta", ["base"])],
+        required_by={"incoming": ["name", "manifest"]},
+        mutually_exclusive=[("incoming", "transfers")],
         supports_check_mode=True,
     )
     params = module.params
@@ -250,19 +419,27 @@ def main():
         archive_dir = validate_abs_path(params["archive_dir"], "archive folder")
         host_dir = os.path.join(archive_dir, validate_name(params["host"], "host"))
         if params["state"] == "prepare":
-            transfers = check_transfers(params["transfers"], params["databases"])
+            transfers = check_transfers(offered_transfers(params["transfers"], module.check_mode), params["databases"])
+            for transfer in transfers:
+                if transfer["fetch_path"] == NOT_STAGED:
+                    transfer["fetch_path"] = None
             space = check_pull_space(host_dir, transfers, params["host"])
-            module.exit_json(changed=False, transfers=transfers, folder=host_dir,
+            created = False
+            for name in sorted({transfer["name"] for transfer in transfers}):  # where the files are fetched to
+                for level in (archive_dir, host_dir, os.path.join(host_dir, name)):
+                    created = ensure_private_dir(level, None, check_mode=module.check_mode) or created
+            module.exit_json(changed=created, transfers=transfers, folder=host_dir,
                              msg="%d transfer(s) checked; %d bytes needed, %d free in the archive"
                              % (len(transfers), space["need_bytes"], space["free_bytes"]), **space)
+        if params["state"] == "import" and params["incoming"] is None:
+            import_and_prune(module, host_dir)
         folder = os.path.join(host_dir, validate_name(params["name"]))
         paths = dict(folder=folder, incoming_dir=folder, incoming_prefix=INCOMING_PREFIX)
-        created = False
-        for level in (archive_dir, os.path.dirname(folder), folder):
-            created = ensure_private_dir(level, None, check_mode=module.check_mode) or created
-        if params["state"] == "list":
+        if params["state"] == "list":  # creates nothing: a missing folder holds nothing (yet)
             listing = archived_backups(folder, clean=not module.check_mode, lock_timeout=params["lock_timeout"])
-            module.exit_json(changed=created or bool(listing["removed_unfinished"]), **listing, **paths)
+            module.exit_json(changed=bool(listing["removed_unfinished"]), **listing, **paths)
+        for level in (archive_dir, os.path.dirname(folder), folder):
+            ensure_private_dir(level, None, check_mode=module.check_mode)
         if module.check_mode:
             module.exit_json(changed=True, msg="would import %s" % params["incoming"], **paths)
         result = import_pulled(params, folder)

@@ -19,6 +19,9 @@ description:
   - Unfinished backups left by an interrupted run are removed first, under the folder's lock.
   - A source database that fails its integrity check is still backed up (the copy may be all there is), but
     the backup is flagged unverified in its manifest and the task B(fails) with a message saying so.
+  - With O(retention), the folder is then pruned by that policy, as M(sqlite_retention) does; with O(export),
+    what the controller's archive lacks is then staged for the pull, as M(sqlite_export) does. One run of the
+    module does all of it, so a backup-and-pull sends one module to the host per database.
 options:
   path:
     description:
@@ -44,12 +47,18 @@ options:
     type: str
   method:
     description:
-      - C(backup_api) copies the pages as they are, inside one read transaction.
-      - C(vacuum_into) writes a compacted copy with C(VACUUM INTO). It reorders pages, so a delta transfer
-        (rsync) of the next backup resends most of the file; prefer C(backup_api) for backups that are pulled.
+      - All three copy inside one read transaction, so the copy is the database as of one commit while
+        the app goes on writing (in WAL mode); the copy is then checked before it counts.
+      - C(pinned_copy) copies the file's bytes inside the kernel while the read transaction pins the
+        snapshot, then writes over them the WAL's newest version of every page that snapshot holds
+        (read from the WAL up to the snapshot's end mark). It falls back to C(backup_api) by itself
+        when it cannot tell that end mark exactly; the manifest's C(method) says which one ran.
+      - C(backup_api) copies page by page with SQLite's online backup API.
+      - C(vacuum_into) writes a compacted copy with C(VACUUM INTO). It reorders pages, so a delta pull of the
+        next backup resends most of the file; prefer the others for backups that are pulled.
     type: str
-    choices: [backup_api, vacuum_into]
-    default: backup_api
+    choices: [pinned_copy, backup_api, vacuum_into]
+    default: pinned_copy
   integrity:
     description:
       - How thoroughly the copy is checked before it is committed.
@@ -92,6 +101,72 @@ options:
       - Host name recorded in the manifest. Playbooks pass C({{ inventory_hostname }}).
       - Defaults to the host's own name.
     type: str
+  retention:
+    description:
+      - After the backup, prune this database's backups in O(backup_dir) by this policy, exactly as
+        M(sqlite_retention) does (same rules, same refusals); the result is in RV(retention).
+      - The policy is checked before anything is done; a bad one (negative values, all rules 0, an unknown
+        time zone) fails the task before any backup is taken.
+      - Not applied when the source failed its integrity check (the task fails first).
+    type: dict
+    suboptions:
+      keep_last:
+        description: Keep the newest N verified backups.
+        type: int
+        default: 0
+      keep_days:
+        description: Keep every backup taken in the last N days.
+        type: int
+        default: 0
+      keep_daily:
+        description: Keep the newest verified backup of each of the last N days that have one.
+        type: int
+        default: 0
+      keep_weekly:
+        description: Keep the newest verified backup of each of the last N ISO weeks that have one.
+        type: int
+        default: 0
+      keep_monthly:
+        description: Keep the newest verified backup of each of the last N months that have one.
+        type: int
+        default: 0
+      keep_label_days:
+        description: Labels mapped to how many days backups with that label are kept.
+        type: dict
+        default: {"pre-upgrade": 30}
+      timezone:
+        description: Time zone of the calendar buckets, an IANA name or C(local).
+        type: str
+        default: local
+  export:
+    description:
+      - After the backup (and the prune), stage in a private folder of O(backup_dir) every backup of this
+        database the controller's archive lacks, as page-level deltas where possible, exactly as
+        M(sqlite_export) with C(state=present) does; RV(transfers) and RV(staging_dir) say
+        what to fetch. Remove the folder after the transfer (the C(sqlite_fetch) action does).
+    type: dict
+    suboptions:
+      have:
+        description: The archive's backups of this database, as returned by M(sqlite_archive) with C(state=list).
+        type: list
+        elements: dict
+        default: []
+      delta:
+        description: Send deltas against a shared older backup when possible.
+        type: bool
+        default: true
+      max_backups:
+        description: Send at most this many of the newest missing backups (0 means all).
+        type: int
+        default: 0
+      fetch_user:
+        description:
+          - The user that fetches the staged files without privileges (the SSH login user when the module
+            runs with become). The staging folder (C(0700)) and its files then belong to it; a backup it
+            could not read is copied rather than hard-linked (the backup keeps its owner). It must be able to
+            enter O(backup_dir).
+          - Empty or unset when the fetching user is root or the user the module runs as.
+        type: str
 notes:
   - Backup files are created mode C(0600) and the folder C(0700), owned by the database's owner unless
     O(owner)/O(group) say otherwise. Run as root or as that owner.
@@ -99,7 +174,8 @@ notes:
     shared lock for its whole duration, so writers wait; the result reports how long
     (RV(writers_held_off_seconds)).
   - One lock (C(flock)) per backup folder serialises this module, M(sqlite_retention) and the on-host runner.
-  - In check mode nothing is written; the planned file name is returned.
+  - In check mode nothing is written; the planned file name is returned, with what O(retention) would delete
+    and what O(export) would send (among the backups already there).
   - Relative paths are refused.
 attributes:
   check_mode:
@@ -111,6 +187,8 @@ attributes:
 seealso:
   - module: sqlite_verify
   - module: sqlite_retention
+  - module: sqlite_export
+  - module: sqlite_archive
   - name: SQLite online backup API
     description: How the backup API copies a live database.
     link: https://www.sqlite.org/backup.html
@@ -134,6 +212,22 @@ EXAMPLES = r"""
     label: pre-upgrade
     integrity: full
   register: pre_upgrade_backup
+
+- name: Back up, prune and stage what the archive lacks, in one module run
+  sqlite_backup:
+    path: /srv/gym/gym.db
+    name: gym
+    backup_dir: /var/backups/sqlite
+    source_host: "{{ inventory_hostname }}"
+    retention:
+      keep_last: 3
+      keep_days: 7
+      timezone: Europe/Helsinki
+    export:
+      have: "{{ archive_list.have }}"
+      fetch_user: pi
+  become: true
+  register: taken
 
 - name: Backup owned by the backup user rather than the app
   sqlite_backup:
@@ -209,6 +303,30 @@ checkpoint_result:
   returned: when O(checkpoint) is not C(none)
   type: dict
   sample: {"busy": 0, "log": 12, "checkpointed": 12, "journal_mode": "wal", "skipped": false}
+retention:
+  description:
+    - What O(retention) did, as M(sqlite_retention) returns it (C(changed), C(deleted), C(kept), C(decisions),
+      C(removed_unfinished), C(invalid), C(msg)); in check mode, what it would delete.
+  returned: when O(retention) is set and the backup was taken
+  type: dict
+  sample: {"changed": true, "deleted": ["gym_backup_20261101_030000.db"], "kept": ["gym_backup_20261122_030000.db"]}
+transfers:
+  description:
+    - What O(export) staged, as M(sqlite_export) returns it - one entry per backup to send, oldest first, with
+      C(file), C(name), C(manifest), C(mode) (C(delta) or C(full)), C(base), C(fetch_path) (null in check mode),
+      C(bytes) and C(size_bytes).
+  returned: when O(export) is set and the backup was taken
+  type: list
+  elements: dict
+staging_dir:
+  description: The private staging folder holding the staged files (null in check mode or when nothing is missing).
+  returned: when O(export) is set and the backup was taken
+  type: str
+  sample: /var/backups/sqlite/.sqlite-export.k2j4h1x9
+export:
+  description: The rest of what O(export) found - C(conflicts), C(invalid), C(host_backups) - and its C(msg).
+  returned: when O(export) is set and the backup was taken
+  type: dict
 kind:
   description: Sort of failure (C(bad_input), C(locked), C(no_space), C(corrupt), C(io)).
   returned: failure
@@ -216,6 +334,7 @@ kind:
   sample: bad_input
 """
 
+import shutil
 import sqlite3
 
 from ansible.module_utils.basic import AnsibleModule
@@ -223,9 +342,31 @@ from ansible.module_utils.sqlite_fleet import (
     KIND_BAD_INPUT,
     KIND_CORRUPT,
     KIND_IO,
+    RETENTION_RULES,
     BackupError,
+    apply_retention,
     checkpoint,
+    new_staging_dir,
+    normalise_policy,
+    plan_export,
+    resolve_timezone,
     snapshot,
+)
+
+RETENTION_OPTIONS = dict(
+    keep_last=dict(type="int", default=0),
+    keep_days=dict(type="int", default=0),
+    keep_daily=dict(type="int", default=0),
+    keep_weekly=dict(type="int", default=0),
+    keep_monthly=dict(type="int", default=0),
+    keep_label_days=dict(type="dict", default={"pre-upgrade": 30}),
+    timezone=dict(type="str", default="local"),
+)
+EXPORT_OPTIONS = dict(
+    have=dict(type="list", elements="dict", default=[]),
+    delta=dict(type="bool", default=True),
+    max_backups=dict(type="int", default=0),
+    fetch_user=dict(type="str"),
 )
 
 
@@ -258,6 +399,49 @@ def backup_result(snap):
     return result
 
 
+def retention_policy(retention):
+    """The retention sub-option as the core's policy, checked (BackupError on a bad one)."""
+    policy = {rule: retention[rule] for rule in RETENTION_RULES}
+    policy["keep_label_days"] = {label: int(days) if isinstance(days, str) and days.strip().isdigit() else days
+                                 for label, days in (retention["keep_label_days"] or {}).items()}
+    normalise_policy(policy)
+    resolve_timezone(retention["timezone"])
+    return policy
+
+
+def check_export(export):
+    """Refuse a bad export sub-option before anything is done."""
+    if export["max_backups"] < 0:
+        raise BackupError("export.max_backups must be 0 or more, got %d" % export["max_backups"], KIND_BAD_INPUT)
+    if any(not isinstance(item.get("file"), str) for item in export["have"]):
+        raise BackupError("export.have must be a list of {file, sha256}", KIND_BAD_INPUT)
+    user = export["fetch_user"]
+    if user:
+        import pwd
+
+        try:
+            pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        except KeyError:
+            raise BackupError("export.fetch_user %r does not exist on this host" % user, KIND_BAD_INPUT) from None
+
+
+def stage_export(params, check_mode):
+    """Stage what the archive lacks (check mode: only plan it), as sqlite_export state=present does."""
+    export, staging = params["export"], None
+    try:
+        plan = plan_export(params["backup_dir"], params["name"], export["have"], delta=export["delta"],
+                           max_backups=export["max_backups"])
+        if plan["transfers"] and not check_mode:
+            staging = new_staging_dir(params["backup_dir"], export["fetch_user"])
+            plan = plan_export(params["backup_dir"], params["name"], export["have"], delta=export["delta"],
+                               staging_dir=staging, max_backups=export["max_backups"])
+    except BaseException:
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return plan
+
+
 def corrupt_source_message(params, result):
     return (
         "source database %s is corrupt: it FAILED its %s integrity check (%s). It was still backed up as %s, "
@@ -273,7 +457,7 @@ def main():
             name=dict(type="str", required=True),
             backup_dir=dict(type="path", required=True),
             label=dict(type="str"),
-            method=dict(type="str", default="backup_api", choices=["backup_api", "vacuum_into"]),
+            method=dict(type="str", default="pinned_copy", choices=["pinned_copy", "backup_api", "vacuum_into"]),
             integrity=dict(type="str", default="quick", choices=["quick", "full"]),
             checkpoint=dict(type="str", default="none", choices=["none", "PASSIVE", "FULL", "RESTART", "TRUNCATE"]),
             busy_timeout_ms=dict(type="int", default=5000),
@@ -281,6 +465,8 @@ def main():
             owner=dict(type="str"),
             group=dict(type="str"),
             source_host=dict(type="str"),
+            retention=dict(type="dict", options=RETENTION_OPTIONS),
+            export=dict(type="dict", options=EXPORT_OPTIONS),
         ),
         supports_check_mode=True,
     )
@@ -288,6 +474,15 @@ def main():
     if params["lock_timeout"] < 0:
         module.fail_json(msg="lock_timeout must be 0 or more seconds, got %s" % params["lock_timeout"],
                          kind=KIND_BAD_INPUT, changed=False)
+    # A bad policy or export fails here, before any backup is taken.
+    policy = None
+    try:
+        if params["retention"] is not None:
+            policy = retention_policy(params["retention"])
+        if params["export"] is not None:
+            check_export(params["export"])
+    except BackupError as exc:
+        module.fail_json(msg="%s; nothing was backed up" % exc, kind=exc.kind, changed=False)
 
     changed, checkpoint_result = False, None
     try:
@@ -323,6 +518,37 @@ def main():
     if result["verified"] is False:
         result["msg"] = corrupt_source_message(params, result)
         module.fail_json(kind=KIND_CORRUPT, **result)
+    if changed:
+        result["changed"] = True
+
+    if policy is not None:
+        try:
+            pruned = apply_retention(params["backup_dir"], params["name"], policy,
+                                     timezone=params["retention"]["timezone"], check_mode=module.check_mode,
+                                     lock_timeout=params["lock_timeout"])
+        except (BackupError, OSError, sqlite3.Error) as exc:
+            result["msg"] = "%s, but pruning %s failed: %s" % (result["msg"], params["backup_dir"], exc)
+            module.fail_json(kind=getattr(exc, "kind", KIND_IO), **result)
+        pruned.setdefault("invalid", [])
+        result["retention"] = pruned
+        result["changed"] = result["changed"] or pruned["changed"]
+        result["msg"] += "; %s" % pruned["msg"]
+
+    if params["export"] is not None:
+        try:
+            plan = stage_export(params, module.check_mode)
+        except (BackupError, OSError) as exc:
+            result["msg"] = "%s, but staging the backups of %s for the pull failed: %s" % (result["msg"],
+                                                                                       params["name"], exc)
+            module.fail_json(kind=getattr(exc, "kind", KIND_IO), **result)
+        sending = plan["transfers"]
+        export_msg = "%d backup(s) of %s to send (%d bytes)" % (len(sending), params["name"],
+                                                                 sum(t["bytes"] for t in sending))
+        result.update(transfers=sending, staging_dir=plan["staging_dir"],
+                      export=dict(conflicts=plan["conflicts"], invalid=plan["invalid"],
+                                  host_backups=plan["host_backups"], msg=export_msg))
+        result["changed"] = result["changed"] or bool(plan["staging_dir"])
+        result["msg"] += "; %s" % export_msg
     module.exit_json(**result)
 
 

@@ -16,7 +16,9 @@ description:
     itself and nothing has to travel upstream. The first time, or when the page size changed, or when
     the delta would save less than 10%, the backup is sent whole.
   - Prepared files go into a private staging folder inside O(backup_dir) (full copies are hard links,
-    so a concurrent prune cannot pull them away). Remove it with O(state=absent) after the transfer.
+    so a concurrent prune cannot pull them away). Remove it with O(state=absent) after the transfer
+    (or with the C(sqlite_fetch) action, which fetches the files and then removes the folder).
+  - M(sqlite_backup) does the same with its C(export) option, in the same module run as the backup.
   - Only finished backups (name pattern and valid manifest) are ever offered; symbolic links are never followed.
 options:
   backup_dir:
@@ -48,6 +50,14 @@ options:
   staging_dir:
     description: The staging folder to remove with O(state=absent).
     type: path
+  fetch_user:
+    description:
+      - With O(state=present), the user that fetches the staged files without privileges (the SSH login user
+        when the module runs with become). The staging folder (C(0700)) and its files then belong to it; a
+        backup it could not read is copied rather than hard-linked (the backup keeps its owner). It must be
+        able to enter O(backup_dir).
+      - Empty or unset when the fetching user is root or the user the module runs as.
+    type: str
 notes:
   - In check mode the plan is returned and nothing is written.
 attributes:
@@ -132,6 +142,7 @@ def main():
             max_backups=dict(type="int", default=0),
             state=dict(type="str", default="present", choices=["present", "absent"]),
             staging_dir=dict(type="path"),
+            fetch_user=dict(type="str"),
         ),
         required_if=[("state", "present", ["name"]), ("state", "absent", ["staging_dir"])],
         supports_check_mode=True,
@@ -149,7 +160,7 @@ def main():
         plan = plan_export(backup_dir, params["name"], params["have"], delta=params["delta"],
                            max_backups=params["max_backups"])
         if plan["transfers"] and not module.check_mode:
-            staging = new_staging_dir(backup_dir)
+            staging = new_staging_dir(backup_dir, params["fetch_user"])
             plan = plan_export(backup_dir, params["name"], params["have"], delta=params["delta"],
                                staging_dir=staging, max_backups=params["max_backups"])
     except BackupError as exc:

@@ -104,6 +104,8 @@ NOT_REPORTED = "unreachable, or failed before reporting"
 
 
 def item_name(result):
+    if "item" not in result:  # one result per database or backup of a module run (sqlite_archive's imported)
+        return result.get("name")
     item = result.get("item") or {}
     if "item" in item:  # a loop over another task's results
         item = item["item"]

@@ -10,7 +10,8 @@ The pieces, from the bottom up:
 * names: ``<name>_backup_<YYYYMMDD>_<HHMMSS>[_<n>].db`` (UTC) and their parsing;
 * a per-folder ``flock`` that serialises every writer of a backup folder;
 * :func:`snapshot` -- the commit protocol of DESIGN.md: copy under a temporary name
-  with the online backup API in one step, switch the copy to ``journal_mode=DELETE``,
+  inside one read transaction (a pinned copy: the file's bytes plus that snapshot's WAL
+  pages; or the online backup API), make the copy ``journal_mode=DELETE``,
   check it, fsync, link to the final name (never overwriting), write the ``.sha256``,
   then rename the manifest into place: that rename is the commit;
 * :func:`verify_backup` -- checksum, ``quick_check``/``integrity_check``,
@@ -27,6 +28,7 @@ import contextlib
 import datetime as _dt
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -41,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -60,7 +63,7 @@ BACKUP_FILE_RE = re.compile(
     r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)_backup_(?P<date>\d{8})_(?P<time>\d{6})(?:_(?P<seq>[1-9]\d{0,5}))?\.db$"
 )
 INTEGRITY_LEVELS = ("quick", "full")
-METHODS = ("backup_api", "vacuum_into")
+METHODS = ("pinned_copy", "backup_api", "vacuum_into")
 CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
 RETENTION_RULES = ("keep_last", "keep_days", "keep_daily", "keep_weekly", "keep_monthly")
 
@@ -762,7 +765,7 @@ def snapshot(
     name: str,
     *,
     label: str | None = None,
-    method: str = "backup_api",
+    method: str = "pinned_copy",
     integrity: str = "quick",
     busy_timeout_ms: int = 5000,
     lock_timeout: float = 600.0,
@@ -827,7 +830,7 @@ def snapshot(
                            "journal_mode": copy["journal_mode"], "size_bytes": source_bytes},
                 "created": iso_utc(created),
                 "label": label,
-                "method": method,
+                "method": copy["method"],
                 "sqlite_version": sqlite3.sqlite_version,
                 "page_size": checked["page_size"],
                 "page_count": checked["page_count"],
@@ -924,6 +927,9 @@ COPY_STEP_BYTES = 1 << 20
 FLUSH_TARGET_SECONDS = 0.03
 FLUSH_MIN_BYTES = 1 << 20
 FLUSH_MAX_BYTES = 64 << 20
+# While the app commits, the copy pauses after each flush for this share of the flush's
+# time, so the app's own fsyncs find the disk free between our flushes.
+YIELD_FACTOR = 2.0
 # Source pages are read through mmap up to this size (a read() per page otherwise).
 COPY_MMAP_BYTES = 1 << 30
 
@@ -937,16 +943,24 @@ class StepFlusher:
     a wait, on a fast SSD (few, big flushes) as on an SD card (many small ones). The copy
     waits for each flush: measured with an app-like writer, that costs the app fewer
     commits than flushing in a thread beside the copy, for a slightly longer snapshot.
+
+    ``activity``, when given, returns something that changes whenever the app commits (the
+    wal-index header): when it changed since the last flush, the copy then pauses for
+    YIELD_FACTOR times the flush's duration. An idle database is copied at full speed.
     """
 
-    def __init__(self, path: str, flush: bool = True, step_bytes: int = COPY_STEP_BYTES) -> None:
+    def __init__(self, path: str, flush: bool = True, step_bytes: int = COPY_STEP_BYTES,
+                 activity: Any = None) -> None:
         self.path = path
         self.flush = flush
         self.step_bytes = step_bytes
+        self.activity = activity
         self.steps = 0
         self.flushes = 0
+        self.yielded_seconds = 0.0
         self.budget = FLUSH_MIN_BYTES
         self._pending = 0
+        self._last_activity = activity() if activity is not None else None
         self._fd: int | None = None
         self._sync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 
@@ -964,6 +978,12 @@ class StepFlusher:
         rate = self._pending / seconds if seconds > 0 else float("inf")
         self.budget = int(min(max(rate * FLUSH_TARGET_SECONDS, FLUSH_MIN_BYTES), FLUSH_MAX_BYTES))
         self._pending = 0
+        if self.activity is not None:
+            now = self.activity()
+            if now != self._last_activity:
+                self._last_activity = now
+                time.sleep(seconds * YIELD_FACTOR)
+                self.yielded_seconds += seconds * YIELD_FACTOR
 
     def close(self) -> None:
         if self._fd is not None:
@@ -1007,19 +1027,29 @@ def fsync_and_hash(path: str) -> str:
 
 def copy_database(db_path: str, tmp_path: str, method: str, busy_timeout_ms: int,
                   db_stat: os.stat_result) -> dict[str, Any]:
-    """Copy the live database into ``tmp_path`` under one read transaction."""
+    """Copy the live database into ``tmp_path`` under one read transaction.
+
+    ``pinned_copy`` copies the file's bytes while the read transaction pins the snapshot,
+    then lays that snapshot's WAL frames over them (see :func:`pinned_file_copy`); when the
+    snapshot cannot be pinned down exactly, the same transaction copies with the backup API
+    instead, and the result says so (``method``).
+    """
     existed = side_files_present(db_path)
     source = None
     target = None
     flusher = None
+    used = method
+    held_fds: list[int] = []  # closed only after ``source``: see begin_pinned_read
     try:
         try:
             source = open_readonly(db_path, busy_timeout_ms=busy_timeout_ms)
-            if COPY_MMAP_BYTES:
-                # Read the source through mmap (SQLite keeps a mapped WAL database consistent).
-                source.execute("PRAGMA mmap_size=%d" % min(db_stat.st_size + (1 << 20), COPY_MMAP_BYTES))
             journal_mode = pragma_value(source, "journal_mode")
-            if method == "backup_api":
+            wal_index = None
+            if method == "pinned_copy" and journal_mode == "wal":
+                wal_index = begin_pinned_read(source, db_path, held_fds)
+                if wal_index is None:
+                    used = "backup_api"
+            if method != "vacuum_into" and not source.in_transaction:
                 # The first read takes the snapshot (WAL) or the shared lock (rollback
                 # journal), waiting up to the busy timeout for a writer to let go; the copy
                 # then runs inside this one read transaction. (VACUUM INTO opens its own.)
@@ -1029,32 +1059,50 @@ def copy_database(db_path: str, tmp_path: str, method: str, busy_timeout_ms: int
             raise sqlite_failure(exc, "starting a read transaction on %s" % db_path) from None
         started = utcnow()
         started_monotonic = time.monotonic()
+        page_size = pragma_value(source, "page_size") or 4096
+        # In WAL mode what the copy wrote goes to disk in pieces as it goes (StepFlusher), so
+        # the final fsync has little left to write and the app's commits (each an fsync of its
+        # -wal) never queue behind the whole copy. With a rollback journal our shared lock
+        # holds the app's writers off until the copy ends: no flushing then, to end it sooner.
+        pages_per_step = max(1, COPY_STEP_BYTES // page_size)
+        # The app's commits show in the wal-index header: the flusher yields to them.
+        activity = None
+        if wal_index is not None:
+            activity = functools.partial(os.pread, wal_index["shm_fd"], WAL_INDEX_HEADER.size, 0)
+        flusher = StepFlusher(tmp_path, flush=journal_mode == "wal", step_bytes=pages_per_step * page_size,
+                              activity=activity)
         try:
-            if method == "vacuum_into":
+            if used == "pinned_copy":
+                try:
+                    pinned_file_copy(source, db_path, tmp_path, wal_index, held_fds, flusher)
+                except SnapshotNotPinned:
+                    used = "backup_api"
+                    flusher = StepFlusher(tmp_path, flush=journal_mode == "wal",
+                                          step_bytes=pages_per_step * page_size)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp_path)
+            if used == "vacuum_into":
                 source.execute("VACUUM INTO ?", (tmp_path,))
-            else:
+            elif used == "backup_api":
+                if COPY_MMAP_BYTES:
+                    # Read the source through mmap (SQLite keeps a mapped WAL database consistent).
+                    source.execute("PRAGMA mmap_size=%d" % min(db_stat.st_size + (1 << 20), COPY_MMAP_BYTES))
                 target = sqlite3.connect(tmp_path, isolation_level=None)
                 target.execute("PRAGMA synchronous=OFF")
                 # Steps of COPY_STEP_BYTES, all inside the read transaction opened above: the
                 # snapshot cannot move, so the copy never restarts (a backup that opens a read
-                # transaction per step restarts on every write of the app). In WAL mode the
-                # pages written so far go to disk in pieces as the copy goes (StepFlusher), so
-                # the final fsync has little left to write and the app's commits (each an fsync
-                # of its -wal) never queue behind the whole copy. With a rollback journal our
-                # shared lock holds the app's writers off until the copy ends: no flushing then,
-                # to end it sooner.
-                page_size = pragma_value(source, "page_size") or 4096
-                pages_per_step = max(1, COPY_STEP_BYTES // page_size)
-                flusher = StepFlusher(tmp_path, flush=journal_mode == "wal", step_bytes=pages_per_step * page_size)
-                try:
-                    source.backup(target, pages=pages_per_step, progress=flusher)
-                finally:
-                    flusher.close()
+                # transaction per step restarts on every write of the app).
+                source.backup(target, pages=pages_per_step, progress=flusher)
                 target.close()
                 target = None
         except sqlite3.Error as exc:
             raise sqlite_failure(exc, "copying %s" % db_path) from None
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise BackupError("no space left while copying %s: %s" % (db_path, exc), KIND_NO_SPACE) from None
+            raise BackupError("copying %s failed: %s" % (db_path, exc), KIND_IO) from None
         finally:
+            flusher.close()
             if source.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     source.execute("COMMIT")
@@ -1064,18 +1112,208 @@ def copy_database(db_path: str, tmp_path: str, method: str, busy_timeout_ms: int
             target.close()
         if source is not None:
             source.close()
+        for fd in held_fds:
+            os.close(fd)
         give_side_files_to_owner(db_path, existed, db_stat)
     return {
         "started": started,
         "started_monotonic": started_monotonic,
         "journal_mode": journal_mode,
+        "method": used,
         "copy_seconds": copy_seconds,
         "steps": flusher.steps if flusher is not None else 1,
         "flushes": flusher.flushes if flusher is not None else 0,
+        "yielded_seconds": flusher.yielded_seconds if flusher is not None else 0.0,
         # In WAL mode readers never block writers; with a rollback journal our shared
         # lock held every writer off for the whole copy.
         "held_off_seconds": 0.0 if journal_mode == "wal" else copy_seconds,
     }
+
+
+# --------------------------------------------------------------------------- pinned copy
+#
+# A read transaction pins a snapshot. In rollback-journal mode its shared lock keeps every
+# writer out of the database file, so the file's bytes ARE the snapshot. In WAL mode the
+# snapshot is the database file plus the WAL's frames up to the reader's end mark
+# (mxFrame): while we hold the read lock, a checkpoint copies no frame past our mark into
+# the file, and the WAL is not restarted over frames we may need. So the snapshot can be
+# rebuilt from the file's bytes (copied inside the kernel, as fast as cp) and, laid over
+# them, the newest frame of every page among the frames not yet checkpointed when the
+# read began. The end mark comes from the wal-index header in -shm (walformat.html):
+# read it just before and just after the read transaction starts; when both reads are
+# the same (its change counter included), no commit came in between and that header is
+# our snapshot's. Otherwise try again; after a few tries fall back to the backup API.
+
+WAL_INDEX_HEADER = struct.Struct("=IIIBBHII8s8s8s")  # one copy of the wal-index header
+WAL_INDEX_VERSION = 3007000
+WAL_NBACKFILL_OFFSET = 96  # after the two header copies: nBackfill, the frames checkpointed
+WAL_HEADER_BYTES = 32
+WAL_FRAME_HEADER_BYTES = 24
+WAL_MAGIC = (0x377F0682, 0x377F0683)
+PIN_ATTEMPTS = 25
+
+
+class SnapshotNotPinned(Exception):
+    """The pinned copy cannot tell exactly what the snapshot holds: use the backup API."""
+
+
+def read_wal_index(shm_fd: int) -> tuple[bytes, dict[str, Any]] | None:
+    """The wal-index header (raw bytes, fields) and nBackfill; None while it is being changed."""
+    raw = os.pread(shm_fd, WAL_NBACKFILL_OFFSET + 4, 0)
+    size = WAL_INDEX_HEADER.size
+    if len(raw) < WAL_NBACKFILL_OFFSET + 4 or raw[:size] != raw[size:2 * size]:
+        return None
+    version, _unused, change, is_init, _big_end, page_size, mx_frame, n_page, _fck, salt, _ck = \
+        WAL_INDEX_HEADER.unpack(raw[:size])
+    if version != WAL_INDEX_VERSION or not is_init:
+        return None
+    n_backfill = struct.unpack("=I", raw[WAL_NBACKFILL_OFFSET:WAL_NBACKFILL_OFFSET + 4])[0]
+    return raw[:size], {"change": change, "page_size": (page_size & 0xFE00) + ((page_size & 1) << 16),
+                        "mx_frame": mx_frame, "n_page": n_page, "salt": salt, "n_backfill": n_backfill}
+
+
+def begin_pinned_read(source: sqlite3.Connection, db_path: str, held_fds: list[int]) -> dict[str, Any] | None:
+    """Open the read transaction and return its snapshot's wal-index header.
+
+    None, with no transaction open, when the header kept changing under a busy writer or
+    cannot be read (no -shm: the app holds the database in exclusive locking mode).
+    The -shm descriptor goes into ``held_fds``: the caller closes it only after closing
+    ``source``, as closing any descriptor of a file drops every POSIX lock this process
+    holds on it (SQLite's read lock in the -shm among them).
+    """
+    shm_fd = None
+    for attempt in range(PIN_ATTEMPTS):
+        if shm_fd is None:
+            shm_fd = open_held(db_path + "-shm", held_fds)
+        before = read_wal_index(shm_fd) if shm_fd is not None else None
+        source.execute("BEGIN")
+        source.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        if shm_fd is None:  # the first read made the -shm
+            shm_fd = open_held(db_path + "-shm", held_fds)
+        after = read_wal_index(shm_fd) if shm_fd is not None else None
+        if before is not None and after is not None and before[0] == after[0]:
+            return {**after[1], "shm_fd": shm_fd}
+        source.execute("COMMIT")
+        time.sleep(0.001 * attempt)
+    return None
+
+
+def open_held(path: str, held_fds: list[int]) -> int | None:
+    """A read-only descriptor of ``path`` added to ``held_fds`` (None when it cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    held_fds.append(fd)
+    return fd
+
+
+def copy_file_bytes(src_fd: int, dst_fd: int, length: int, progress: Any = None,
+                    step_bytes: int = COPY_STEP_BYTES) -> int:
+    """Copy up to ``length`` bytes from the start of ``src_fd``: inside the kernel where it can.
+
+    Returns the bytes copied (fewer when the source is shorter). ``progress`` is called
+    after each step of ``step_bytes`` as a backup progress callback would be:
+    (status, remaining, total).
+    """
+    use_kernel = hasattr(os, "copy_file_range")
+    offset = 0
+    while offset < length:
+        want = min(step_bytes, length - offset)
+        done = 0
+        if use_kernel:
+            try:
+                done = os.copy_file_range(src_fd, dst_fd, want, offset, offset)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
+                    raise
+                use_kernel = False
+        if not use_kernel:
+            data = os.pread(src_fd, want, offset)
+            done = os.pwrite(dst_fd, data, offset) if data else 0
+        if done <= 0:
+            break
+        offset += done
+        if progress is not None:
+            progress(0, length - offset, length)
+    return offset
+
+
+def pinned_file_copy(source: sqlite3.Connection, db_path: str, tmp_path: str,
+                     wal_index: Mapping[str, Any] | None, held_fds: list[int], progress: Any = None) -> None:
+    """Write the snapshot ``source``'s read transaction holds into the new file ``tmp_path``.
+
+    ``wal_index``: the snapshot's wal-index header (WAL mode), None with a rollback journal.
+    The descriptors it opens on the database and its WAL go into ``held_fds``, for the
+    caller to close after ``source`` (see :func:`begin_pinned_read`).
+    Raises SnapshotNotPinned when what it finds does not add up; nothing is left written then.
+    """
+    page_size = pragma_value(source, "page_size")
+    page_count = pragma_value(source, "page_count")
+    # With no frame in the WAL (mx_frame 0) the snapshot is the file alone and the header's
+    # page size and count are left 0.
+    if wal_index is not None and wal_index["mx_frame"] and (wal_index["page_size"] != page_size
+                                                           or wal_index["n_page"] != page_count):
+        raise SnapshotNotPinned("the wal-index header does not describe this snapshot")
+    total = page_size * page_count
+    dst_fd = os.open(tmp_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        src_fd = open_held(db_path, held_fds)
+        if src_fd is None:
+            raise SnapshotNotPinned("cannot open %s" % db_path)
+        copied = copy_file_bytes(src_fd, dst_fd, total, progress,
+                                 progress.step_bytes if progress is not None else COPY_STEP_BYTES)
+        os.ftruncate(dst_fd, total)
+        overlaid: set[int] = set()
+        if wal_index is not None and wal_index["n_backfill"] < wal_index["mx_frame"]:
+            wal_fd = open_held(db_path + "-wal", held_fds)
+            if wal_fd is None:
+                raise SnapshotNotPinned("cannot open the WAL of %s" % db_path)
+            overlaid = overlay_wal_frames(wal_fd, dst_fd, wal_index, page_count)
+        missing = [page for page in range(copied // page_size + 1, page_count + 1) if page not in overlaid]
+        if missing or copied % page_size:
+            raise SnapshotNotPinned("%d page(s) are neither in the file nor in the WAL" % len(missing))
+        # The copy is a rollback-journal database (bytes 18-19), and its in-header size
+        # (offset 28) is valid (offset 92 equal to the change counter at 24).
+        header = bytearray(os.pread(dst_fd, 100, 0))
+        if header[:16] != SQLITE_HEADER:
+            raise SnapshotNotPinned("the copy does not start with an SQLite header")
+        header[18:20] = b"\x01\x01"
+        header[28:32] = page_count.to_bytes(4, "big")
+        header[92:96] = header[24:28]
+        os.pwrite(dst_fd, bytes(header), 0)
+    except BaseException:
+        os.close(dst_fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_path)
+        raise
+    os.close(dst_fd)
+
+
+def overlay_wal_frames(fd: int, dst_fd: int, wal_index: Mapping[str, Any], page_count: int) -> set[int]:
+    """Write into ``dst_fd`` the newest version of each page among the snapshot's frames
+    that were not yet checkpointed (n_backfill+1 .. mx_frame); return those page numbers."""
+    page_size = wal_index["page_size"]
+    frame_bytes = WAL_FRAME_HEADER_BYTES + page_size
+    newest: dict[int, int] = {}
+    header = os.pread(fd, WAL_HEADER_BYTES, 0)
+    if (len(header) < WAL_HEADER_BYTES or int.from_bytes(header[:4], "big") not in WAL_MAGIC
+            or int.from_bytes(header[8:12], "big") != page_size or header[16:24] != wal_index["salt"]):
+        raise SnapshotNotPinned("the WAL header does not match the wal-index")
+    for frame in range(wal_index["n_backfill"] + 1, wal_index["mx_frame"] + 1):
+        offset = WAL_HEADER_BYTES + (frame - 1) * frame_bytes
+        frame_header = os.pread(fd, WAL_FRAME_HEADER_BYTES, offset)
+        if len(frame_header) < WAL_FRAME_HEADER_BYTES or frame_header[8:16] != wal_index["salt"]:
+            raise SnapshotNotPinned("WAL frame %d is not part of the snapshot" % frame)
+        page_no = int.from_bytes(frame_header[:4], "big")
+        if 1 <= page_no <= page_count:
+            newest[page_no] = offset + WAL_FRAME_HEADER_BYTES
+    for page_no, offset in sorted(newest.items()):
+        page = os.pread(fd, page_size, offset)
+        if len(page) != page_size:
+            raise SnapshotNotPinned("WAL frame of page %d is cut short" % page_no)
+        os.pwrite(dst_fd, page, (page_no - 1) * page_size)
+    return set(newest)
 
 
 def inspect_copy(tmp_path: str, integrity: str, on_final: Any = None) -> dict[str, Any]:
@@ -1090,11 +1328,18 @@ def inspect_copy(tmp_path: str, integrity: str, on_final: Any = None) -> dict[st
             raise BackupError("could not switch the copy to journal_mode=DELETE (got %s)" % mode, KIND_IO)
         if on_final is not None:
             on_final()
-        tune_for_checks(conn, os.path.getsize(tmp_path))
-        integrity_problems = run_integrity_check(conn, integrity)
-        foreign_key_problems = run_foreign_key_check(conn) if not integrity_problems else []
+        size = os.path.getsize(tmp_path)
+        tune_for_checks(conn, size)
+        # The row counts run on a connection of their own beside the check (SQLite lets go
+        # of the GIL): on two cores the check, the counts and the sha256 run side by side.
+        counting = Background(count_rows_in, tmp_path, size)
         try:
-            tables = table_row_counts(conn)
+            integrity_problems = run_integrity_check(conn, integrity)
+            foreign_key_problems = run_foreign_key_check(conn) if not integrity_problems else []
+        finally:
+            counting.wait()
+        try:
+            tables = counting.result()
         except sqlite3.DatabaseError as exc:
             integrity_problems.append("row count failed: %s" % exc)
             tables = {}
@@ -1111,6 +1356,16 @@ def inspect_copy(tmp_path: str, integrity: str, on_final: Any = None) -> dict[st
         return {"integrity_problems": ["copy cannot be read: %s" % exc], "foreign_key_problems": [],
                 "tables": {}, "page_size": None, "page_count": None, "user_version": None,
                 "application_id": None}
+    finally:
+        conn.close()
+
+
+def count_rows_in(path: str, size: int) -> dict[str, int]:
+    """Row count of every table of a finished (or final, still private) database file."""
+    conn = open_readonly(path, immutable=True)
+    try:
+        tune_for_checks(conn, size)
+        return table_row_counts(conn)
     finally:
         conn.close()
 
@@ -1529,10 +1784,14 @@ def folder_stats(backup_dir: str, name: str | None = None, now: _dt.datetime | N
 # out the changed pages by itself and send just those: nothing has to travel upstream
 # (rsync's receiver sends a checksum per block of its basis first).
 #
-# Delta file: DELTA_MAGIC, a 4-byte big-endian header length, a JSON header, then for each
-# changed page a 4-byte big-endian page number (0-based) and the page's bytes.
+# Delta file: DELTA_MAGIC, a 4-byte big-endian header length, a JSON header, then one zlib
+# stream of, for each changed page in rising order, a 4-byte big-endian page number
+# (0-based) and the page's bytes XOR the base's page (zeros where the base has none). An
+# app that changes a row rewrites one cell of a page: the rest of the XOR is zeros, which
+# compress to almost nothing, even when the data itself is incompressible.
 
-DELTA_MAGIC = b"SQLFDLT1"
+DELTA_MAGIC = b"SQLFDLT2"
+DELTA_ZLIB_LEVEL = 6
 DELTA_HEADER_MAX = 1 << 16
 DELTA_BLOCK_BYTES = 1 << 20
 _PAGE_NO = struct.Struct(">I")
@@ -1565,6 +1824,7 @@ def make_delta(base_path: str, target_path: str, delta_path: str, *, base_sha256
                           % (os.path.basename(base_path), os.path.basename(target_path)), KIND_BAD_INPUT)
     target_size = os.path.getsize(target_path)
     changed = 0
+    packer = zlib.compressobj(DELTA_ZLIB_LEVEL)
     with open(base_path, "rb") as base, open(target_path, "rb") as target, \
             open(delta_path, "wb") as out:
         header = json.dumps({
@@ -1585,14 +1845,43 @@ def make_delta(base_path: str, target_path: str, delta_path: str, *, base_sha256
             if old != block:
                 for offset in range(0, len(block), page_size):
                     page = block[offset:offset + page_size]
-                    if old[offset:offset + page_size] != page:
-                        out.write(_PAGE_NO.pack(page_no + offset // page_size) + page)
+                    old_page = old[offset:offset + page_size]
+                    if old_page != page:
+                        record = _PAGE_NO.pack(page_no + offset // page_size) + xor_bytes(page, old_page)
+                        out.write(packer.compress(record))
                         changed += 1
             page_no += -(-len(block) // page_size)
+        out.write(packer.flush())
         out.flush()
         os.fsync(out.fileno())
     return {"pages_total": page_no, "pages_changed": changed, "delta_bytes": os.path.getsize(delta_path),
             "target_bytes": target_size, "page_size": page_size}
+
+
+def xor_bytes(page: bytes, old_page: bytes) -> bytes:
+    """``page`` XOR ``old_page`` (zero-extended to ``page``'s length); its own inverse."""
+    size = len(page)
+    old_page = old_page.ljust(size, b"\0")
+    return (int.from_bytes(page, "big") ^ int.from_bytes(old_page, "big")).to_bytes(size, "big")
+
+
+def delta_records(delta: Any, record_size: int, name: str) -> Iterator[bytes]:
+    """The records of a delta's compressed body, at most one record's worth inflated at a time."""
+    unpacker = zlib.decompressobj()
+    pending = b""
+    while not unpacker.eof:
+        data = unpacker.unconsumed_tail or delta.read(1 << 16)
+        if not data:
+            raise BackupError("delta %s is truncated" % name, KIND_CORRUPT)
+        try:
+            pending += unpacker.decompress(data, record_size)
+        except zlib.error as exc:
+            raise BackupError("delta %s is corrupt: %s" % (name, exc), KIND_CORRUPT) from None
+        while len(pending) >= record_size:
+            yield pending[:record_size]
+            pending = pending[record_size:]
+    if pending or unpacker.unused_data or delta.read(1):
+        raise BackupError("delta %s has bytes after its last page" % name, KIND_CORRUPT)
 
 
 def apply_delta(base_path: str, delta_path: str, out_path: str) -> dict[str, Any]:
@@ -1601,9 +1890,10 @@ def apply_delta(base_path: str, delta_path: str, out_path: str) -> dict[str, Any
     Every field of the delta is bounded before use (it comes from a host); the caller still
     checks the result's sha256 against the manifest: the checksum decides.
     """
+    name = os.path.basename(delta_path)
     with open(delta_path, "rb") as delta:
         if delta.read(len(DELTA_MAGIC)) != DELTA_MAGIC:
-            raise BackupError("%s is not a delta file" % os.path.basename(delta_path), KIND_CORRUPT)
+            raise BackupError("%s is not a delta file (of this version)" % name, KIND_CORRUPT)
         header_len = int.from_bytes(delta.read(4), "big")
         if not 0 < header_len <= DELTA_HEADER_MAX:
             raise BackupError("delta header length %d is out of range" % header_len, KIND_CORRUPT)
@@ -1613,44 +1903,47 @@ def apply_delta(base_path: str, delta_path: str, out_path: str) -> dict[str, Any
             target_size = int(header["target_size"])
             base_sha256 = str(header["base_sha256"])
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            raise BackupError("delta header of %s is malformed" % os.path.basename(delta_path), KIND_CORRUPT) from None
+            raise BackupError("delta header of %s is malformed" % name, KIND_CORRUPT) from None
         if page_size < 512 or page_size > 65536 or page_size & (page_size - 1) or target_size < 0 \
                 or target_size % page_size:
             raise BackupError("delta header has an impossible page or file size", KIND_CORRUPT)
         if sha256_file(base_path) != base_sha256:
             raise BackupError("the delta was made against another base than %s" % os.path.basename(base_path),
                               KIND_CORRUPT)
-        pages_total = target_size // page_size
-        fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out, open(base_path, "rb") as base:
-            # Start from the base's pages (cut or zero-extended to the target's length) ...
-            remaining = target_size
-            while remaining:
-                chunk = base.read(min(remaining, 1 << 20))
-                if not chunk:
-                    break
-                out.write(chunk)
-                remaining -= len(chunk)
-            out.truncate(target_size)
-            # ... and lay the changed pages over them.
-            changed = 0
-            while True:
-                number = delta.read(_PAGE_NO.size)
-                if not number:
-                    break
-                page = delta.read(page_size)
-                if len(number) != _PAGE_NO.size or len(page) != page_size:
-                    raise BackupError("delta %s is truncated" % os.path.basename(delta_path), KIND_CORRUPT)
-                (page_no,) = _PAGE_NO.unpack(number)
-                if page_no >= pages_total:
-                    raise BackupError("delta names page %d beyond the file's %d pages" % (page_no, pages_total),
-                                      KIND_CORRUPT)
-                out.seek(page_no * page_size)
-                out.write(page)
-                changed += 1
-            out.flush()
-            os.fsync(out.fileno())
+        fd = os.open(out_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            changed = rebuild_from_delta(fd, base_path, delta, target_size, page_size, name)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(out_path)
+            raise
+        finally:
+            os.close(fd)
     return {"pages_changed": changed, "target_bytes": target_size}
+
+
+def rebuild_from_delta(fd: int, base_path: str, delta: Any, target_size: int, page_size: int, name: str) -> int:
+    """Write the base's pages, then the delta's, into ``fd``; returns the pages changed."""
+    # Start from the base's pages (cut or zero-extended to the target's length) ...
+    with open(base_path, "rb") as base:
+        copy_file_bytes(base.fileno(), fd, target_size)
+    os.ftruncate(fd, target_size)
+    # ... and turn the changed ones into the target's (page numbers strictly rising, so a
+    # hostile delta cannot inflate to more than the file's pages).
+    pages_total = target_size // page_size
+    changed = 0
+    last = -1
+    for record in delta_records(delta, _PAGE_NO.size + page_size, name):
+        (page_no,) = _PAGE_NO.unpack(record[:_PAGE_NO.size])
+        if not last < page_no < pages_total:
+            raise BackupError("delta names page %d out of order or beyond the file's %d pages"
+                              % (page_no, pages_total), KIND_CORRUPT)
+        last = page_no
+        old_page = os.pread(fd, page_size, page_no * page_size)
+        os.pwrite(fd, xor_bytes(record[_PAGE_NO.size:], old_page), page_no * page_size)
+        changed += 1
+    os.fsync(fd)
+    return changed
 
 
 # --------------------------------------------------------------------------- archive side
@@ -1887,6 +2180,10 @@ def plan_export(backup_dir: str, name: str, have: Sequence[Mapping[str, Any]], *
     sides hold (or one sent earlier in this plan), else whole. With a staging folder, full
     copies are hard-linked there (a prune cannot pull them away mid-transfer) and deltas
     written there. Without one (check mode) nothing is written.
+
+    What is written there belongs to the staging folder's owner (the fetch_user of
+    :func:`new_staging_dir`), mode 0600; a backup that owner could not read is copied there
+    rather than hard-linked, and the backup itself keeps its owner.
     """
     backup_dir = validate_abs_path(backup_dir, "backup folder")
     name = validate_name(name)
@@ -1902,6 +2199,10 @@ def plan_export(backup_dir: str, name: str, have: Sequence[Mapping[str, Any]], *
     if max_backups:
         missing = missing[-max_backups:]
     shared = [b for b in finished if held.get(b["file"]) == b["sha256"]]
+    staging_owner = None
+    if staging_dir is not None:
+        staging_stat = os.stat(staging_dir)
+        staging_owner = (staging_stat.st_uid, staging_stat.st_gid)
     transfers = []
     for backup in missing:
         older = [b for b in shared if (b["created"], b["file"]) < (backup["created"], backup["file"])]
@@ -1919,6 +2220,8 @@ def plan_export(backup_dir: str, name: str, have: Sequence[Mapping[str, Any]], *
                 except BackupError:
                     stats = None  # page size changed (VACUUM): send it whole
                 if stats and stats["delta_bytes"] <= backup["size_bytes"] * (1 - min_delta_saving):
+                    os.chmod(delta_path, 0o600)
+                    chown_if_needed(delta_path, staging_owner)
                     transfer.update(fetch_path=delta_path, bytes=stats["delta_bytes"],
                                     pages_changed=stats["pages_changed"], pages_total=stats["pages_total"])
                 else:
@@ -1926,19 +2229,62 @@ def plan_export(backup_dir: str, name: str, have: Sequence[Mapping[str, Any]], *
                         os.unlink(delta_path)
                     transfer.update(mode="full", base=None)
             if transfer["mode"] == "full":
-                linked = os.path.join(staging_dir, backup["file"])
-                os.link(backup["path"], linked)
-                transfer["fetch_path"] = linked
+                staged = os.path.join(staging_dir, backup["file"])
+                if staging_owner[0] in (0, os.stat(backup["path"]).st_uid):
+                    os.link(backup["path"], staged)
+                else:  # the fetching user could not read the backup: a copy of its own
+                    check_free_space(staging_dir, required_space(backup["size_bytes"]),
+                                     "a copy of %s for uid %d to fetch" % (backup["file"], staging_owner[0]))
+                    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    with open(backup["path"], "rb") as source, os.fdopen(fd, "wb") as copy:
+                        shutil.copyfileobj(source, copy, 1 << 20)
+                    chown_if_needed(staged, staging_owner)
+                transfer["fetch_path"] = staged
         transfers.append(transfer)
         shared.append(backup)
     return {"transfers": transfers, "conflicts": conflicts, "staging_dir": staging_dir,
             "invalid": [i["file"] for i in listing["invalid"]], "host_backups": len(finished)}
 
 
-def new_staging_dir(backup_dir: str) -> str:
-    """A private folder beside the backups (same filesystem, so full copies are hard links)."""
+def new_staging_dir(backup_dir: str, fetch_user: Any = None) -> str:
+    """A private folder beside the backups (same filesystem, so full copies are hard links).
+
+    ``fetch_user`` (name or uid): the login user that fetches the staged files without privileges
+    (Ansible with become). The folder then belongs to it, and it must be able to enter
+    ``backup_dir``, else BackupError(KIND_BAD_INPUT) before anything is made.
+    """
+    owner = None
+    if fetch_user not in (None, ""):
+        import pwd
+
+        try:
+            user = pwd.getpwuid(int(fetch_user)) if str(fetch_user).isdigit() else pwd.getpwnam(fetch_user)
+        except KeyError:
+            raise BackupError("fetch_user %r does not exist on this host" % (fetch_user,), KIND_BAD_INPUT) from None
+        owner = (user.pw_uid, user.pw_gid)
+        groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
+        folder = os.path.normpath(backup_dir)
+        while user.pw_uid != 0:
+            st = os.stat(folder)
+            search = stat.S_IXUSR if st.st_uid == user.pw_uid else stat.S_IXGRP if st.st_gid in groups else \
+                stat.S_IXOTH
+            if not st.st_mode & search:
+                raise BackupError(
+                    "fetch_user %s cannot enter %s (mode %04o, owner uid %d), so it could not fetch the files "
+                    "staged in %s: let it own the backups (owner), or connect as root or as their owner"
+                    % (user.pw_name, folder, stat.S_IMODE(st.st_mode), st.st_uid, backup_dir), KIND_BAD_INPUT)
+            if folder == os.path.dirname(folder):
+                break
+            folder = os.path.dirname(folder)
     remove_stale_staging(backup_dir)
-    return tempfile.mkdtemp(prefix=EXPORT_PREFIX, dir=backup_dir)
+    staging = tempfile.mkdtemp(prefix=EXPORT_PREFIX, dir=backup_dir)
+    if owner is not None:
+        try:
+            chown_if_needed(staging, owner)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    return staging
 
 
 def remove_staging_dir(backup_dir: str, staging_dir: str) -> bool:

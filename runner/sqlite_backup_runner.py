@@ -293,7 +293,7 @@ def cmd_backup(config: dict[str, Any], args: argparse.Namespace) -> list[dict[st
                 record["checkpoint"] = core.checkpoint(db["path"], mode, int(config.get("busy_timeout_ms", 5000)))
             snap = core.snapshot(
                 db["path"], config["backup_dir"], db["name"],
-                label=args.label, method=db.get("method") or config.get("method", "backup_api"),
+                label=args.label, method=db.get("method") or config.get("method", "pinned_copy"),
                 integrity=db.get("integrity") or config.get("integrity", "quick"),
                 busy_timeout_ms=int(config.get("busy_timeout_ms", 5000)),
                 owner=db.get("owner") or config.get("owner") or None,

@@ -78,8 +78,9 @@ def render(specs: dict[str, dict[str, Any]]) -> str:
             out.append("| `%s` | %s | %s | %s | %s |" % (name, kind, default, "yes" if option.get("required")
                                                          else "", describe(option)))
             for sub_name, sub in (option.get("options") or {}).items():
-                out.append("| `%s[].%s` | %s | %s | %s | %s |" % (
-                    name, sub_name, sub.get("type", "str"), cell(sub["default"]) if "default" in sub else "",
+                out.append("| `%s%s.%s` | %s | %s | %s | %s |" % (
+                    name, "[]" if option.get("type") == "list" else "", sub_name, sub.get("type", "str"),
+                    cell(sub["default"]) if "default" in sub else "",
                     "yes" if sub.get("required") else "", describe(sub)))
     return "\n".join(out).rstrip() + "\n"
 

@@ -723,7 +723,7 @@ def test_guard_fails_without_hosts_or_without_the_repository_config(site: Site) 
     no_cfg = "no ansible.cfg was loaded"
     # Playbooks with roles fail before any play when the repository's ansible.cfg (roles_path)
     # is missing: Ansible resolves static roles first. stats.yml has no role and reaches the guard.
-    no_role = "the role 'sqlite_backup' was not found"
+    no_role = "the role 'sqlite_archive' was not found"  # the first role backup_and_archive.yml imports
     elsewhere = site.inventory("elsewhere.yml", group="other_hosts")
     empty_group = site.tmp / "empty_group.yml"
     empty_group.write_text(json.dumps({"all": {"children": {"sqlite_hosts": {"hosts": {}}}}}))
@@ -760,3 +760,98 @@ def test_guard_fails_without_hosts_or_without_the_repository_config(site: Site) 
     for host in site.hosts:
         assert backups_in(site.host_backup_folder(host)) == [], f"{host.name} was backed up"
     assert not site.archive.exists()
+
+
+# ------------------------------------------------------------------------- 8
+
+LOGIN_USER, LOGIN_UID = "pi", 4242
+MODULE_FILE = re.compile(r"^Using module file (?P<path>\S+)$", re.MULTILINE)
+
+
+def add_sudo_login_user(host: Host, etc: Path) -> None:
+    """A login user ``pi`` with passwordless sudo, on this host only: private copies of /etc/passwd,
+    /etc/group, /etc/shadow and /etc/sudoers.d bind-mounted in its mount namespace (what sshd and
+    sudo there read); the controller's own files stay as they are."""
+    etc.mkdir()
+    home = host.path("/srv/app/home-pi")
+    home.mkdir()
+    os.chown(home, LOGIN_UID, LOGIN_UID)
+    files = {
+        "passwd": f"{LOGIN_USER}:x:{LOGIN_UID}:{LOGIN_UID}:pi:/srv/app/home-pi:/bin/sh\n",
+        "group": f"{LOGIN_USER}:x:{LOGIN_UID}:\n",
+        "shadow": f"{LOGIN_USER}:*:19000:0:99999:7:::\n",  # no password, not locked: key login only
+    }
+    for name, line in files.items():
+        copy = etc / name
+        copy.write_text(Path("/etc", name).read_text() + line)
+        copy.chmod(0o640 if name == "shadow" else 0o644)
+        host.run(["mount", "--bind", str(copy), f"/etc/{name}"], check=True)
+    sudoers = etc / "sudoers.d"
+    sudoers.mkdir(mode=0o755)
+    (sudoers / LOGIN_USER).write_text(f"{LOGIN_USER} ALL=(ALL:ALL) NOPASSWD: ALL\n")
+    (sudoers / LOGIN_USER).chmod(0o440)
+    host.run(["mount", "--bind", str(sudoers), "/etc/sudoers.d"], check=True)
+    # sshd reads the (shared) authorized keys file as the user logging in: let pi reach it.
+    for folder in (host.fleet.workdir, host.fleet.client_key.parent):
+        folder.chmod(0o711)
+    host.fleet.client_key.with_suffix(".pub").chmod(0o644)
+    login = subprocess.run([part if part != "root" else LOGIN_USER for part in host.ssh_argv(["id", "-u"])],
+                           capture_output=True, text=True, timeout=60)
+    assert login.stdout.strip() == str(LOGIN_UID), login.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/sudo"), reason="sudo is not installed (tools/setup-system.sh test)")
+def test_a_login_user_with_become_fetches_over_sftp_without_slurp(make_fleet, tmp_path: Path) -> None:
+    """The real-world set-up (inventory/example): ansible_user pi + become. The backup's module runs
+    as root via sudo; the staged files belong to pi, who fetches them over sftp - no slurp (the
+    whole file in the Pi's memory, base64), no stat module. Without fetch_user, pi cannot read them:
+    the run fails clearly and still removes the staging folder."""
+    fleet = make_fleet(1)
+    (host,) = fleet.hosts
+    add_sudo_login_user(host, tmp_path / "etc")
+    site = Site(fleet, tmp_path)
+    host.path("/srv/app").chmod(0o755)
+    create_demo_db(host.path(DB_PATH), members=60, size_mb=2, seed=3)
+    for path in host.path("/srv/app").glob("gym.db*"):
+        os.chown(path, LOGIN_UID, LOGIN_UID)  # the app's database belongs to the login user, as in /home/pi
+    inventory = tmp_path / "hosts.yml"
+    host_vars = {**fleet.host_vars(host), "ansible_user": LOGIN_USER, "ansible_become": True,
+                 "sqlite_backup_databases": [{"name": DB_NAME, "path": DB_PATH}]}
+    inventory.write_text(json.dumps({"all": {"children": {"sqlite_hosts": {
+        "hosts": {host.name: host_vars}, "vars": {"sqlite_archive_dir": str(site.archive)}}}}}))
+    folder = host.path(BACKUP_DIR)
+
+    runs = [site.run("backup.yml", "-vvv", inventory=inventory)]
+    change_photo_blobs(host.path(DB_PATH), fraction=0.05)
+    runs.append(site.run("backup.yml", "-vvv", inventory=inventory))
+    for run in runs:
+        assert run.rc == 0, run.explain()
+        modules = sorted({Path(m["path"]).name for m in MODULE_FILE.finditer(run.stdout)})
+        assert modules == ["sqlite_archive.py", "sqlite_backup.py", "sqlite_report.py"], modules
+        assert re.search(r"SSH: EXEC sftp .*User=\W*pi\W", run.stdout), "no sftp as pi"
+        assert re.search(rf"FETCH {re.escape(BACKUP_DIR)}/\.sqlite-export\.\S+/gym_backup_", run.stdout)
+        assert re.search(r"sudo -H -S -n\s+-u root /bin/sh -c .*rm -rf -- ", run.stdout), "no rm -rf with sudo"
+    records = run_records(site.archive, "backup")
+    rows = [rows_by_host(record)[host.name] for record in records]
+    assert [row["transfers"] for row in rows] == [[f"{rows[0]['backup']} (full)"], [f"{rows[1]['backup']} (delta)"]]
+    assert all(row["ok"] and row["backup"] in row["archived"] for row in rows), rows
+    archived = backups_in(site.archive_folder(host.name))
+    assert archived == sorted(row["backup"] for row in rows)
+    assert sha256sum_check(site.archive_folder(host.name)).returncode == 0
+    entries = sorted(os.listdir(folder))
+    assert not [e for e in entries if e.startswith(".sqlite-export.")], entries
+    for entry in entries:  # the backups keep their owner, the database's: nothing was handed over
+        assert (folder / entry).stat().st_uid == LOGIN_UID, entry
+
+    # Without fetch_user the staged files are root's: pi cannot fetch them. Clear failure, staging gone.
+    # (The only host failed, so the play ends there: no report play, read Ansible's own output.)
+    refused = site.run("backup.yml", "-e", "sqlite_archive_fetch_user=", inventory=inventory)
+    assert refused.rc != 0, refused.explain()
+    line = next(line for line in refused.stdout.splitlines() if line.startswith(f"fatal: [{host.name}]: FAILED!")
+                and "Fetch the prepared files" in line)
+    assert "fetching /var/backups/sqlite/.sqlite-export." in line and "Permission denied" in line, line
+    assert "sqlite_archive_fetch_user" in line, line
+    assert not [e for e in os.listdir(folder) if e.startswith(".sqlite-export.")], os.listdir(folder)
+    assert not [e for e in os.listdir(site.archive_folder(host.name)) if e.startswith(".sqlite-backup-tmp")]
+    print(f"become: runs {runs[0].seconds:.1f} s (full) and {runs[1].seconds:.1f} s (delta) as {LOGIN_USER} + sudo; "
+          f"refused run: {line[:300]}")

@@ -5,7 +5,7 @@ backup folder holding one finished backup, a text file, a folder, an installed r
 end with a clear message that names the problem, no traceback, a failing exit status, and the
 site's file tree exactly as it was (modes, sizes, contents, mtimes).
 
-Cases already proven elsewhere are not repeated here: the 32 module cases of
+Cases already proven elsewhere are not repeated here: the 40 module cases of
 tests/modules/test_modules.py (``test_bad_input_fails_clearly_and_changes_nothing``), the 21 of
 tests/modules/test_restore_module.py, the drill's in tests/modules/test_drill_module.py, the
 runner's bad configs and arguments in tests/unit/test_runner.py, the guard's in
@@ -156,7 +156,7 @@ CASES = [
     Case("runner-label-with-a-space", "runner", {"config": {}, "argv": ["backup", "--label", "pre upgrade"]},
          "label 'pre upgrade' is not allowed", status=2),
     Case("runner-unknown-method", "runner", {"config": {"method": "cp"}, "argv": ["backup"]},
-         "method must be one of backup_api, vacuum_into", status=2),
+         "method must be one of pinned_copy, backup_api, vacuum_into", status=2),
     Case("runner-database-is-a-folder", "runner",
          {"config": {"databases": [{"name": "gym", "path": "{d}/adir"}]}, "argv": ["backup"]},
          "is a directory, not a database file", status=2),

@@ -29,8 +29,8 @@ def test_quick_bench_writes_results_with_every_figure_and_verdict(tmp_path: Path
     assert set(results["benchmarks"]) == {"snapshot", "verify"}
 
     snapshot = results["benchmarks"]["snapshot"]
-    assert set(snapshot["idle"]["methods"]) == {"ours", "ours_copy", "cp_fsync", "cli_backup", "vacuum_into",
-                                                "query_copy"}
+    assert set(snapshot["idle"]["methods"]) == {"ours", "ours_copy", "ours_copy_backup_api", "cp_fsync",
+                                                "cli_backup", "vacuum_into", "query_copy"}
     for figures in snapshot["idle"]["methods"].values():
         assert {"median_s", "best_s", "median_mib_s", "cpu_seconds_median"} <= set(figures)
     assert {"ours_vs_cli_backup", "ours_vs_cp_fsync", "ours_vs_vacuum_into", "ours_vs_query_copy",

@@ -124,6 +124,9 @@ def test_50_snapshots_of_a_wal_db_under_flat_out_writes(tmp_path: Path, start_wr
     for s in seen:
         assert s["manifest"]["source"]["journal_mode"] == "wal"
         assert s["manifest"]["writers_held_off_seconds"] == 0.0
+    # the pinned copy ran, or fell back to the backup API now and then under flat-out commits
+    pinned = sum(1 for s in seen if s["manifest"]["method"] == "pinned_copy")
+    assert pinned >= 40 and all(s["manifest"]["method"] in ("pinned_copy", "backup_api") for s in seen)
     assert elapsed < 45, "50 snapshots took %.1f s" % elapsed
 
 
@@ -140,7 +143,19 @@ def test_10_snapshots_of_a_rollback_journal_db_under_flat_out_writes(tmp_path: P
         manifest = s["manifest"]
         assert manifest["source"]["journal_mode"] == "delete"
         assert manifest["writers_held_off_seconds"] > 0  # the shared lock held the writer off
+        assert manifest["method"] == "pinned_copy"
     assert not os.path.exists(str(db) + "-wal")
+
+
+def test_10_backup_api_snapshots_of_a_wal_db_under_flat_out_writes(tmp_path: Path, start_writer: Any) -> None:
+    db = tmp_path / "gym.db"
+    gym_tables = demo_with_app_tables(db, "wal")
+    folder = tmp_path / "backups"
+    writer = start_writer(db, rate=0, journal_mode="wal", no_autocheckpoint=True, busy_timeout_ms=20000)
+    writer.wait_committed(200)
+    seen = snapshot_under_load(db, folder, writer, 10, gym_tables, method="backup_api")
+    check_run(seen, folder, stop_writer(writer), 10)
+    assert {s["manifest"]["method"] for s in seen} == {"backup_api"}
 
 
 def test_a_plain_file_copy_of_a_live_wal_db_loses_committed_rows(tmp_path: Path, start_writer: Any) -> None:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import random
@@ -18,6 +19,7 @@ import sqlite3
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +43,8 @@ def test_stepped_copy_under_a_flat_out_writer_is_consistent_and_never_restarts(
     syncs: list[int] = []
     real_sync = core.StepFlusher.__init__
 
-    def counting_init(self: Any, path: str, flush: bool = True, step_bytes: int = 0) -> None:
-        real_sync(self, path, flush, step_bytes)
+    def counting_init(self: Any, path: str, flush: bool = True, step_bytes: int = 0, activity: Any = None) -> None:
+        real_sync(self, path, flush, step_bytes, activity)
         original = self._sync
         self._sync = lambda fd: (syncs.append(fd), original(fd))
 
@@ -110,13 +112,14 @@ def test_a_failed_flush_fails_the_copy(tmp_path: Path, monkeypatch: pytest.Monke
 
     real_init = core.StepFlusher.__init__
 
-    def init(self: Any, path: str, flush: bool = True, step_bytes: int = 0) -> None:
-        real_init(self, path, flush, step_bytes)
+    def init(self: Any, path: str, flush: bool = True, step_bytes: int = 0, activity: Any = None) -> None:
+        real_init(self, path, flush, step_bytes, activity)
         self._sync = broken_sync
 
     monkeypatch.setattr(core.StepFlusher, "__init__", init)
-    with pytest.raises(OSError, match="Input/output error"):
+    with pytest.raises(core.BackupError, match="Input/output error") as failed:
         core.snapshot(str(db), str(tmp_path / "backups"), "app")
+    assert failed.value.kind == core.KIND_IO
     assert [f for f in os.listdir(tmp_path / "backups") if not f.startswith(".sqlite-backup.lock")] == []
 
 
@@ -258,3 +261,74 @@ def test_make_delta_of_a_shrunk_database(tmp_path: Path) -> None:
     assert (stats["pages_total"], stats["pages_changed"]) == (30, 1)
     core.apply_delta(str(base), str(delta), str(rebuilt))
     assert rebuilt.read_bytes() == bytes(target)
+
+
+def test_a_delta_of_small_changes_to_incompressible_pages_is_small(tmp_path: Path) -> None:
+    """The XOR against the base page leaves zeros around a changed row: the delta is tiny
+    even though the pages' data is random."""
+    rng = random.Random(11)
+    base_bytes = random_pages(rng, 400)
+    target = bytearray(base_bytes)
+    for page in range(0, 400, 10):  # 40 pages, 120 new random bytes in each (a row rewritten)
+        target[page * PAGE + 1000:page * PAGE + 1120] = rng.randbytes(120)
+    base, new, delta, rebuilt = (tmp_path / n for n in ("base.db", "new.db", "d.delta", "out.db"))
+    base.write_bytes(base_bytes)
+    new.write_bytes(bytes(target))
+    stats = core.make_delta(str(base), str(new), str(delta))
+    assert stats["pages_changed"] == 40
+    # 40 pages sent whole would be 160 KiB; the changed bytes themselves are 4.7 KiB
+    assert stats["delta_bytes"] < 40 * 120 + 2000, stats
+    core.apply_delta(str(base), str(delta), str(rebuilt))
+    assert rebuilt.read_bytes() == bytes(target)
+
+
+def hostile_delta(path: Path, base: Path, records: bytes, *, pages: int = 10, tail: bytes = b"",
+                  compressed: bytes | None = None) -> None:
+    header = json.dumps({"base_sha256": sha256_of(base), "target_sha256": "0" * 64,
+                         "target_size": pages * PAGE, "page_size": PAGE}).encode()
+    body = compressed if compressed is not None else zlib.compress(records)
+    path.write_bytes(core.DELTA_MAGIC + len(header).to_bytes(4, "big") + header + body + tail)
+
+
+def record(page_no: int) -> bytes:
+    return page_no.to_bytes(4, "big") + b"\x01" * PAGE
+
+
+@pytest.mark.parametrize("case,records,options,message", [
+    ("out-of-order", record(3) + record(2), {}, "out of order"),
+    ("repeated", record(3) + record(3), {}, "out of order"),
+    ("beyond-the-file", record(10), {}, "beyond the file's 10 pages"),
+    ("half-a-record", record(1)[:100], {}, "bytes after its last page"),
+    ("trailing-bytes", record(1), {"tail": b"junk"}, "bytes after its last page"),
+    ("truncated-stream", b"", {"compressed": zlib.compress(record(1) + record(2))[:-8]}, "truncated"),
+    ("not-zlib", b"", {"compressed": b"\x00" * 64}, "corrupt"),
+    ("bomb", b"", {"compressed": zlib.compress(b"\0" * (64 * (PAGE + 4)), 9)}, "out of order"),
+])
+def test_a_hostile_delta_is_refused_and_leaves_nothing_half_written(
+        tmp_path: Path, case: str, records: bytes, options: dict[str, Any], message: str) -> None:
+    base = tmp_path / "base.db"
+    base.write_bytes(random_pages(random.Random(3), 10))
+    delta = tmp_path / "d.delta"
+    hostile_delta(delta, base, records, **options)
+    with pytest.raises(core.BackupError, match=message) as refused:
+        core.apply_delta(str(base), str(delta), str(tmp_path / "out.db"))
+    assert refused.value.kind == core.KIND_CORRUPT
+    assert not (tmp_path / "out.db").exists()
+
+
+def test_the_flusher_pauses_after_a_flush_only_while_the_app_commits(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(core, "FLUSH_MAX_BYTES", 1 << 20)
+    path = tmp_path / "copy"
+    path.write_bytes(os.urandom(4 << 20))
+    commits = iter(range(100))
+    busy = core.StepFlusher(str(path), step_bytes=1 << 20, activity=lambda: next(commits))
+    idle = core.StepFlusher(str(path), step_bytes=1 << 20, activity=lambda: b"the same header")
+    for flusher in (busy, idle):
+        for remaining in (3, 2, 1, 0):
+            path.write_bytes(os.urandom(4 << 20))  # something to flush each time
+            flusher(0, remaining << 20, 4 << 20)
+        flusher.close()
+    assert busy.flushes == idle.flushes == 3
+    assert busy.yielded_seconds > 0
+    assert idle.yielded_seconds == 0

@@ -1,0 +1,158 @@
+# Copyright: (c) 2026, the sqlite-fleet-backup authors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action plugin behind the sqlite_fetch task (documented in library/sqlite_fetch.py).
+
+Fetches the files a host staged for a pull with the connection's own file transfer
+(``fetch_file``: sftp/scp as the login user, a plain copy for the local connection) and then
+removes the host's staging folders with one ``rm -rf`` (with become when the task has it).
+No module is sent to the host: no stat, no slurp, no checksum run. The sha256 in the host's
+manifest is checked when the archive imports the files.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shlex
+
+from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure, AnsibleError
+from ansible.module_utils.common.text.converters import to_text
+from ansible.plugins.action import ActionBase
+
+# The core's EXPORT_PREFIX (module_utils/sqlite_fleet.py); action plugins cannot import the
+# repository's module_utils. tests/unit/test_fetch_plugin.py keeps the two equal.
+EXPORT_PREFIX = ".sqlite-export."
+
+ARGUMENT_SPEC = dict(
+    transfers=dict(type="list", elements="dict", default=[]),
+    dest=dict(type="path", required=True),
+    incoming_prefix=dict(type="str", default=".sqlite-backup-tmp.incoming."),
+    backup_dir=dict(type="str", required=True),
+    staging_dirs=dict(type="list", elements="str", default=[]),
+)
+
+
+def host_path(path, what):
+    """An absolute, normalised POSIX path on the host (no NUL, no newline), else AnsibleActionFail."""
+    if not isinstance(path, str) or not path.startswith("/") or "\x00" in path or "\n" in path:
+        raise AnsibleActionFail("%s must be an absolute path on the host, got %r" % (what, path))
+    return posixpath.normpath(path)
+
+
+def staging_folder(path, backup_dir):
+    """A staging folder the core makes: a direct child of backup_dir named with its prefix."""
+    folder = host_path(path, "staging folder")
+    name = posixpath.basename(folder)
+    if posixpath.dirname(folder) != backup_dir or not name.startswith(EXPORT_PREFIX) or name == EXPORT_PREFIX:
+        raise AnsibleActionFail("refusing to touch %s: it is not a staging folder (%s*) directly in %s"
+                                % (path, EXPORT_PREFIX, backup_dir))
+    return folder
+
+
+def plain_name(value, what):
+    if not isinstance(value, str) or not value or value in (".", "..") or "/" in value or "\x00" in value:
+        raise AnsibleActionFail("%s %r is not a plain file name" % (what, value))
+    return value
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = True
+    _supports_check_mode = True
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        del tmp
+        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        backup_dir = host_path(args["backup_dir"], "backup_dir")
+        staging_dirs = sorted({staging_folder(path, backup_dir) for path in args["staging_dirs"]})
+        plan = self.plan(args, staging_dirs)
+        total = sum(entry["bytes"] for entry in plan)
+        result.update(changed=bool(plan or staging_dirs), staging_dirs=staging_dirs)
+
+        if self._task.check_mode:
+            result.update(fetched=plan, bytes=0, removed=[],
+                          msg="would fetch %d file(s) (%d bytes) and remove %d staging folder(s)"
+                          % (len(plan), total, len(staging_dirs)))
+            return result
+
+        fetched, failure = [], None
+        try:
+            for entry in plan:
+                failure = self.fetch(entry)
+                if failure:
+                    break
+                fetched.append(entry)
+        except AnsibleConnectionFailure:
+            try:  # best effort: the link may be gone (the next run's staging removes what is over a day old)
+                self.remove(staging_dirs)
+            except AnsibleError:
+                pass
+            raise
+        removal = self.remove(staging_dirs)
+        result.update(fetched=fetched, bytes=sum(entry["bytes"] for entry in fetched),
+                      removed=staging_dirs if removal is None else [])
+        problems = [problem for problem in (failure, removal) if problem]
+        if problems:
+            result.update(failed=True, msg="; ".join(problems))
+        else:
+            result["msg"] = "fetched %d file(s) (%d bytes); removed %d staging folder(s)" % (
+                len(fetched), result["bytes"], len(staging_dirs))
+        return result
+
+    def plan(self, args, staging_dirs):
+        """One entry per transfer: where it is on the host (inside a staging folder) and where it goes."""
+        plan = []
+        for index, transfer in enumerate(args["transfers"]):
+            name = plain_name(transfer.get("name"), "database name of transfer #%d" % (index + 1))
+            filename = plain_name(transfer.get("file"), "file of transfer #%d" % (index + 1))
+            size = transfer.get("bytes")
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise AnsibleActionFail("bytes of transfer #%d (%s) is not a size: %r" % (index + 1, filename, size))
+            source = transfer.get("fetch_path")
+            if source is not None or not self._task.check_mode:
+                source = host_path(source, "fetch_path of %s" % filename)
+                if posixpath.dirname(source) not in staging_dirs:
+                    raise AnsibleActionFail("refusing to fetch %s: it is not in a staging folder of this run (%s)"
+                                            % (source, ", ".join(staging_dirs) or "none"))
+            dest = os.path.join(args["dest"], name, args["incoming_prefix"] + filename)
+            plan.append({"name": name, "file": filename, "src": source, "dest": dest, "bytes": size,
+                         "mode": transfer.get("mode")})
+        return plan
+
+    def fetch(self, entry):
+        """Copy one staged file to the controller; a message when it failed (nothing left behind)."""
+        try:
+            self._connection.fetch_file(entry["src"], entry["dest"])
+            got = os.path.getsize(entry["dest"])
+            if got != entry["bytes"]:
+                raise AnsibleError("got %d bytes, expected %d" % (got, entry["bytes"]))
+            return None
+        except AnsibleConnectionFailure:
+            self.discard(entry["dest"])
+            raise
+        except (AnsibleError, OSError) as exc:
+            self.discard(entry["dest"])
+            hint = ""
+            if self._connection.become:
+                hint = (" (the login user must be able to read the staged files: with become, the role passes it to "
+                        "the backup as export.fetch_user - see sqlite_archive_fetch_user)")
+            return "fetching %s from the host failed: %s%s" % (entry["src"], to_text(exc).strip(), hint)
+
+    @staticmethod
+    def discard(path):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    def remove(self, staging_dirs):
+        """Remove the staging folders with one command; a message when that failed."""
+        if not staging_dirs:
+            return None
+        command = "rm -rf -- %s" % " ".join(shlex.quote(path) for path in staging_dirs)
+        done = self._low_level_execute_command(command, sudoable=True)
+        if done["rc"] != 0:
+            return "removing the staging folders %s on the host failed (rc %d): %s" % (
+                ", ".join(staging_dirs), done["rc"], (done["stderr"] or done["stdout"]).strip())
+        return None

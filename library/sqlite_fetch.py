@@ -1,0 +1,102 @@
+#!/usr/bin/python
+# Copyright: (c) 2026, the sqlite-fleet-backup authors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+# The work is done on the controller by the action plugin action_plugins/sqlite_fetch.py; this file
+# documents it (ansible-doc) and lets linters resolve the task, as ansible.builtin.fetch does.
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: sqlite_fetch
+short_description: Fetch the files a host staged for a pull, then remove its staging folders
+description:
+  - Runs on the controller (an action plugin). Copies each file that M(sqlite_backup) (option C(export)) or
+    M(sqlite_export) staged on the host to C(<dest>/<name>/<incoming_prefix><file>) with the connection's own file
+    transfer (sftp or scp as the login user, a plain copy for the local connection), then removes the host's
+    staging folders with one C(rm -rf) command (with become when the task has it).
+  - No module is sent to the host (no C(stat), no C(slurp), no checksum run), so nothing is read into memory on
+    the host, with or without become. The files are not checked here; the archive checks each against the sha256
+    of the host's manifest when it imports it (M(sqlite_archive) with C(state=import)).
+  - The login user must be able to read the staged files; with become, give it to the backup as
+    C(export.fetch_user) so that the staging folder belongs to it.
+  - Every staging folder must be a direct child of O(backup_dir) named like the ones the core makes
+    (C(.sqlite-export.*)), and every file fetched must lie directly in one of them; anything else is refused
+    before anything is fetched or removed.
+  - The staging folders are removed even when a fetch fails (the task then fails with the reason), and a file
+    that failed to arrive whole is removed from the controller. When the host becomes unreachable, the removal
+    is tried and the host is reported unreachable; the staging folder left then is removed by a later run once
+    it is a day old.
+options:
+  transfers:
+    description:
+      - The checked transfers (M(sqlite_archive) C(state=prepare) returns them), each with C(name), C(file),
+        C(fetch_path) and C(bytes) (the size the fetched file must have).
+    type: list
+    elements: dict
+    default: []
+  dest:
+    description: The host's folder in the archive on the controller, C(<archive_dir>/<inventory_hostname>).
+    type: path
+    required: true
+  incoming_prefix:
+    description: Name prefix of the fetched files (temporary names the archive imports from).
+    type: str
+    default: .sqlite-backup-tmp.incoming.
+  backup_dir:
+    description: The host's backup folder, where the staging folders are.
+    type: str
+    required: true
+  staging_dirs:
+    description: The staging folders to remove after the fetch (C(staging_dir) of each backup or export result).
+    type: list
+    elements: str
+    default: []
+notes:
+  - In check mode nothing is fetched or removed; RV(fetched) lists what would be fetched.
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing) when in diff mode.
+    support: none
+seealso:
+  - module: sqlite_backup
+  - module: sqlite_archive
+author:
+  - sqlite-fleet-backup authors
+"""
+
+EXAMPLES = r"""
+- name: Fetch what the backup staged, then remove the staging folder on the host
+  sqlite_fetch:
+    transfers: "{{ prepared.transfers }}"
+    dest: "/srv/sqlite-archive/{{ inventory_hostname }}"
+    backup_dir: /var/backups/sqlite
+    staging_dirs: "{{ taken.results | map(attribute='staging_dir') | select | list }}"
+"""
+
+RETURN = r"""
+fetched:
+  description:
+    - One entry per file fetched (in check mode, to fetch) - C(name), C(file), C(src), C(dest), C(bytes), C(mode).
+  returned: always
+  type: list
+  elements: dict
+bytes:
+  description: Bytes fetched.
+  returned: always
+  type: int
+removed:
+  description: The staging folders removed on the host.
+  returned: always
+  type: list
+  elements: str
+staging_dirs:
+  description: The staging folders named, checked.
+  returned: always
+  type: list
+  elements: str
+"""

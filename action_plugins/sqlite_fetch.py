@@ -19,9 +19,10 @@ from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure, AnsibleE
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 
-# The core's EXPORT_PREFIX (module_utils/sqlite_fleet.py); action plugins cannot import the
-# repository's module_utils. tests/unit/test_fetch_plugin.py keeps the two equal.
+# The core's EXPORT_PREFIX and STAGING_HOME_PREFIX (module_utils/sqlite_fleet.py); action plugins
+# cannot import the repository's module_utils. tests/modules/test_pull_modules.py keeps them equal.
 EXPORT_PREFIX = ".sqlite-export."
+STAGING_HOME_PREFIX = ".sqlite-fleet-staging-"
 
 ARGUMENT_SPEC = dict(
     transfers=dict(type="list", elements="dict", default=[]),
@@ -39,13 +40,21 @@ def host_path(path, what):
     return posixpath.normpath(path)
 
 
+def staging_home(backup_dir):
+    """The core's staging_home: the folder beside backup_dir for a login user that cannot enter it."""
+    parent, base = posixpath.split(backup_dir)
+    return posixpath.join(parent, STAGING_HOME_PREFIX + base) if base else None
+
+
 def staging_folder(path, backup_dir):
-    """A staging folder the core makes: a direct child of backup_dir named with its prefix."""
+    """A staging folder the core makes: named with its prefix, directly in backup_dir or in its staging home."""
     folder = host_path(path, "staging folder")
     name = posixpath.basename(folder)
-    if posixpath.dirname(folder) != backup_dir or not name.startswith(EXPORT_PREFIX) or name == EXPORT_PREFIX:
-        raise AnsibleActionFail("refusing to touch %s: it is not a staging folder (%s*) directly in %s"
-                                % (path, EXPORT_PREFIX, backup_dir))
+    home = staging_home(backup_dir)
+    if posixpath.dirname(folder) not in (backup_dir, home) or not name.startswith(EXPORT_PREFIX) \
+            or name == EXPORT_PREFIX:
+        raise AnsibleActionFail("refusing to touch %s: it is not a staging folder (%s*) directly in %s%s"
+                                % (path, EXPORT_PREFIX, backup_dir, " or %s" % home if home else ""))
     return folder
 
 
@@ -85,11 +94,11 @@ class ActionModule(ActionBase):
                 fetched.append(entry)
         except AnsibleConnectionFailure:
             try:  # best effort: the link may be gone (the next run's staging removes what is over a day old)
-                self.remove(staging_dirs)
+                self.remove(staging_dirs, backup_dir)
             except AnsibleError:
                 pass
             raise
-        removal = self.remove(staging_dirs)
+        removal = self.remove(staging_dirs, backup_dir)
         result.update(fetched=fetched, bytes=sum(entry["bytes"] for entry in fetched),
                       removed=staging_dirs if removal is None else [])
         problems = [problem for problem in (failure, removal) if problem]
@@ -146,11 +155,15 @@ class ActionModule(ActionBase):
         except FileNotFoundError:
             pass
 
-    def remove(self, staging_dirs):
-        """Remove the staging folders with one command; a message when that failed."""
+    def remove(self, staging_dirs, backup_dir):
+        """Remove the staging folders with one command (and the staging home beside backup_dir once
+        empty: another run may still use it); a message when that failed."""
         if not staging_dirs:
             return None
         command = "rm -rf -- %s" % " ".join(shlex.quote(path) for path in staging_dirs)
+        homes = sorted({posixpath.dirname(path) for path in staging_dirs} - {backup_dir})
+        if homes:
+            command += " && { rmdir -- %s 2>/dev/null || true; }" % " ".join(shlex.quote(path) for path in homes)
         done = self._low_level_execute_command(command, sudoable=True)
         if done["rc"] != 0:
             return "removing the staging folders %s on the host failed (rc %d): %s" % (

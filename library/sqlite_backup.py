@@ -163,8 +163,11 @@ options:
         description:
           - The user that fetches the staged files without privileges (the SSH login user when the module
             runs with become). The staging folder (C(0700)) and its files then belong to it; a backup it
-            could not read is copied rather than hard-linked (the backup keeps its owner). It must be able to
-            enter O(backup_dir).
+            could not read is copied rather than hard-linked (the backup keeps its owner).
+          - When it cannot enter O(backup_dir) (the backups belong to root or to the app's user), the staging
+            folder goes beside it instead, in C(<parent>/.sqlite-fleet-staging-<folder name>/) (made C(0711), owned
+            by the user the module runs as, removed once empty); O(backup_dir) is left as it is. When it cannot
+            reach the parent folder either, staging is refused.
           - Empty or unset when the fetching user is root or the user the module runs as.
         type: str
 notes:
@@ -334,7 +337,6 @@ kind:
   sample: bad_input
 """
 
-import shutil
 import sqlite3
 
 from ansible.module_utils.basic import AnsibleModule
@@ -346,11 +348,13 @@ from ansible.module_utils.sqlite_fleet import (
     BackupError,
     apply_retention,
     checkpoint,
+    discard_staging_dir,
     new_staging_dir,
     normalise_policy,
     plan_export,
     resolve_timezone,
     snapshot,
+    staging_parent,
 )
 
 RETENTION_OPTIONS = dict(
@@ -431,13 +435,15 @@ def stage_export(params, check_mode):
     try:
         plan = plan_export(params["backup_dir"], params["name"], export["have"], delta=export["delta"],
                            max_backups=export["max_backups"])
-        if plan["transfers"] and not check_mode:
+        if plan["transfers"] and check_mode:
+            staging_parent(params["backup_dir"], export["fetch_user"])  # refused as a real run would be
+        elif plan["transfers"]:
             staging = new_staging_dir(params["backup_dir"], export["fetch_user"])
             plan = plan_export(params["backup_dir"], params["name"], export["have"], delta=export["delta"],
                                staging_dir=staging, max_backups=export["max_backups"])
     except BaseException:
         if staging:
-            shutil.rmtree(staging, ignore_errors=True)
+            discard_staging_dir(params["backup_dir"], staging)
         raise
     return plan
 

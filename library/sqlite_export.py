@@ -16,8 +16,9 @@ description:
     itself and nothing has to travel upstream. The first time, or when the page size changed, or when
     the delta would save less than 10%, the backup is sent whole.
   - Prepared files go into a private staging folder inside O(backup_dir) (full copies are hard links,
-    so a concurrent prune cannot pull them away). Remove it with O(state=absent) after the transfer
-    (or with the C(sqlite_fetch) action, which fetches the files and then removes the folder).
+    so a concurrent prune cannot pull them away), or beside it for a O(fetch_user) that cannot enter it.
+    Remove it with O(state=absent) after the transfer (or with the C(sqlite_fetch) action, which fetches
+    the files and then removes the folder).
   - M(sqlite_backup) does the same with its C(export) option, in the same module run as the backup.
   - Only finished backups (name pattern and valid manifest) are ever offered; symbolic links are never followed.
 options:
@@ -54,8 +55,10 @@ options:
     description:
       - With O(state=present), the user that fetches the staged files without privileges (the SSH login user
         when the module runs with become). The staging folder (C(0700)) and its files then belong to it; a
-        backup it could not read is copied rather than hard-linked (the backup keeps its owner). It must be
-        able to enter O(backup_dir).
+        backup it could not read is copied rather than hard-linked (the backup keeps its owner).
+      - When it cannot enter O(backup_dir), the staging folder goes beside it instead, in
+        C(<parent>/.sqlite-fleet-staging-<folder name>/) (made C(0711), owned by the user the module runs as,
+        removed once empty); when it cannot reach the parent folder either, staging is refused.
       - Empty or unset when the fetching user is root or the user the module runs as.
     type: str
 notes:
@@ -118,16 +121,18 @@ kind:
 """
 
 import os
-import shutil
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sqlite_fleet import (
     KIND_BAD_INPUT,
     KIND_IO,
     BackupError,
+    discard_staging_dir,
     new_staging_dir,
     plan_export,
     remove_staging_dir,
+    staging_folder_of,
+    staging_parent,
     validate_abs_path,
 )
 
@@ -155,21 +160,23 @@ def main():
         backup_dir = validate_abs_path(params["backup_dir"], "backup folder")
         if params["state"] == "absent":
             if module.check_mode:
-                module.exit_json(changed=os.path.isdir(params["staging_dir"]))
+                module.exit_json(changed=os.path.isdir(staging_folder_of(backup_dir, params["staging_dir"])))
             module.exit_json(changed=remove_staging_dir(backup_dir, params["staging_dir"]))
         plan = plan_export(backup_dir, params["name"], params["have"], delta=params["delta"],
                            max_backups=params["max_backups"])
-        if plan["transfers"] and not module.check_mode:
+        if plan["transfers"] and module.check_mode:
+            staging_parent(backup_dir, params["fetch_user"])  # refused as a real run would be
+        elif plan["transfers"]:
             staging = new_staging_dir(backup_dir, params["fetch_user"])
             plan = plan_export(backup_dir, params["name"], params["have"], delta=params["delta"],
                                staging_dir=staging, max_backups=params["max_backups"])
     except BackupError as exc:
         if staging:
-            shutil.rmtree(staging, ignore_errors=True)
+            discard_staging_dir(backup_dir, staging)
         module.fail_json(msg=str(exc), kind=exc.kind)
     except OSError as exc:
         if staging:
-            shutil.rmtree(staging, ignore_errors=True)
+            discard_staging_dir(backup_dir, staging)
         module.fail_json(msg="preparing the backups of %s failed: %s" % (params["name"], exc), kind=KIND_IO)
     sending = plan["transfers"]
     module.exit_json(

@@ -21,9 +21,10 @@ description:
     of the host's manifest when it imports it (M(sqlite_archive) with C(state=import)).
   - The login user must be able to read the staged files; with become, give it to the backup as
     C(export.fetch_user) so that the staging folder belongs to it.
-  - Every staging folder must be a direct child of O(backup_dir) named like the ones the core makes
-    (C(.sqlite-export.*)), and every file fetched must lie directly in one of them; anything else is refused
-    before anything is fetched or removed.
+  - Every staging folder must be named like the ones the core makes (C(.sqlite-export.*)) and be a direct child
+    of O(backup_dir), or of the staging home beside it (C(<parent>/.sqlite-fleet-staging-<folder name>), where
+    the core stages for a login user that cannot enter O(backup_dir); removed too once empty). Every file fetched
+    must lie directly in one of them. Anything else is refused before anything is fetched or removed.
   - The staging folders are removed even when a fetch fails (the task then fails with the reason), and a file
     that failed to arrive whole is removed from the controller. When the host becomes unreachable, the removal
     is tried and the host is reported unreachable; the staging folder left then is removed by a later run once
@@ -45,7 +46,7 @@ options:
     type: str
     default: .sqlite-backup-tmp.incoming.
   backup_dir:
-    description: The host's backup folder, where the staging folders are.
+    description: The host's backup folder, where (or beside which) the staging folders are.
     type: str
     required: true
   staging_dirs:

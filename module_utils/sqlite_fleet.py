@@ -2168,6 +2168,8 @@ def import_backup(incoming_path: str, manifest: Mapping[str, Any], db_dir: str, 
 # --------------------------------------------------------------------------- host side of a pull
 
 EXPORT_PREFIX = ".sqlite-export."
+STAGING_HOME_PREFIX = ".sqlite-fleet-staging-"  # + the backup folder's name, beside it
+STAGING_HOME_MODE = 0o711
 
 
 def plan_export(backup_dir: str, name: str, have: Sequence[Mapping[str, Any]], *, delta: bool = True,
@@ -2183,7 +2185,8 @@ def plan_export(backup_dir: str, name: str, have: Sequence[Mapping[str, Any]], *
 
     What is written there belongs to the staging folder's owner (the fetch_user of
     :func:`new_staging_dir`), mode 0600; a backup that owner could not read is copied there
-    rather than hard-linked, and the backup itself keeps its owner.
+    rather than hard-linked (as is one on another filesystem than a staging folder made
+    beside the backup folder), after a check for free space; the backup keeps its owner.
     """
     backup_dir = validate_abs_path(backup_dir, "backup folder")
     name = validate_name(name)
@@ -2219,6 +2222,11 @@ def plan_export(backup_dir: str, name: str, have: Sequence[Mapping[str, Any]], *
                                        base_sha256=base["sha256"], target_sha256=backup["sha256"])
                 except BackupError:
                     stats = None  # page size changed (VACUUM): send it whole
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    raise BackupError("no space left in %s for the delta of %s to send"
+                                      % (staging_dir, backup["file"]), KIND_NO_SPACE) from None
                 if stats and stats["delta_bytes"] <= backup["size_bytes"] * (1 - min_delta_saving):
                     os.chmod(delta_path, 0o600)
                     chown_if_needed(delta_path, staging_owner)
@@ -2230,15 +2238,9 @@ def plan_export(backup_dir: str, name: str, have: Sequence[Mapping[str, Any]], *
                     transfer.update(mode="full", base=None)
             if transfer["mode"] == "full":
                 staged = os.path.join(staging_dir, backup["file"])
-                if staging_owner[0] in (0, os.stat(backup["path"]).st_uid):
-                    os.link(backup["path"], staged)
-                else:  # the fetching user could not read the backup: a copy of its own
-                    check_free_space(staging_dir, required_space(backup["size_bytes"]),
-                                     "a copy of %s for uid %d to fetch" % (backup["file"], staging_owner[0]))
-                    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                    with open(backup["path"], "rb") as source, os.fdopen(fd, "wb") as copy:
-                        shutil.copyfileobj(source, copy, 1 << 20)
-                    chown_if_needed(staged, staging_owner)
+                readable = staging_owner[0] in (0, os.stat(backup["path"]).st_uid)
+                if not (readable and link_if_same_filesystem(backup["path"], staged)):
+                    copy_for_fetch_user(backup["path"], staged, backup["size_bytes"], staging_owner)
                 transfer["fetch_path"] = staged
         transfers.append(transfer)
         shared.append(backup)
@@ -2246,68 +2248,210 @@ def plan_export(backup_dir: str, name: str, have: Sequence[Mapping[str, Any]], *
             "invalid": [i["file"] for i in listing["invalid"]], "host_backups": len(finished)}
 
 
-def new_staging_dir(backup_dir: str, fetch_user: Any = None) -> str:
-    """A private folder beside the backups (same filesystem, so full copies are hard links).
+def link_if_same_filesystem(source: str, staged: str) -> bool:
+    """Hard-link ``staged`` to ``source``; False when they are on different filesystems."""
+    try:
+        os.link(source, staged)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        return False
+    return True
 
-    ``fetch_user`` (name or uid): the login user that fetches the staged files without privileges
-    (Ansible with become). The folder then belongs to it, and it must be able to enter
-    ``backup_dir``, else BackupError(KIND_BAD_INPUT) before anything is made.
+
+def copy_for_fetch_user(source: str, staged: str, size_bytes: int, owner: tuple[int, int]) -> None:
+    """A 0600 copy of ``source`` at ``staged`` for ``owner``, refused up front when there is no room."""
+    check_free_space(os.path.dirname(staged), required_space(size_bytes),
+                     "a copy of %s for uid %d to fetch" % (os.path.basename(source), owner[0]))
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with open(source, "rb") as original, os.fdopen(fd, "wb") as copy:
+        shutil.copyfileobj(original, copy, 1 << 20)
+    chown_if_needed(staged, owner)
+
+
+def fetch_user_entry(fetch_user: Any) -> Any:
+    """The passwd entry of ``fetch_user`` (name or uid); None when it is unset or empty."""
+    if fetch_user in (None, ""):
+        return None
+    import pwd
+
+    try:
+        return pwd.getpwuid(int(fetch_user)) if str(fetch_user).isdigit() else pwd.getpwnam(fetch_user)
+    except KeyError:
+        raise BackupError("fetch_user %r does not exist on this host" % (fetch_user,), KIND_BAD_INPUT) from None
+
+
+def folder_closed_to(path: str, user: Any) -> tuple[str, os.stat_result] | None:
+    """The first folder from ``path`` up to ``/`` that ``user`` (a passwd entry) may not enter, else None.
+
+    By the search bits that apply to it (owner, group - supplementary ones too - or other); root enters all.
     """
-    owner = None
-    if fetch_user not in (None, ""):
-        import pwd
+    if user.pw_uid == 0:
+        return None
+    groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
+    folder = os.path.normpath(path)
+    while True:
+        st = os.stat(folder)
+        search = stat.S_IXUSR if st.st_uid == user.pw_uid else stat.S_IXGRP if st.st_gid in groups else stat.S_IXOTH
+        if not st.st_mode & search:
+            return folder, st
+        if folder == os.path.dirname(folder):
+            return None
+        folder = os.path.dirname(folder)
 
-        try:
-            user = pwd.getpwuid(int(fetch_user)) if str(fetch_user).isdigit() else pwd.getpwnam(fetch_user)
-        except KeyError:
-            raise BackupError("fetch_user %r does not exist on this host" % (fetch_user,), KIND_BAD_INPUT) from None
-        owner = (user.pw_uid, user.pw_gid)
-        groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
-        folder = os.path.normpath(backup_dir)
-        while user.pw_uid != 0:
-            st = os.stat(folder)
-            search = stat.S_IXUSR if st.st_uid == user.pw_uid else stat.S_IXGRP if st.st_gid in groups else \
-                stat.S_IXOTH
-            if not st.st_mode & search:
-                raise BackupError(
-                    "fetch_user %s cannot enter %s (mode %04o, owner uid %d), so it could not fetch the files "
-                    "staged in %s: let it own the backups (owner), or connect as root or as their owner"
-                    % (user.pw_name, folder, stat.S_IMODE(st.st_mode), st.st_uid, backup_dir), KIND_BAD_INPUT)
-            if folder == os.path.dirname(folder):
-                break
-            folder = os.path.dirname(folder)
+
+def staging_home(backup_dir: str) -> str:
+    """The folder beside ``backup_dir`` that holds the staging folders of a fetch_user who cannot enter it."""
+    parent, base = os.path.split(os.path.normpath(backup_dir))
+    if not base:
+        raise BackupError("the backup folder %s has no parent folder to stage beside" % backup_dir, KIND_BAD_INPUT)
+    return os.path.join(parent, STAGING_HOME_PREFIX + base)
+
+
+def staging_parent(backup_dir: str, fetch_user: Any = None) -> str:
+    """Where :func:`new_staging_dir` puts the staging folder for ``fetch_user`` (only reads, writes nothing).
+
+    ``backup_dir`` itself when the fetch_user (if any) can enter it; else :func:`staging_home` beside it,
+    when it can reach the parent folder; else BackupError(KIND_BAD_INPUT).
+    """
+    backup_dir = os.path.normpath(backup_dir)
+    user = fetch_user_entry(fetch_user)
+    if user is None or folder_closed_to(backup_dir, user) is None:
+        return backup_dir
+    home = staging_home(backup_dir)
+    closed = folder_closed_to(os.path.dirname(home), user)
+    if closed is not None:
+        folder, st = closed
+        raise BackupError(
+            "fetch_user %s cannot enter %s (mode %04o, owner uid %d), so it could fetch nothing staged in the "
+            "backup folder %s or beside it: let it own the backups (owner; sqlite_backup_owner in the roles) or "
+            "keep them where it can reach, or fetch as root or as their owner (fetch_user; sqlite_archive_fetch_user "
+            "in the roles)" % (user.pw_name, folder, stat.S_IMODE(st.st_mode), st.st_uid, backup_dir),
+            KIND_BAD_INPUT)
+    return home
+
+
+def ensure_staging_home(home: str) -> None:
+    """Make :func:`staging_home` (or take the one an earlier run made): a folder of this user, mode 0711.
+
+    Others may pass through it to a staging folder of their own (0700), not list or change it. Anything
+    else under that name (a symbolic link, another owner's folder) is refused.
+    """
+    try:
+        os.mkdir(home, STAGING_HOME_MODE)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise BackupError("cannot make the staging folder %s beside the backup folder: %s" % (home, exc.strerror),
+                          KIND_IO) from None
+    try:
+        fd = os.open(home, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_NOFOLLOW)
+    except OSError:
+        fd = None
+    try:
+        st = os.fstat(fd) if fd is not None else None
+        if st is None or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            raise BackupError("%s exists but is not a folder of uid %d, as this tool makes it: refusing to stage "
+                              "there" % (home, os.geteuid()), KIND_BAD_INPUT)
+        if stat.S_IMODE(st.st_mode) != STAGING_HOME_MODE:
+            os.fchmod(fd, STAGING_HOME_MODE)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def discard_staging_home(home: str) -> None:
+    """Remove :func:`staging_home` once empty (another run may still stage there: then it stays)."""
+    with contextlib.suppress(OSError):
+        os.rmdir(home)
+
+
+def new_staging_dir(backup_dir: str, fetch_user: Any = None) -> str:
+    """A private folder (0700) for the files of one pull, where :func:`staging_parent` says.
+
+    Inside ``backup_dir`` (same filesystem, so full copies are hard links) unless ``fetch_user`` (name
+    or uid: the login user that fetches the staged files without privileges, Ansible with become)
+    cannot enter it, as when the app and its backups belong to root or www-data: then in
+    :func:`staging_home`, a folder of this user (0711) beside it, the backup folder untouched. The
+    staging folder belongs to the fetch_user. BackupError(KIND_BAD_INPUT) before anything is made when
+    the fetch_user can reach neither. Staging folders over a day old are removed from both places.
+    """
+    backup_dir = os.path.normpath(backup_dir)
+    user = fetch_user_entry(fetch_user)
+    parent = staging_parent(backup_dir, fetch_user)
     remove_stale_staging(backup_dir)
-    staging = tempfile.mkdtemp(prefix=EXPORT_PREFIX, dir=backup_dir)
-    if owner is not None:
+    for attempt in range(3):
+        if parent != backup_dir:
+            ensure_staging_home(parent)
         try:
-            chown_if_needed(staging, owner)
+            staging = tempfile.mkdtemp(prefix=EXPORT_PREFIX, dir=parent)
+            break
+        except FileNotFoundError:  # another run removed the staging home, empty, in between
+            if parent == backup_dir or attempt == 2:
+                raise
+    if user is not None:
+        try:
+            chown_if_needed(staging, (user.pw_uid, user.pw_gid))
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            discard_staging_dir(backup_dir, staging)
             raise
     return staging
 
 
-def remove_staging_dir(backup_dir: str, staging_dir: str) -> bool:
-    """Remove a staging folder made by :func:`new_staging_dir`, and nothing else."""
+def staging_folder_of(backup_dir: str, staging_dir: Any) -> str:
+    """``staging_dir``, normalised, when it is named like a folder of :func:`new_staging_dir` for
+    ``backup_dir`` (directly in it or in its staging home), else BackupError(KIND_BAD_INPUT)."""
     staging_dir = validate_abs_path(staging_dir, "staging folder")
-    if os.path.dirname(staging_dir) != os.path.normpath(backup_dir) or \
-            not os.path.basename(staging_dir).startswith(EXPORT_PREFIX) or os.path.islink(staging_dir):
+    backup_dir = os.path.normpath(backup_dir)
+    name = os.path.basename(staging_dir)
+    if os.path.dirname(staging_dir) not in (backup_dir, staging_home(backup_dir)) or \
+            not name.startswith(EXPORT_PREFIX) or name == EXPORT_PREFIX or os.path.islink(staging_dir):
         raise BackupError("%s is not a staging folder of %s" % (staging_dir, backup_dir), KIND_BAD_INPUT)
-    if not os.path.isdir(staging_dir):
-        return False
-    shutil.rmtree(staging_dir)
-    return True
+    return staging_dir
+
+
+def remove_staging_dir(backup_dir: str, staging_dir: str) -> bool:
+    """Remove a staging folder made by :func:`new_staging_dir` (and its staging home once empty), nothing else."""
+    staging_dir = staging_folder_of(backup_dir, staging_dir)
+    removed = os.path.isdir(staging_dir)
+    if removed:
+        shutil.rmtree(staging_dir)
+    if os.path.dirname(staging_dir) != os.path.normpath(backup_dir):
+        discard_staging_home(os.path.dirname(staging_dir))
+    return removed
+
+
+def discard_staging_dir(backup_dir: str, staging_dir: str) -> None:
+    """Best effort, when a run fails after :func:`new_staging_dir`: leave nothing of what it staged."""
+    with contextlib.suppress(BackupError, OSError):
+        remove_staging_dir(backup_dir, staging_dir)
 
 
 def remove_stale_staging(backup_dir: str, max_age_seconds: float = 86400.0) -> list[str]:
+    """Remove staging folders over ``max_age_seconds`` old (left by a run that lost its host), in
+    ``backup_dir`` and in its staging home (only when that is this user's folder). Their paths."""
     removed = []
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.listdir(backup_dir):
-            path = os.path.join(backup_dir, entry)
-            if entry.startswith(EXPORT_PREFIX) and os.path.isdir(path) and not os.path.islink(path) \
-                    and time.time() - os.lstat(path).st_mtime > max_age_seconds:
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(entry)
+    backup_dir = os.path.normpath(backup_dir)
+    home = staging_home(backup_dir)
+    for parent in (backup_dir, home):
+        try:
+            if parent == home:
+                st = os.lstat(home)
+                if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+                    continue
+            entries = os.listdir(parent)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            path = os.path.join(parent, entry)
+            with contextlib.suppress(FileNotFoundError):  # another run's, removed meanwhile
+                st = os.lstat(path)
+                if entry.startswith(EXPORT_PREFIX) and stat.S_ISDIR(st.st_mode) \
+                        and time.time() - st.st_mtime > max_age_seconds:
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(path)
+        if parent == home:
+            discard_staging_home(home)
     return removed
 
 

@@ -805,8 +805,11 @@ def test_a_login_user_with_become_fetches_over_sftp_without_slurp(make_fleet, tm
     """The real-world set-up (inventory/example): ansible_user pi + become. The backup's module runs
     as root via sudo; the staged files belong to pi, who fetches them over sftp - no slurp (the
     whole file in the Pi's memory, base64), no stat module. Without fetch_user, pi cannot read them:
-    the run fails clearly and still removes the staging folder."""
-    fleet = make_fleet(1)
+    the run fails clearly and still removes the staging folder. Then the app and its backups belong to
+    root (GPIO): pi cannot enter the 0700 backup folder, so the staging goes beside it (in
+    /var/backups, private to the host here) and the pull still works, the folders' permissions kept."""
+    # /var/backups itself private to the host (not only /var/backups/sqlite): the staging goes beside
+    fleet = make_fleet(1, mounts=tuple(str(Path(m).parent) if m == BACKUP_DIR else m for m in DEFAULT_MOUNTS))
     (host,) = fleet.hosts
     add_sudo_login_user(host, tmp_path / "etc")
     site = Site(fleet, tmp_path)
@@ -853,5 +856,44 @@ def test_a_login_user_with_become_fetches_over_sftp_without_slurp(make_fleet, tm
     assert "sqlite_archive_fetch_user" in line, line
     assert not [e for e in os.listdir(folder) if e.startswith(".sqlite-export.")], os.listdir(folder)
     assert not [e for e in os.listdir(site.archive_folder(host.name)) if e.startswith(".sqlite-backup-tmp")]
+
+    # The database (and so the backup folder) belongs to root, as for an app using GPIO: pi cannot enter
+    # /var/backups/sqlite (0700), so the backup's root run stages beside it, in a 0711 folder of root in
+    # /var/backups, copies for pi; the pull works without any setting and leaves no staging folder.
+    for path in host.path("/srv/app").glob("gym.db*"):
+        os.chown(path, 0, 0)
+    parent = host.path(str(Path(BACKUP_DIR).parent))
+    parent_before = parent.stat()
+    pending = sorted(set(backups_in(folder)) - set(backups_in(site.archive_folder(host.name))))
+    assert len(pending) == 1, pending  # taken by the refused run, not pulled
+    as_root = [site.run("backup.yml", "-vvv", inventory=inventory)]
+    change_photo_blobs(host.path(DB_PATH), fraction=0.05)
+    as_root.append(site.run("backup.yml", "-vvv", "-e", "sqlite_archive_delta=false", inventory=inventory))
+    beside = f"{Path(BACKUP_DIR).parent}/.sqlite-fleet-staging-{Path(BACKUP_DIR).name}"
+    for run in as_root:
+        assert run.rc == 0, run.explain()
+        modules = sorted({Path(m["path"]).name for m in MODULE_FILE.finditer(run.stdout)})
+        assert modules == ["sqlite_archive.py", "sqlite_backup.py", "sqlite_report.py"], modules
+        assert "slurp" not in run.stdout
+        assert re.search(r"SSH: EXEC sftp .*User=\W*pi\W", run.stdout), "no sftp as pi"
+        assert re.search(rf"FETCH {re.escape(beside)}/\.sqlite-export\.\S+/gym_backup_", run.stdout)
+        assert not re.search(rf"FETCH {re.escape(BACKUP_DIR)}/", run.stdout)
+        assert re.search(rf"sudo -H -S -n\s+-u root /bin/sh -c .*rm -rf -- .*rmdir -- {re.escape(beside)}", run.stdout)
+    rows = [rows_by_host(record)[host.name] for record in run_records(site.archive, "backup")[-2:]]
+    assert rows[0]["transfers"] == [f"{pending[0]} (delta)", f"{rows[0]['backup']} (delta)"], rows
+    assert rows[1]["transfers"] == [f"{rows[1]['backup']} (full)"], rows
+    assert all(row["ok"] and row["backup"] in row["archived"] for row in rows), rows
+    assert backups_in(site.archive_folder(host.name)) == backups_in(folder)
+    assert sha256sum_check(site.archive_folder(host.name)).returncode == 0
+    assert os.listdir(parent) == [Path(BACKUP_DIR).name]  # nothing left beside
+    after = parent.stat()
+    assert (after.st_uid, after.st_gid, after.st_mode) == (parent_before.st_uid, parent_before.st_gid,
+                                                           parent_before.st_mode)
+    assert (folder.stat().st_uid, stat.S_IMODE(folder.stat().st_mode)) == (0, 0o700)
+    assert not [e for e in os.listdir(folder) if e.startswith(".sqlite-export.")], os.listdir(folder)
+    for backup in (rows[0]["backup"], rows[1]["backup"]):
+        assert (folder / backup).stat().st_uid == 0  # the new backups are root's; nothing handed over
+    assert private_tree_problems(folder) == []
     print(f"become: runs {runs[0].seconds:.1f} s (full) and {runs[1].seconds:.1f} s (delta) as {LOGIN_USER} + sudo; "
-          f"refused run: {line[:300]}")
+          f"refused run: {line[:300]}; app and backups root's: {as_root[0].seconds:.1f} s (deltas), "
+          f"{as_root[1].seconds:.1f} s (full copy), staged beside in {beside}")

@@ -4,6 +4,7 @@ backup.yml sends to a host. All through Ansible itself, on real SQLite files."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
@@ -114,7 +115,9 @@ def test_check_mode_reports_the_prune_and_the_pull_and_writes_nothing(python, tw
     before = tree_state(bk)
     result = run_module("sqlite_backup", {"path": str(db), "name": "gym", "backup_dir": str(bk),
                                           "retention": {"keep_last": 1},
-                                          "export": {"have": [], "fetch_user": "nobody"}},
+                                          # nobody could not reach pytest's 0700 tmp: check mode would refuse
+                                          # as the real run would (see the fetch_user tests below)
+                                          "export": {"have": [], "fetch_user": "root"}},
                         check=True, python=python)
     assert not result.get("failed"), result
     assert tree_state(bk) == before
@@ -127,7 +130,8 @@ def test_check_mode_reports_the_prune_and_the_pull_and_writes_nothing(python, tw
 def test_fetch_user_owns_the_staging_and_gets_a_copy_of_what_it_could_not_read(python):
     """Backups owned by the app user (nobody); one older backup owned by someone else (daemon).
     fetch_user=nobody: the staging belongs to it, the daemon's backup is copied (not linked, not
-    chowned), nobody's is hard-linked. fetch_user=daemon cannot enter the folder: refused clearly."""
+    chowned), nobody's is hard-linked. fetch_user=daemon cannot enter the folder: its staging goes
+    beside it, where its own backup is hard-linked (same filesystem) and nobody's copied."""
     nobody, daemon = pwd.getpwuid(NOBODY).pw_name, pwd.getpwuid(DAEMON).pw_name
     root = Path(tempfile.mkdtemp(prefix="fetch-user-", dir="/tmp"))  # pytest's tmp is 0700: nobody must enter
     try:
@@ -142,36 +146,232 @@ def test_fetch_user_owns_the_staging_and_gets_a_copy_of_what_it_could_not_read(p
         os.chown(bk / foreign, DAEMON, DAEMON)
         foreign_before = os.stat(bk / foreign)
         args = {"path": str(db), "name": "gym", "backup_dir": str(bk)}
-        refused, staged, exported = run_many([
-            {"sqlite_backup": dict(args, export={"have": [], "fetch_user": daemon})},
+        beside, staged, exported = run_many([
+            {"sqlite_backup": dict(args, export={"have": [], "delta": False, "fetch_user": daemon})},
             {"sqlite_backup": dict(args, export={"have": [], "delta": False, "fetch_user": nobody})},
             {"sqlite_export": {"backup_dir": str(bk), "name": "gym", "delta": False, "fetch_user": str(NOBODY),
                                "have": [{"file": foreign, "sha256": "x"}]}},
         ], python, tmp_dir=root)
 
-        assert_clean_failure(refused)
-        assert refused["kind"] == "bad_input" and refused["changed"] is True  # the backup itself was taken
-        assert "fetch_user %s cannot enter %s (mode 0700, owner uid %d)" % (daemon, bk, NOBODY) in refused["msg"]
-        assert (bk / refused["file"]).exists()
+        assert not beside.get("failed"), beside
+        home = root / (core.STAGING_HOME_PREFIX + "bk")
+        assert Path(beside["staging_dir"]).parent == home
+        assert (home.stat().st_uid, stat.S_IMODE(home.stat().st_mode)) == (0, 0o711)
+        assert Path(beside["staging_dir"]).stat().st_uid == DAEMON
+        files = {t["file"]: Path(t["fetch_path"]) for t in beside["transfers"]}
+        assert set(files) == {foreign, beside["file"]}
+        assert files[foreign].stat().st_ino == foreign_before.st_ino  # the daemon's own: linked
+        copy = files[beside["file"]].stat()
+        assert (copy.st_uid, stat.S_IMODE(copy.st_mode), copy.st_nlink) == (DAEMON, 0o600, 1)
+        assert (bk / beside["file"]).stat().st_uid == NOBODY
 
         assert not staged.get("failed"), staged
         staging = Path(staged["staging_dir"])
         st = staging.stat()
         assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (NOBODY, 0o700)
         files = {t["file"]: Path(t["fetch_path"]) for t in staged["transfers"]}
-        assert set(files) == {foreign, refused["file"], staged["file"]}
+        assert set(files) == {foreign, beside["file"], staged["file"]}
         copy = files[foreign].stat()
         assert (copy.st_uid, stat.S_IMODE(copy.st_mode), copy.st_nlink) == (NOBODY, 0o600, 1)
         assert copy.st_ino != foreign_before.st_ino
         assert core.sha256_file(str(files[foreign])) == core.sha256_file(str(bk / foreign))
         after = os.stat(bk / foreign)
-        assert (after.st_uid, after.st_nlink, after.st_ino) == (DAEMON, 1, foreign_before.st_ino)
+        assert (after.st_uid, after.st_nlink, after.st_ino) == (DAEMON, 2, foreign_before.st_ino)  # + daemon's link
         linked = files[staged["file"]].stat()
         assert linked.st_ino == (bk / staged["file"]).stat().st_ino and linked.st_uid == NOBODY
 
         assert not exported.get("failed"), exported
         assert Path(exported["staging_dir"]).stat().st_uid == NOBODY
         assert {Path(t["fetch_path"]).stat().st_uid for t in exported["transfers"]} == {NOBODY}
+        assert core.remove_staging_dir(str(bk), beside["staging_dir"]) and not home.exists()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def as_user(uid: int, *argv: str) -> subprocess.CompletedProcess:
+    """``argv`` run as ``uid``: stdout as bytes, stderr as text."""
+    done = subprocess.run(list(argv), user=uid, capture_output=True, timeout=60)
+    done.stderr = done.stderr.decode(errors="replace")
+    return done
+
+
+def test_a_root_backup_folder_stages_beside_it_for_a_fetch_user_that_cannot_enter_it(python, tmp_path):
+    """The app and its backups belong to root (GPIO), Ansible logs in as another user (nobody) with
+    become: that user cannot enter the 0700 backup folder, so the staging goes beside it, in a 0711
+    folder of root, the backup folder untouched; the staged files are copies readable by that user
+    only. Check mode writes nothing; a staging folder there over a day old goes with a later run; the
+    fetch removes the staging and, once empty, the folder beside. When the fetch user cannot reach the
+    parent folder either: refused clearly (naming the role variables), nothing staged anywhere."""
+    nobody = pwd.getpwuid(NOBODY).pw_name
+    root = Path(tempfile.mkdtemp(prefix="fetch-beside-", dir="/tmp"))  # pytest's tmp is 0700: nobody must enter
+    try:
+        root.chmod(0o755)
+        app = root / "app"
+        app.mkdir(mode=0o755)
+        db = make_database(app / "gym.db", rows=300)
+        bk, home = root / "bk", root / (core.STAGING_HOME_PREFIX + "bk")
+        older = core.snapshot(str(db), str(bk), "gym")["file"]
+        assert (bk.stat().st_uid, stat.S_IMODE(bk.stat().st_mode)) == (0, 0o700)
+        backup = {"path": str(db), "name": "gym", "backup_dir": str(bk),
+                  "export": {"have": [], "fetch_user": nobody}}
+        export = {"backup_dir": str(bk), "name": "gym", "fetch_user": nobody, "delta": False}
+        before = tree_state(root)
+        (planned, planned_export) = run_many([
+            {"sqlite_backup": backup, "check_mode": True},
+            {"sqlite_export": export, "check_mode": True},
+        ], python, tmp_dir=tmp_path)
+        assert not planned.get("failed") and not planned_export.get("failed"), (planned, planned_export)
+        assert planned["staging_dir"] is None and [t["file"] for t in planned["transfers"]] == [older]
+        assert tree_state(root) == before  # check mode: nothing written, not even the folder beside
+
+        stale = Path(core.new_staging_dir(str(bk), nobody))
+        assert stale.parent == home
+        (stale / "gym_backup_20200101_000000.db").write_bytes(b"left by a cut run")
+        two_days_ago = os.stat(stale).st_mtime - 2 * 86400
+        os.utime(stale, (two_days_ago, two_days_ago))
+        bk_before = tree_state(bk)
+        taken, exported = run_many([{"sqlite_backup": backup}, {"sqlite_export": export}], python, tmp_dir=tmp_path)
+        assert not taken.get("failed") and not exported.get("failed"), (taken, exported)
+
+        # beside the backup folder, which is as it was (plus the new backup): nothing staged in it
+        assert sorted(os.listdir(root)) == sorted(["app", "bk", home.name])
+        assert stat.S_IMODE(root.stat().st_mode) == 0o755 and not stale.exists()
+        assert (bk.stat().st_uid, stat.S_IMODE(bk.stat().st_mode)) == (0, 0o700)
+        bk_after = tree_state(bk)
+        assert {k: bk_after[k] for k in bk_before if k != "."} == {k: v for k, v in bk_before.items() if k != "."}
+        assert staging_in(bk) == [] and backups_in(bk) == sorted([older, taken["file"]])
+        assert (home.stat().st_uid, stat.S_IMODE(home.stat().st_mode)) == (0, 0o711)
+        assert sorted(os.listdir(home)) == sorted(Path(r["staging_dir"]).name for r in (taken, exported))
+        for result in (taken, exported):
+            staging = Path(result["staging_dir"])
+            assert staging.parent == home
+            assert (staging.stat().st_uid, stat.S_IMODE(staging.stat().st_mode)) == (NOBODY, 0o700)
+        # full copies (the backups are root's), deltas written there; all the fetch user's, 0600, its alone
+        assert [t["mode"] for t in taken["transfers"]] == ["full", "delta"]
+        assert [t["mode"] for t in exported["transfers"]] == ["full", "full"]
+        staged = [Path(t["fetch_path"]) for t in taken["transfers"] + exported["transfers"]]
+        for path, transfer in zip(staged, taken["transfers"] + exported["transfers"]):
+            st = path.stat()
+            assert path.parent.parent == home
+            assert (st.st_uid, stat.S_IMODE(st.st_mode), st.st_nlink) == (NOBODY, 0o600, 1), path
+            assert st.st_ino != (bk / transfer["file"]).stat().st_ino
+            assert (bk / transfer["file"]).stat().st_nlink == 1
+            if transfer["mode"] == "full":
+                assert core.sha256_file(str(path)) == transfer["manifest"]["sha256"]
+        read = as_user(NOBODY, "cat", str(staged[0]))
+        assert read.returncode == 0 and hashlib.sha256(read.stdout).hexdigest() == core.sha256_file(str(staged[0]))
+        for argv in (["cat", str(staged[0])], ["ls", str(staged[0].parent)], ["ls", str(home)]):
+            denied = as_user(DAEMON, *argv)
+            assert denied.returncode != 0 and "Permission denied" in denied.stderr, (argv, denied)
+        assert as_user(NOBODY, "ls", str(home)).returncode != 0  # 0711: passed through, not listed
+        assert as_user(NOBODY, "ls", str(bk)).returncode != 0
+
+        for not_ours in (home, root / "app", home / core.EXPORT_PREFIX, root / (core.EXPORT_PREFIX + "x")):
+            with pytest.raises(core.BackupError, match="is not a staging folder of"):
+                core.remove_staging_dir(str(bk), str(not_ours))
+        # the fetch accepts the staging beside (and only there), removes it and the emptied folder
+        dest = root / "archive" / "pi1"
+        (dest / "gym").mkdir(parents=True)
+        fetched, removed = run_many([
+            {"sqlite_fetch": {"transfers": taken["transfers"], "dest": str(dest), "backup_dir": str(bk) + "/",
+                              "staging_dirs": [taken["staging_dir"]]}},
+            {"sqlite_export": {"backup_dir": str(bk), "state": "absent", "staging_dir": exported["staging_dir"]}},
+        ], python, tmp_dir=tmp_path)
+        assert not fetched.get("failed") and not removed.get("failed"), (fetched, removed)
+        assert fetched["removed"] == [taken["staging_dir"]] and removed["changed"] is True
+        assert core.sha256_file(str(dest / "gym" / (INCOMING + older))) == taken["transfers"][0]["manifest"]["sha256"]
+        assert sorted(os.listdir(root)) == ["app", "archive", "bk"]
+
+        # the fetch user cannot reach the parent folder either: refused, with the way out
+        root.chmod(0o700)
+        before = tree_state(bk)
+        refused, refused_check, refused_export = run_many([
+            {"sqlite_backup": backup},
+            {"sqlite_backup": backup, "check_mode": True},
+            {"sqlite_export": export},
+        ], python, tmp_dir=tmp_path)
+        for result in (refused, refused_check, refused_export):
+            assert_clean_failure(result)
+            assert result["kind"] == "bad_input"
+            assert "fetch_user %s cannot enter %s (mode 0700, owner uid 0)" % (nobody, root) in result["msg"]
+            assert "sqlite_backup_owner" in result["msg"] and "sqlite_archive_fetch_user" in result["msg"]
+        assert refused["changed"] is True  # the backup itself was taken
+        assert "staging the backups of gym for the pull failed" in refused["msg"]
+        assert sorted(os.listdir(root)) == ["app", "archive", "bk"] and staging_in(bk) == []
+        assert set(tree_state(bk)) - set(before) == {refused["file"], refused["file"] + ".sha256",
+                                                      refused["file"] + ".json"}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+SMALL_PARENT = ('mount -t tmpfs -o size=4m,mode=0755 tmpfs "$1" && mkdir -m 0700 "$1/bk" '
+                '&& mount -t tmpfs -o size=64m,mode=0700 tmpfs "$1/bk" && shift && exec "$@"')
+
+
+def test_staging_beside_needs_room_for_the_copies_and_copies_across_filesystems():
+    """The folder beside the backups is on another, small filesystem (a 4 MiB tmpfs holding the backup
+    folder's own 64 MiB tmpfs, in a private mount namespace): the copies for the fetch user do not fit,
+    so the staging is refused clearly after the backup, and nothing is left beside. With room, a backup
+    the fetch user owns is copied too (no hard link across filesystems), then fetched and all removed."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare to mount a private tmpfs")
+    nobody = pwd.getpwuid(NOBODY).pw_name
+    root = Path(tempfile.mkdtemp(prefix="fetch-small-", dir="/tmp"))
+    try:
+        root.chmod(0o755)
+        app, parent = root / "app", root / "p"
+        app.mkdir(mode=0o755)
+        parent.mkdir()
+        db = make_database(app / "gym.db", rows=300)
+        bk, archive = parent / "bk", root / "archive"
+        (archive / "pi1" / "gym").mkdir(parents=True)
+        backup = {"path": str(db), "name": "gym", "backup_dir": str(bk),
+                  "export": {"have": [], "delta": False, "fetch_user": nobody}}
+        tasks = [
+            {"sqlite_backup": backup, "register": "first"},
+            {"ansible.builtin.command": {"argv": ["ls", "-A", str(parent)]}},
+            {"ansible.builtin.command": {"argv": ["mount", "-o", "remount,size=64m", str(parent)]}},
+            {"ansible.builtin.file": {"path": "{{ first.backup }}", "owner": str(NOBODY)}},
+            {"sqlite_backup": backup, "register": "second"},
+            {"ansible.builtin.command": {"argv": "{{ ['stat', '-c', '%u %a %h %i'] + [first.backup] + "
+                                                 "second.transfers | map(attribute='fetch_path') | list }}"}},
+            {"sqlite_fetch": {"transfers": "{{ second.transfers }}", "dest": str(archive / "pi1"),
+                              "backup_dir": str(bk), "staging_dirs": ["{{ second.staging_dir }}"]}},
+            {"ansible.builtin.command": {"argv": ["ls", "-A", str(parent)]}},
+        ]
+        playbook = root / "play.json"
+        playbook.write_text(json.dumps([{"hosts": "all", "gather_facts": False,
+                                         "tasks": [dict(task, ignore_errors=True) for task in tasks]}]))
+        proc = subprocess.run(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c", SMALL_PARENT, "sh", str(parent),
+             str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+             "-e", "ansible_python_interpreter=%s" % SYSTEM_PYTHON, str(playbook)],
+            cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0 and "mount" in proc.stderr and "{" not in proc.stdout:
+            pytest.skip("cannot mount a tmpfs here: %s" % proc.stderr.strip())
+        report = json.loads(proc.stdout[proc.stdout.index("{"):])
+        first, listed, _, _, second, stats, fetched, left = (
+            task["hosts"]["localhost"] for task in report["plays"][0]["tasks"])
+
+        assert first["failed"] is True and first["kind"] == "no_space" and first["changed"] is True, first
+        assert "staging the backups of gym for the pull failed: not enough free space in %s/%s/%s" % (
+            parent, core.STAGING_HOME_PREFIX + "bk", core.EXPORT_PREFIX) in first["msg"]
+        assert "for a copy of %s for uid %d to fetch" % (first["file"], NOBODY) in first["msg"]
+        assert listed["stdout"].split() == ["bk"]  # nothing left beside
+
+        assert not second.get("failed"), second
+        assert Path(second["staging_dir"]).parent == parent / (core.STAGING_HOME_PREFIX + "bk")
+        assert [t["file"] for t in second["transfers"]] == [first["file"], second["file"]]
+        original, *copies = [line.split() for line in stats["stdout_lines"]]
+        assert original[:3] == [str(NOBODY), "600", "1"]  # nobody's own backup: copied, not linked
+        assert [copy[:3] for copy in copies] == [[str(NOBODY), "600", "1"]] * 2
+        assert copies[0][3] != original[3]
+        assert not fetched.get("failed"), fetched
+        for transfer in second["transfers"]:
+            assert core.sha256_file(str(archive / "pi1" / "gym" / (INCOMING + transfer["file"]))) == \
+                transfer["manifest"]["sha256"]
+        assert left["stdout"].split() == ["bk"]
+        assert os.listdir(parent) == []  # the tmpfs was private to the run
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -249,16 +449,25 @@ def test_a_failed_fetch_still_removes_the_staging_and_leaves_no_partial_file(two
     (["{staging}/.."], None, "is not a staging folder"),
     (["{staging}/sub"], None, "is not a staging folder"),
     (["relative/.sqlite-export.x"], None, "must be an absolute path"),
+    (["{parent}/.sqlite-export.x"], None, "is not a staging folder"),
+    (["{home}"], None, "is not a staging folder"),
+    (["{home}/.sqlite-export."], None, "is not a staging folder"),
+    (["{home}/.sqlite-export.x/sub"], None, "is not a staging folder"),
+    (["{parent}/.sqlite-fleet-staging-other/.sqlite-export.x"], None, "is not a staging folder"),
+    (["{home}/../bk/../.sqlite-export.x"], None, "is not a staging folder"),
     ([], "{staging}/{file}", "it is not in a staging folder of this run"),
     (["{staging}"], "/etc/passwd", "it is not in a staging folder of this run"),
     (["{staging}"], "{staging}/../{file}", "it is not in a staging folder of this run"),
-], ids=["backup-dir", "etc", "other-folder", "bare-prefix", "dotdot", "nested", "relative", "no-staging",
-        "etc-passwd", "fetch-dotdot"])
+    (["{staging}"], "{home}/.sqlite-export.x/{file}", "it is not in a staging folder of this run"),
+], ids=["backup-dir", "etc", "other-folder", "bare-prefix", "dotdot", "nested", "relative", "beside-bare",
+        "home", "home-bare-prefix", "home-nested", "other-home", "home-dotdot", "no-staging", "etc-passwd",
+        "fetch-dotdot", "fetch-other-beside"])
 def test_fetch_refuses_paths_outside_the_staging_folders_and_does_nothing(two_backups, tmp_path, staging_dirs,
                                                                          fetch_path, message):
     bk = two_backups["bk"]
     staging, transfers = stage(bk)
-    fill = {"bk": str(bk), "staging": str(staging), "file": transfers[0]["file"]}
+    fill = {"bk": str(bk), "staging": str(staging), "file": transfers[0]["file"], "parent": str(bk.parent),
+            "home": str(bk.parent / (core.STAGING_HOME_PREFIX + bk.name))}
     if fetch_path is not None:
         transfers[0]["fetch_path"] = fetch_path.format(**fill)
     dest = tmp_path / "archive" / "pi1"
@@ -276,6 +485,7 @@ def test_fetch_refuses_paths_outside_the_staging_folders_and_does_nothing(two_ba
 def test_fetch_plugin_knows_the_cores_staging_prefix():
     text = (REPO / "action_plugins" / "sqlite_fetch.py").read_text()
     assert 'EXPORT_PREFIX = "%s"' % core.EXPORT_PREFIX in text
+    assert 'STAGING_HOME_PREFIX = "%s"' % core.STAGING_HOME_PREFIX in text
 
 
 # --------------------------------------------------------------------------- sqlite_archive: a whole pull

@@ -1076,11 +1076,11 @@ def copy_database(db_path: str, tmp_path: str, method: str, busy_timeout_ms: int
                 try:
                     pinned_file_copy(source, db_path, tmp_path, wal_index, held_fds, flusher)
                 except SnapshotNotPinned:
+                    # pinned_file_copy removed its file: the backup API starts a new one.
                     used = "backup_api"
+                    flusher.close()
                     flusher = StepFlusher(tmp_path, flush=journal_mode == "wal",
-                                          step_bytes=pages_per_step * page_size)
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(tmp_path)
+                                          step_bytes=pages_per_step * page_size, activity=activity)
             if used == "vacuum_into":
                 source.execute("VACUUM INTO ?", (tmp_path,))
             elif used == "backup_api":

@@ -466,7 +466,8 @@ def test_second_backup_sends_a_small_page_delta(site: Site) -> None:
           f"runs {first.seconds:.1f} s (full) and {second.seconds:.1f} s (delta)")
     assert reported < 0.025 * db_bytes
     assert on_link < 0.06 * db_bytes
-    assert reported >= pages * 4096, "the delta cannot be smaller than the pages that changed"
+    # the photos' new bytes are random, and so is their XOR with the old ones: they travel whole
+    assert reported >= blob_bytes, "the delta cannot be smaller than the incompressible bytes that changed"
 
 
 # ------------------------------------------------------------------------- 3

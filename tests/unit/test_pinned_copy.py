@@ -158,3 +158,23 @@ def test_pinned_copy_reads_and_writes_when_the_kernel_cannot_copy(tmp_path: Path
     assert result["manifest"]["method"] == "pinned_copy" and result["verified"]
     ok, rows, detail = backup_invariant(result["backup"])
     assert ok and rows >= before, detail
+
+
+def test_a_wal_that_does_not_add_up_mid_copy_falls_back_to_the_backup_api(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start_writer: Any) -> None:
+    db = make_app_db(tmp_path / "app.db", "wal", rows=1000)
+    writer = start_writer(db, rate=0, journal_mode="wal", no_autocheckpoint=True, busy_timeout_ms=20000)
+    writer.wait_committed(50)
+
+    def mismatch(*args: Any) -> set[int]:
+        raise core.SnapshotNotPinned("the WAL header does not match the wal-index")
+
+    monkeypatch.setattr(core, "overlay_wal_frames", mismatch)
+    before = committed(writer)
+    result = core.snapshot(str(db), str(tmp_path / "b"), "app")
+    stop_writer(writer)
+    assert result["manifest"]["method"] == "backup_api" and result["verified"]
+    ok, rows, detail = backup_invariant(result["backup"])
+    assert ok and rows >= before, detail
+    assert sorted(os.listdir(tmp_path / "b")) == sorted(
+        [result["file"], result["file"] + ".sha256", result["file"] + ".json", ".sqlite-backup.lock"])

@@ -185,6 +185,9 @@ def writer_phase(config: Config, db: Path, action: Callable[[], dict[str, Any]])
         before = writer.status()
         outcome = action()
         after = writer.status()
+        while after["updated"] <= before["updated"]:  # done before the writer's next status (tiny databases)
+            time.sleep(0.01)
+            after = writer.status()
     finally:
         final = writer.stop()
     window = after["updated"] - before["updated"]

@@ -268,21 +268,13 @@ from ansible.module_utils.sqlite_fleet import (
     normalise_policy,
     parse_backup_filename,
     resolve_timezone,
+    retention_options,
     validate_abs_path,
     validate_name,
 )
 
 INCOMING_PREFIX = TMP_PREFIX + "incoming."
 NOT_STAGED = "/not-staged-in-check-mode"
-RETENTION_OPTIONS = dict(
-    keep_last=dict(type="int", default=0),
-    keep_days=dict(type="int", default=0),
-    keep_daily=dict(type="int", default=0),
-    keep_weekly=dict(type="int", default=0),
-    keep_monthly=dict(type="int", default=0),
-    keep_label_days=dict(type="dict", default={"pre-upgrade": 30}),
-    timezone=dict(type="str", default="local"),
-)
 
 
 def import_pulled(params, folder):
@@ -400,7 +392,7 @@ def main():
             state=dict(type="str", default="list", choices=["list", "prepare", "import"]),
             transfers=dict(type="list", elements="raw"),
             databases=dict(type="list", elements="str"),
-            retention=dict(type="dict", options=RETENTION_OPTIONS),
+            retention=dict(type="dict", options=retention_options()),
             incoming=dict(type="path"),
             mode=dict(type="str", default="full", choices=["full", "delta"]),
             base=dict(type="str"),

@@ -353,19 +353,11 @@ from ansible.module_utils.sqlite_fleet import (
     normalise_policy,
     plan_export,
     resolve_timezone,
+    retention_options,
     snapshot,
     staging_parent,
 )
 
-RETENTION_OPTIONS = dict(
-    keep_last=dict(type="int", default=0),
-    keep_days=dict(type="int", default=0),
-    keep_daily=dict(type="int", default=0),
-    keep_weekly=dict(type="int", default=0),
-    keep_monthly=dict(type="int", default=0),
-    keep_label_days=dict(type="dict", default={"pre-upgrade": 30}),
-    timezone=dict(type="str", default="local"),
-)
 EXPORT_OPTIONS = dict(
     have=dict(type="list", elements="dict", default=[]),
     delta=dict(type="bool", default=True),
@@ -471,7 +463,7 @@ def main():
             owner=dict(type="str"),
             group=dict(type="str"),
             source_host=dict(type="str"),
-            retention=dict(type="dict", options=RETENTION_OPTIONS),
+            retention=dict(type="dict", options=retention_options()),
             export=dict(type="dict", options=EXPORT_OPTIONS),
         ),
         supports_check_mode=True,

@@ -192,6 +192,7 @@ from ansible.module_utils.sqlite_fleet import (
     BackupError,
     apply_retention,
     parse_iso_utc,
+    retention_options,
 )
 
 
@@ -210,13 +211,7 @@ def main():
         argument_spec=dict(
             backup_dir=dict(type="path", required=True),
             name=dict(type="str", required=True),
-            keep_last=dict(type="int", default=0),
-            keep_days=dict(type="int", default=0),
-            keep_daily=dict(type="int", default=0),
-            keep_weekly=dict(type="int", default=0),
-            keep_monthly=dict(type="int", default=0),
-            keep_label_days=dict(type="dict", default={"pre-upgrade": 30}),
-            timezone=dict(type="str", default="local"),
+            **retention_options(),
             lock_timeout=dict(type="float", default=600),
             now=dict(type="str"),
         ),

@@ -67,6 +67,14 @@ METHODS = ("pinned_copy", "backup_api", "vacuum_into")
 CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
 RETENTION_RULES = ("keep_last", "keep_days", "keep_daily", "keep_weekly", "keep_monthly")
 
+
+def retention_options() -> dict[str, dict[str, Any]]:
+    """The retention policy's options as the modules take them (an Ansible argument spec)."""
+    options: dict[str, dict[str, Any]] = {rule: {"type": "int", "default": 0} for rule in RETENTION_RULES}
+    options["keep_label_days"] = {"type": "dict", "default": {"pre-upgrade": 30}}
+    options["timezone"] = {"type": "str", "default": "local"}
+    return options
+
 # Exit-code-like kinds of failure, shared by the modules and the runner.
 KIND_BAD_INPUT = "bad_input"
 KIND_LOCKED = "locked"

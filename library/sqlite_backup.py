@@ -348,14 +348,11 @@ from ansible.module_utils.sqlite_fleet import (
     BackupError,
     apply_retention,
     checkpoint,
-    discard_staging_dir,
-    new_staging_dir,
     normalise_policy,
-    plan_export,
     resolve_timezone,
     retention_options,
     snapshot,
-    staging_parent,
+    stage_export,
 )
 
 EXPORT_OPTIONS = dict(
@@ -419,25 +416,6 @@ def check_export(export):
             pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
         except KeyError:
             raise BackupError("export.fetch_user %r does not exist on this host" % user, KIND_BAD_INPUT) from None
-
-
-def stage_export(params, check_mode):
-    """Stage what the archive lacks (check mode: only plan it), as sqlite_export state=present does."""
-    export, staging = params["export"], None
-    try:
-        plan = plan_export(params["backup_dir"], params["name"], export["have"], delta=export["delta"],
-                           max_backups=export["max_backups"])
-        if plan["transfers"] and check_mode:
-            staging_parent(params["backup_dir"], export["fetch_user"])  # refused as a real run would be
-        elif plan["transfers"]:
-            staging = new_staging_dir(params["backup_dir"], export["fetch_user"])
-            plan = plan_export(params["backup_dir"], params["name"], export["have"], delta=export["delta"],
-                               staging_dir=staging, max_backups=export["max_backups"])
-    except BaseException:
-        if staging:
-            discard_staging_dir(params["backup_dir"], staging)
-        raise
-    return plan
 
 
 def corrupt_source_message(params, result):
@@ -534,7 +512,10 @@ def main():
 
     if params["export"] is not None:
         try:
-            plan = stage_export(params, module.check_mode)
+            export = params["export"]
+            plan = stage_export(params["backup_dir"], params["name"], export["have"], delta=export["delta"],
+                                max_backups=export["max_backups"], fetch_user=export["fetch_user"],
+                                check_mode=module.check_mode)
         except (BackupError, OSError) as exc:
             result["msg"] = "%s, but staging the backups of %s for the pull failed: %s" % (result["msg"],
                                                                                        params["name"], exc)

@@ -127,12 +127,9 @@ from ansible.module_utils.sqlite_fleet import (
     KIND_BAD_INPUT,
     KIND_IO,
     BackupError,
-    discard_staging_dir,
-    new_staging_dir,
-    plan_export,
     remove_staging_dir,
+    stage_export,
     staging_folder_of,
-    staging_parent,
     validate_abs_path,
 )
 
@@ -155,32 +152,22 @@ def main():
     params = module.params
     if params["max_backups"] < 0:
         module.fail_json(msg="max_backups must be 0 or more", kind=KIND_BAD_INPUT)
-    staging = None
     try:
         backup_dir = validate_abs_path(params["backup_dir"], "backup folder")
         if params["state"] == "absent":
             if module.check_mode:
                 module.exit_json(changed=os.path.isdir(staging_folder_of(backup_dir, params["staging_dir"])))
             module.exit_json(changed=remove_staging_dir(backup_dir, params["staging_dir"]))
-        plan = plan_export(backup_dir, params["name"], params["have"], delta=params["delta"],
-                           max_backups=params["max_backups"])
-        if plan["transfers"] and module.check_mode:
-            staging_parent(backup_dir, params["fetch_user"])  # refused as a real run would be
-        elif plan["transfers"]:
-            staging = new_staging_dir(backup_dir, params["fetch_user"])
-            plan = plan_export(backup_dir, params["name"], params["have"], delta=params["delta"],
-                               staging_dir=staging, max_backups=params["max_backups"])
+        plan = stage_export(backup_dir, params["name"], params["have"], delta=params["delta"],
+                            max_backups=params["max_backups"], fetch_user=params["fetch_user"],
+                            check_mode=module.check_mode)
     except BackupError as exc:
-        if staging:
-            discard_staging_dir(backup_dir, staging)
         module.fail_json(msg=str(exc), kind=exc.kind)
     except OSError as exc:
-        if staging:
-            discard_staging_dir(backup_dir, staging)
         module.fail_json(msg="preparing the backups of %s failed: %s" % (params["name"], exc), kind=KIND_IO)
     sending = plan["transfers"]
     module.exit_json(
-        changed=bool(staging),
+        changed=bool(plan["staging_dir"]),
         msg="%d backup(s) of %s to send (%d bytes)" % (len(sending), params["name"], sum(t["bytes"] for t in sending)),
         **plan,
     )

@@ -2256,6 +2256,27 @@ def plan_export(backup_dir: str, name: str, have: Sequence[Mapping[str, Any]], *
             "invalid": [i["file"] for i in listing["invalid"]], "host_backups": len(finished)}
 
 
+def stage_export(backup_dir: str, name: str, have: Sequence[Mapping[str, Any]], *, delta: bool = True,
+                 max_backups: int = 0, fetch_user: Any = None, check_mode: bool = False) -> dict[str, Any]:
+    """:func:`plan_export` into a staging folder made only when there is something to send.
+
+    In check mode only the plan, but refused where the real run would be (a fetch_user that can
+    reach no staging folder). When staging fails, nothing of what it staged is left.
+    """
+    plan = plan_export(backup_dir, name, have, delta=delta, max_backups=max_backups)
+    if not plan["transfers"]:
+        return plan
+    if check_mode:
+        staging_parent(backup_dir, fetch_user)
+        return plan
+    staging = new_staging_dir(backup_dir, fetch_user)
+    try:
+        return plan_export(backup_dir, name, have, delta=delta, staging_dir=staging, max_backups=max_backups)
+    except BaseException:
+        discard_staging_dir(backup_dir, staging)
+        raise
+
+
 def link_if_same_filesystem(source: str, staged: str) -> bool:
     """Hard-link ``staged`` to ``source``; False when they are on different filesystems."""
     try:
@@ -2272,8 +2293,11 @@ def copy_for_fetch_user(source: str, staged: str, size_bytes: int, owner: tuple[
     check_free_space(os.path.dirname(staged), required_space(size_bytes),
                      "a copy of %s for uid %d to fetch" % (os.path.basename(source), owner[0]))
     fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with open(source, "rb") as original, os.fdopen(fd, "wb") as copy:
-        shutil.copyfileobj(original, copy, 1 << 20)
+    try:
+        with open(source, "rb") as original:
+            copy_file_bytes(original.fileno(), fd, os.fstat(original.fileno()).st_size)
+    finally:
+        os.close(fd)
     chown_if_needed(staged, owner)
 
 

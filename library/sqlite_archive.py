@@ -254,7 +254,6 @@ from ansible.module_utils.sqlite_fleet import (
     CORE_VERSION,
     KIND_BAD_INPUT,
     KIND_IO,
-    RETENTION_RULES,
     TMP_PREFIX,
     BackupError,
     apply_delta,
@@ -265,10 +264,9 @@ from ansible.module_utils.sqlite_fleet import (
     core_sha256,
     ensure_private_dir,
     import_backup,
-    normalise_policy,
     parse_backup_filename,
-    resolve_timezone,
     retention_options,
+    retention_policy,
     validate_abs_path,
     validate_name,
 )
@@ -313,16 +311,6 @@ def offered_transfers(transfers, check_mode):
         return transfers
     return [dict(t, fetch_path=NOT_STAGED) if isinstance(t, dict) and t.get("fetch_path") is None else t
             for t in transfers]
-
-
-def retention_policy(retention):
-    """The retention option as the core's policy, checked (BackupError on a bad one)."""
-    policy = {rule: retention[rule] for rule in RETENTION_RULES}
-    policy["keep_label_days"] = {label: int(days) if isinstance(days, str) and days.strip().isdigit() else days
-                                 for label, days in (retention["keep_label_days"] or {}).items()}
-    normalise_policy(policy)
-    resolve_timezone(retention["timezone"])
-    return policy
 
 
 def import_all(module, host_dir, transfers):

@@ -344,13 +344,11 @@ from ansible.module_utils.sqlite_fleet import (
     KIND_BAD_INPUT,
     KIND_CORRUPT,
     KIND_IO,
-    RETENTION_RULES,
     BackupError,
     apply_retention,
     checkpoint,
-    normalise_policy,
-    resolve_timezone,
     retention_options,
+    retention_policy,
     snapshot,
     stage_export,
 )
@@ -390,16 +388,6 @@ def backup_result(snap):
                 % (result["journal_mode"], result["writers_held_off_seconds"])
             )
     return result
-
-
-def retention_policy(retention):
-    """The retention sub-option as the core's policy, checked (BackupError on a bad one)."""
-    policy = {rule: retention[rule] for rule in RETENTION_RULES}
-    policy["keep_label_days"] = {label: int(days) if isinstance(days, str) and days.strip().isdigit() else days
-                                 for label, days in (retention["keep_label_days"] or {}).items()}
-    normalise_policy(policy)
-    resolve_timezone(retention["timezone"])
-    return policy
 
 
 def check_export(export):

@@ -188,18 +188,12 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sqlite_fleet import (
     KIND_BAD_INPUT,
     KIND_IO,
-    RETENTION_RULES,
     BackupError,
     apply_retention,
     parse_iso_utc,
     retention_options,
+    retention_policy,
 )
-
-
-def label_days(value):
-    """keep_label_days from YAML or key=value input: days may arrive as strings of digits."""
-    return {label: int(days) if isinstance(days, str) and days.strip().isdigit() else days
-            for label, days in (value or {}).items()}
 
 
 def file_list(files):
@@ -227,10 +221,8 @@ def main():
         if now is None:
             module.fail_json(msg="now must be an ISO-8601 timestamp such as 2026-11-22T03:00:00Z, got %r"
                              % params["now"], kind=KIND_BAD_INPUT, changed=False)
-    policy = {rule: params[rule] for rule in RETENTION_RULES}
-    policy["keep_label_days"] = label_days(params["keep_label_days"])
-
     try:
+        policy = retention_policy(params)
         result = apply_retention(params["backup_dir"], params["name"], policy, now=now,
                                  timezone=params["timezone"], check_mode=module.check_mode,
                                  lock_timeout=params["lock_timeout"])

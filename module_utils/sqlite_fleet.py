@@ -1616,6 +1616,18 @@ def normalise_policy(policy: Mapping[str, Any]) -> dict[str, Any]:
     return clean
 
 
+def retention_policy(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The policy the modules' retention options (:func:`retention_options`) describe, checked
+    (BackupError on a bad one, time zone included). Days of keep_label_days may arrive as strings
+    of digits (YAML, key=value input)."""
+    policy = {rule: options[rule] for rule in RETENTION_RULES}
+    policy["keep_label_days"] = {label: int(days) if isinstance(days, str) and days.strip().isdigit() else days
+                                 for label, days in (options.get("keep_label_days") or {}).items()}
+    normalise_policy(policy)
+    resolve_timezone(options.get("timezone"))
+    return policy
+
+
 def resolve_timezone(name: str | None) -> _dt.tzinfo | None:
     """None or "local" -> the system's local zone (None); else an IANA zone name."""
     if name in (None, "", "local"):

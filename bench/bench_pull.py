@@ -158,6 +158,20 @@ class Site:
                 subprocess.run(["ssh", "-F", "/dev/null", "-o", "ControlPath=%s" % sock, "-O", "exit", "x"],
                                capture_output=True, timeout=10, check=False)
 
+    def rsync(self, label: str, basis: Path, backup: Path, folder: Path) -> dict[str, Any]:
+        """rsync (default delta) of the host's copy of the archived ``backup`` into ``folder``, with
+        ``basis`` hard-linked there under its name; the result must match the backup's manifest."""
+        copy = folder / backup.name
+        os.link(basis, copy)
+        entry = self.measured(label, [RSYNC, "--stats", "-e", self.ssh_command(),
+                                      "%s:%s" % (self.host.address, os.path.join(BACKUP_DIR, backup.name)), str(copy)])
+        entry.update(rsync_stats(entry["output"]))
+        manifest = json.loads(Path(str(backup) + ".json").read_text())
+        entry["result_matches_manifest"] = sha256_of(copy) == manifest["sha256"]
+        if not entry["result_matches_manifest"]:
+            raise RuntimeError("rsync's copy of %s does not match the backup's manifest" % backup.name)
+        return entry
+
     def ssh_command(self) -> str:
         return shlex.join([
             "ssh", "-F", "/dev/null", "-i", str(self.fleet.client_key), "-o", "IdentitiesOnly=yes",
@@ -206,18 +220,10 @@ def run(config: Config) -> dict[str, Any]:
             host_new = host.path(os.path.join(BACKUP_DIR, new.name))
             pages_changed = changed_pages(host_base, host_new, made["page_size"])
             pages_total = host_new.stat().st_size // made["page_size"]
-            new_sha = json.loads(Path(str(new) + ".json").read_text())["sha256"]
 
             rsync_dir = tmp / "rsync"
             rsync_dir.mkdir()
-            os.link(base, rsync_dir / new.name)  # the basis, under the new name
-            rsync = site.measured("rsync", [RSYNC, "--stats", "-e", site.ssh_command(),
-                                            "%s:%s" % (host.address, os.path.join(BACKUP_DIR, new.name)),
-                                            str(rsync_dir / new.name)])
-            rsync.update(rsync_stats(rsync["output"]))
-            rsync["result_matches_manifest"] = sha256_of(rsync_dir / new.name) == new_sha
-            if not rsync["result_matches_manifest"]:
-                raise RuntimeError("rsync's copy does not match the backup's manifest")
+            rsync = site.rsync("rsync", base, new, rsync_dir)
 
             time.sleep(1.1)
             full = site.playbook("full", full_inventory)
@@ -231,11 +237,7 @@ def run(config: Config) -> dict[str, Any]:
             small_change["pages_changed"] = changed_pages(host_new, host.path(os.path.join(BACKUP_DIR, newer.name)),
                                                           made["page_size"])
             small_change["pages_changed_percent"] = round(100.0 * small_change["pages_changed"] / pages_total, 3)
-            os.link(new, rsync_dir / newer.name)
-            rsync_small = site.measured("rsync_small", [
-                RSYNC, "--stats", "-e", site.ssh_command(),
-                "%s:%s" % (host.address, os.path.join(BACKUP_DIR, newer.name)), str(rsync_dir / newer.name)])
-            rsync_small.update(rsync_stats(rsync_small["output"]))
+            rsync_small = site.rsync("rsync_small", new, newer, rsync_dir)
         finally:
             host.unshape()
     for entry in (no_change, ours, rsync, full, ours_small, rsync_small):

@@ -18,7 +18,6 @@ temporary folder (``runNN-<playbook>.log``) and shown when an assertion fails.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -44,18 +43,25 @@ if str(TOOLS_DIR) not in sys.path:
     sys.path.insert(0, str(TOOLS_DIR))
 
 from app_writer import WriterHandle, check_invariant, writer_command  # noqa: E402
+from backup_files import (  # noqa: E402
+    DB_NAME,
+    backups_in,
+    integrity_check,
+    manifest_of,
+    sha256_of,
+    sha256sum_check,
+    table_counts,
+)
 from demo_db import create_demo_db  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
 ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
 ANSIBLE_CFG = REPO / "ansible.cfg"
-DB_NAME = "gym"
 DB_PATH = "/srv/app/gym.db"
 BACKUP_DIR = "/var/backups/sqlite"
 # The hosts' private folders a playbook may touch (Ansible's own ~/.ansible/tmp aside).
 HOST_DIRS = DEFAULT_MOUNTS
-BACKUP_NAME = re.compile(rf"^{DB_NAME}_backup_\d{{8}}_\d{{6}}(?:_\d+)?\.db$")
 PLAYBOOK_TIMEOUT = 600
 MIB = 1024 * 1024
 
@@ -98,54 +104,6 @@ def debug_result(stdout: str, task: str, host: str = "localhost") -> dict[str, A
 
 def summary_lines(run: PlaybookRun) -> list[str]:
     return debug_result(run.stdout, "Show one line per host and database")["msg"]
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def open_immutable(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, isolation_level=None)
-
-
-def integrity_check(path: Path) -> list[str]:
-    conn = open_immutable(path)
-    try:
-        return [row[0] for row in conn.execute("PRAGMA integrity_check")]
-    finally:
-        conn.close()
-
-
-def table_counts(path: Path) -> dict[str, int]:
-    conn = open_immutable(path)
-    try:
-        tables = [row[0] for row in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")]
-        return {table: conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0] for table in tables}
-    finally:
-        conn.close()
-
-
-def backups_in(folder: Path) -> list[str]:
-    """Backup file names (not sidecars) in folder, oldest first."""
-    if not folder.is_dir():
-        return []
-    return sorted(entry.name for entry in folder.iterdir() if BACKUP_NAME.match(entry.name))
-
-
-def manifest_of(backup: Path) -> dict[str, Any]:
-    return json.loads(backup.with_name(backup.name + ".json").read_text())
-
-
-def sha256sum_check(folder: Path) -> subprocess.CompletedProcess[str]:
-    """Real coreutils ``sha256sum -c *.sha256`` in folder."""
-    sums = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".sha256"))
-    assert sums, f"no .sha256 files in {folder}"
-    return subprocess.run(["sha256sum", "-c", *sums], cwd=folder, capture_output=True, text=True, check=False)
 
 
 def private_tree_problems(root: Path) -> list[str]:

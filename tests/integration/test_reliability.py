@@ -44,23 +44,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backup_files import DB_NAME, backups_in, sha256_of, sha256sum_check
 from fleet import Fleet, Host
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_fleet_playbooks import (
     ANSIBLE_PLAYBOOK,
     BACKUP_DIR,
-    DB_NAME,
     DB_PATH,
     PlaybookRun,
     Site,
-    backups_in,
     close_ssh_masters,
     private_tree_problems,
     rows_by_host,
     run_records,
-    sha256_of,
-    sha256sum_check,
     summary_lines,
     tree_state,
 )

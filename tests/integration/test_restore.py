@@ -18,7 +18,6 @@ it again detached. restore.yml runs it through ``restore_stop_command`` /
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -44,6 +43,16 @@ if str(TOOLS_DIR) not in sys.path:
     sys.path.insert(0, str(TOOLS_DIR))
 
 from app_writer import check_invariant, writer_command  # noqa: E402
+from backup_files import (  # noqa: E402
+    BACKUP_NAME,
+    DB_NAME,
+    backups_in,
+    integrity_check,
+    manifest_of,
+    open_ro,
+    sha256_of,
+    table_counts,
+)
 from demo_db import create_demo_db  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -51,7 +60,6 @@ pytestmark = pytest.mark.integration
 ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
 ANSIBLE_CFG = REPO / "ansible.cfg"
 SCENARIOS_DOC = REPO / "docs" / "scenarios.md"
-DB_NAME = "gym"
 DB_PATH = "/srv/app/gym.db"
 BACKUP_DIR = "/var/backups/sqlite"
 STAGING_DIR = BACKUP_DIR + "/.sqlite-restore"
@@ -60,7 +68,6 @@ APPCTL = APP_DIR + "/appctl.py"
 APP_STATUS = APP_DIR + "/app-status.json"
 APP_READY = APP_DIR + "/app.ready"
 APP_PIDFILE = APP_DIR + "/app.pid"
-BACKUP_NAME = re.compile(rf"^{DB_NAME}_backup_(\d{{8}}_\d{{6}})(?:_\d+)?\.db$")
 PLAYBOOK_TIMEOUT = 300
 NOBODY = 65534  # the "app user" owning the app's folder on a new Pi
 
@@ -158,35 +165,6 @@ class PlaybookRun:
         return found[0]
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def open_ro(path: Path) -> sqlite3.Connection:
-    """Read-only, immutable when no -wal is beside it (then nothing appears beside it either)."""
-    wal = Path(str(path) + "-wal")
-    immutable = "&immutable=1" if not wal.exists() or wal.stat().st_size == 0 else ""
-    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro{immutable}", uri=True, isolation_level=None)
-
-
-def integrity(path: Path) -> list[str]:
-    conn = open_ro(path)
-    try:
-        return [row[0] for row in conn.execute("PRAGMA integrity_check")]
-    finally:
-        conn.close()
-
-
-def table_counts(path: Path) -> dict[str, int]:
-    conn = open_ro(path)
-    try:
-        tables = [row[0] for row in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")]
-        return {table: conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0] for table in tables}
-    finally:
-        conn.close()
-
-
 def user_version(path: Path) -> int:
     conn = open_ro(path)
     try:
@@ -198,17 +176,6 @@ def user_version(path: Path) -> int:
 def header_journal_mode(path: Path) -> str:
     """WAL databases have file format numbers 2/2 at bytes 18-19 of the header."""
     return "wal" if path.read_bytes()[18:20] == b"\x02\x02" else "delete"
-
-
-def backups_in(folder: Path) -> list[str]:
-    """Backup file names in folder, oldest first."""
-    if not folder.is_dir():
-        return []
-    return sorted(entry.name for entry in folder.iterdir() if BACKUP_NAME.match(entry.name))
-
-
-def manifest_of(backup: Path) -> dict[str, Any]:
-    return json.loads(backup.with_name(backup.name + ".json").read_text())
 
 
 def tree_state(root: Path) -> dict[str, tuple[Any, ...]]:
@@ -442,7 +409,7 @@ def test_a_new_pi_gets_the_dead_pis_database(site: Any) -> None:
     line = run.restored_line("newpi")
     assert f"restored {backup}" in line and "the archive of oldpi" in line and "no database before" in line, line
     db = new.path(DB_PATH)
-    assert integrity(db) == ["ok"]
+    assert integrity_check(db) == ["ok"]
     assert table_counts(db) == manifest["tables"]
     assert header_journal_mode(db) == manifest["source"]["journal_mode"] == "wal"
     st = db.stat()
@@ -463,7 +430,7 @@ def test_b_a_corrupt_database_gets_the_latest_good_backup(site: Any) -> None:
     (backup,) = backups_in(current.archive_folder("pi1"))
     manifest = manifest_of(current.archive_folder("pi1") / backup)
     corrupt_table_pages(db)
-    assert integrity(db) != ["ok"]
+    assert integrity_check(db) != ["ok"]
     command = "ansible-playbook restore.yml -e restore_hosts=pi1 -e restore_database=gym"
     assert_documented(command)
 
@@ -471,7 +438,7 @@ def test_b_a_corrupt_database_gets_the_latest_good_backup(site: Any) -> None:
 
     assert run.rc == 0, run.explain()
     assert f"restored {backup}" in run.restored_line("pi1")
-    assert integrity(db) == ["ok"]
+    assert integrity_check(db) == ["ok"]
     assert table_counts(db) == manifest["tables"]
     # The corrupt database is kept, as a safety backup flagged unverified: never chosen as "latest".
     safety = [name for name in backups_in(host.path(BACKUP_DIR)) if name != backup]
@@ -516,7 +483,7 @@ def test_c_rows_deleted_by_mistake_come_back_from_an_older_backup(site: Any) -> 
     assert run.rc == 0, run.explain()
     assert f"restored {good}" in run.restored_line("pi1")
     assert table_counts(db) == good_manifest["tables"], "the deleted rows are not back"
-    assert integrity(db) == ["ok"]
+    assert integrity_check(db) == ["ok"]
 
 
 # ------------------------------------------------------------------------- (d) failed upgrade
@@ -576,7 +543,7 @@ def test_d_a_failed_upgrade_is_rolled_back_to_the_pre_upgrade_backup(site: Any) 
     assert f"restored {pre_upgrade} [pre-upgrade]" in run.restored_line("pi1")
     assert user_version(db) == 3
     assert table_counts(db) == manifest["tables"] and "badges" not in table_counts(db)
-    assert integrity(db) == ["ok"]
+    assert integrity_check(db) == ["ok"]
 
 
 # ------------------------------------------------------------------------- the app running
@@ -620,7 +587,7 @@ def test_restore_under_a_running_app_stopped_and_started_by_the_hooks(site: Any)
     counts = table_counts(db)
     assert {t: n for t, n in counts.items() if not t.startswith("app_")} == {
         t: n for t, n in manifest["tables"].items() if not t.startswith("app_")}
-    assert integrity(db) == ["ok"]
+    assert integrity_check(db) == ["ok"]
     # Nothing was lost: the safety backup holds every row the killed app had committed.
     (safety,) = [name for name in backups_in(host.path(BACKUP_DIR)) if name != backup]
     saved = manifest_of(host.path(BACKUP_DIR) / safety)
@@ -672,7 +639,7 @@ def test_replace_is_refused_while_the_app_holds_the_database_and_live_mode_works
     assert events == final["committed"] >= final_seen["committed"] > backup_events
     # the rows written between the backup and the restore are gone: the app went on from the backup
     assert events < final["commits"] and before_live["committed"] > backup_events
-    assert integrity(db) == ["ok"]
+    assert integrity_check(db) == ["ok"]
     (safety,) = [name for name in backups_in(host.path(BACKUP_DIR)) if name != backup]
     assert manifest_of(host.path(BACKUP_DIR) / safety)["tables"]["app_events"] >= before_live["committed"]
 

@@ -5,6 +5,14 @@ Fleet fixtures (real SSH hosts in network namespaces, see tests/fleet.py):
   a host's link or files must put them back.
 - ``make_fleet(n, **kwargs)``: a fresh fleet torn down after the test.
 When a fleet cannot be built the test is skipped, or fails when ``CI=true``.
+
+Imports: tests/, module_utils/ and tools/ go on sys.path here, for every test file and helper
+module (``fleet``, ``module_test_helpers``, ``sqlite_fleet``, ``app_writer``, ``demo_db`` ...).
+Helpers live in modules with names of their own: unit_helpers (tests/unit), module_test_helpers
+(tests/), integration_helpers (tests/integration). Never ``import conftest``: every folder's
+conftest.py is named ``conftest``, so that name means whichever pytest loaded last, and a
+combination of test files from several folders would break. Test and helper file names are
+unique across the folders for the same reason.
 """
 
 from __future__ import annotations
@@ -19,8 +27,9 @@ import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))
+for _folder in (REPO_ROOT / "tools", REPO_ROOT / "module_utils", TESTS_DIR):
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
 
 from fleet import Fleet, FleetError, fleet_unavailable_reason  # noqa: E402
 

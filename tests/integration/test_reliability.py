@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import importlib.util
 import json
 import os
 import random
@@ -43,6 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import module_test_helpers as helpers
 import pytest
 from backup_files import DB_NAME, backups_in, sha256_of, sha256sum_check
 from fleet import Fleet, Host
@@ -71,20 +71,6 @@ for _folder in (CORE_DIR, TOOLS_DIR):
 
 import sqlite_fleet as core  # noqa: E402
 from demo_db import create_demo_db  # noqa: E402
-
-
-def _module_helpers() -> Any:
-    """tests/modules/conftest.py (run_cases, tree_state ...), also when only this file is collected."""
-    if "module_test_helpers" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("module_test_helpers", REPO / "tests" / "modules" / "conftest.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["module_test_helpers"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["module_test_helpers"]
-
-
-helpers = _module_helpers()
 
 MIB = 1024 * 1024
 TMP_SNAPSHOT = re.compile(r"^\.sqlite-backup-tmp\.(?P<name>[A-Za-z0-9_.-]+?)\.\d+\.[0-9a-f]{8}\.db$")

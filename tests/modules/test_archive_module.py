@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
-from conftest import make_database, run_module
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "module_utils"))
-import sqlite_fleet as core  # noqa: E402
+from module_test_helpers import core, make_database, run_module
 
 
 def import_one(tmp_path: Path, tool: dict, runner: bool) -> dict:

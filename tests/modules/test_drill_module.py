@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import (
+from module_test_helpers import (
     BIN,
     REPO,
     SYSTEM_PYTHON,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from module_test_helpers import (  # tests/modules/conftest.py
+from module_test_helpers import (
     BIN,
     MODULES,
     REPO,

@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from module_test_helpers import (  # tests/modules/conftest.py
+from module_test_helpers import (
     BIN,
     REPO,
     SYSTEM_PYTHON,

@@ -14,13 +14,14 @@ import shutil
 import sqlite3
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import (
+from app_writer import check_invariant, start_writer
+from demo_db import create_demo_db
+from module_test_helpers import (
     BIN,
     REPO,
     ansible_env,
@@ -30,10 +31,6 @@ from conftest import (
     run_many,
     tree_state,
 )
-
-sys.path.insert(0, str(REPO / "tools"))
-from app_writer import check_invariant, start_writer  # noqa: E402
-from demo_db import create_demo_db  # noqa: E402
 
 MODULE = "sqlite_restore"
 NOBODY = 65534  # nobody / nogroup: the app user owning the database

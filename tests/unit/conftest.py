@@ -1,73 +1,13 @@
-"""Shared helpers for the core's unit tests: real SQLite files, real processes.
-
-The core is imported from ``module_utils/`` (found relative to this file), exactly as the
-on-host runner ships it: no package, no Ansible. The app-like writer and the demo
-database come from ``tools/`` (``app_writer.py``, ``demo_db.py``): each writer transaction
-inserts a row into ``app_events`` and bumps ``app_counter.n``, so every consistent copy has
-``n == count(*) == max(seq)``.
-"""
+"""Fixtures of the core's unit tests; their helpers are in unit_helpers.py (import it by that name)."""
 
 from __future__ import annotations
 
-import os
-import sqlite3
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import app_writer
 import pytest
-
-UNIT_DIR = Path(__file__).resolve().parent
-REPO_ROOT = UNIT_DIR.parents[1]
-CORE_DIR = REPO_ROOT / "module_utils"
-TOOLS_DIR = REPO_ROOT / "tools"
-for _folder in (CORE_DIR, TOOLS_DIR):
-    if str(_folder) not in sys.path:
-        sys.path.insert(0, str(_folder))
-
-import app_writer  # noqa: E402
-import demo_db  # noqa: E402
-import sqlite_fleet as core  # noqa: E402
-
-# Test modules import these helpers as ``unit_helpers``: the name ``conftest`` is shared by
-# every conftest.py of the tree and points at whichever pytest imported last.
-sys.modules.setdefault("unit_helpers", sys.modules[__name__])
-
-LOCK_FILE_ONLY = frozenset({core.LOCK_FILE})
-create_demo_db = demo_db.create_demo_db
-
-
-def make_app_db(path: Path | str, journal_mode: str = "wal", rows: int = 0, payload_bytes: int = 64,
-                user_version: int = 0) -> Path:
-    """A database with the writer's app tables and ``rows`` events committed (checkpointed)."""
-    path = Path(path)
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        assert conn.execute("PRAGMA journal_mode=%s" % journal_mode).fetchone()[0] == journal_mode
-        conn.execute("PRAGMA user_version=%d" % user_version)
-        conn.execute("BEGIN")
-        for statement in app_writer.APP_TABLES_SQL:
-            conn.execute(statement)
-        for seq in range(1, rows + 1):
-            conn.execute("INSERT INTO app_events (seq, at, payload) VALUES (?, ?, randomblob(?))",
-                         (seq, time.time(), payload_bytes))
-        conn.execute("UPDATE app_counter SET n = ? WHERE id = 1", (rows,))
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
-    return path
-
-
-def open_backup(path: Path | str) -> sqlite3.Connection:
-    """A finished backup, opened the way the core opens them: read-only and immutable."""
-    return core.open_readonly(str(path), immutable=True)
-
-
-def backup_invariant(path: Path | str) -> tuple[bool, int, str]:
-    """(ok, n, detail) of a finished backup (opened immutable: nothing appears beside it)."""
-    return app_writer.check_invariant(path, immutable=True)
 
 
 @pytest.fixture
@@ -89,30 +29,6 @@ def start_writer() -> Iterator[Any]:
             writer.stop()
         else:
             writer.close()
-
-
-def committed(writer: Any) -> int:
-    """The writer's committed count as published (after each COMMIT): a lower bound."""
-    return int(writer.status()["committed"])
-
-
-def stop_writer(writer: Any) -> int:
-    """Stop the writer, insist that it ran cleanly, return its final committed count."""
-    final = writer.stop()
-    assert final["returncode"] == 0, final
-    assert final["errors"] == 0, final
-    return int(final["committed"])
-
-
-def core_subprocess_env() -> dict[str, str]:
-    """Environment for a helper process that imports the core."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(CORE_DIR) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def folder_files(folder: Path | str) -> set[str]:
-    return set(os.listdir(folder)) if os.path.isdir(folder) else set()
 
 
 @pytest.fixture

@@ -26,30 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import module_test_helpers as helpers
 import pytest
+from module_test_helpers import core
 
 REPO = Path(__file__).resolve().parents[2]
-MODULES_DIR = REPO / "tests" / "modules"
-if str(MODULES_DIR) not in sys.path:
-    sys.path.insert(0, str(MODULES_DIR))
-
-
-def _module_helpers() -> Any:
-    """tests/modules/conftest.py (run_cases, tree_state, make_database), also when only this file runs."""
-    if "module_test_helpers" not in sys.modules:
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("module_test_helpers", MODULES_DIR / "conftest.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["module_test_helpers"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["module_test_helpers"]
-
-
-helpers = _module_helpers()
-core = helpers.core
-
 CONTROLLER_PYTHON = str(REPO / ".venv" / "bin" / "python")
 RUNNER_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"

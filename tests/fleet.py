@@ -462,6 +462,15 @@ class Host:
                 return self.root / posix.relative_to("/")
         return Path(posix)
 
+    def empty(self, path: str | os.PathLike[str]) -> None:
+        """Remove what the folder `path` (as this host sees it) holds; the folder itself stays
+        (a private mount is a bind mount: it cannot go)."""
+        for entry in self.path(path).iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                _run(["rm", "-rf", "--one-file-system", "--", str(entry)], timeout=300)
+            else:
+                entry.unlink()
+
     @property
     def host_key(self) -> str:
         """'ssh-ed25519 AAAA...' public host key."""
@@ -773,6 +782,11 @@ class Fleet:
         self._write_known_hosts()
 
     # -- ansible
+
+    def close_control_masters(self) -> None:
+        """Ask Ansible's ssh ControlPersist masters to exit: the next run connects afresh (and a
+        downed link is noticed at once, not by a master's keep-alives)."""
+        _close_control_masters(self.control_path_dir)
 
     def ssh_common_args(self, known_hosts: str | os.PathLike[str] | None = None) -> str:
         """Value for ansible_ssh_common_args: the fleet's known_hosts, checking on."""

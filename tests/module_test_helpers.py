@@ -206,18 +206,26 @@ def corrupt_table_pages(path: Path) -> list[int]:
 
 
 def tree_state(root: Path) -> dict[str, tuple]:
-    """Everything observable about a directory tree: type, mode, owner, size, mtime, content."""
+    """Everything observable about a directory tree, root (".") included: relative path -> (type, mode,
+    uid, gid, size, sha256 of a file or target of a symlink, mtime_ns). The mtime comes last: ``[:-1]``
+    is the rest. Empty when root does not exist."""
     state = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for entry in [".", *dirnames, *filenames]:
             path = os.path.join(dirpath, entry)
             st = os.lstat(path)
-            digest = None
+            content = None
             if stat.S_ISREG(st.st_mode):
-                digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+                digest = hashlib.sha256()
+                with open(path, "rb") as handle:
+                    for chunk in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(chunk)
+                content = digest.hexdigest()
+            elif stat.S_ISLNK(st.st_mode):
+                content = os.readlink(path)
             key = os.path.normpath(os.path.relpath(path, root))
             state[key] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
-                          st.st_size, st.st_mtime_ns, digest)
+                          st.st_size, content, st.st_mtime_ns)
     return state
 
 

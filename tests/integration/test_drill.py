@@ -17,32 +17,29 @@ import re
 import sqlite3
 import struct
 import subprocess
-import sys
-import time
 import zlib
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlite_fleet as core
+from demo_db import create_demo_db
 from fleet import Fleet
-
-REPO = Path(__file__).resolve().parents[2]
-for extra in (REPO / "tools", REPO / "module_utils"):
-    if str(extra) not in sys.path:
-        sys.path.insert(0, str(extra))
-
-import sqlite_fleet as core  # noqa: E402
-from demo_db import create_demo_db  # noqa: E402
+from integration_helpers import (
+    DB_NAME,
+    PlaybookRun,
+    Site,
+    flip_byte,
+    playbook_env,
+    reset_host,
+    run_playbook,
+    summary_lines,
+)
 
 pytestmark = pytest.mark.integration
 
-ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
-ANSIBLE_CFG = REPO / "ansible.cfg"
 CHROMIUM = "/usr/bin/chromium"
-DB_NAME = "gym"
-DB_PATH = "/srv/app/gym.db"
 MEMBERS = 60
 # The hosts' private folders these tests use; emptied before and after.
 HOST_DIRS = ("/srv/app", "/var/backups/sqlite")
@@ -54,41 +51,9 @@ SUMMARY_TASK = "sqlite_drill : Show one line per host and database"
 # ------------------------------------------------------------------------- helpers
 
 
-@dataclass
-class PlaybookRun:
-    argv: list[str]
-    rc: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-    def explain(self) -> str:
-        return (f"\n$ {' '.join(self.argv)}\nexit {self.rc} after {self.seconds:.1f} s\n"
-                f"--- stdout\n{self.stdout[-12000:]}\n--- stderr\n{self.stderr[-4000:]}")
-
-
-def run_playbook(playbook: str, inventory: Path, env: Mapping[str, str], *args: str) -> PlaybookRun:
-    argv = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), playbook, *args]
-    started = time.monotonic()
-    proc = subprocess.run(argv, cwd=REPO, env={**env, "ANSIBLE_CONFIG": str(ANSIBLE_CFG), "ANSIBLE_NOCOLOR": "1"},
-                          capture_output=True, text=True, timeout=300, check=False)
-    run = PlaybookRun(argv, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
-    print(f"{playbook} {' '.join(args)}: exit {run.rc} in {run.seconds:.1f} s")
-    return run
-
-
-def summary_lines(stdout: str) -> list[str]:
+def drill_summary(run: PlaybookRun) -> list[str]:
     """The lines the drill play printed (its debug task's msg)."""
-    start = stdout.find(f"TASK [{SUMMARY_TASK}]")
-    assert start >= 0, f"no summary in the output:\n{stdout[-6000:]}"
-    lines = stdout[start:].splitlines()
-    first = lines.index("ok: [localhost] => {")
-    body = ["{"]
-    for line in lines[first + 1:]:
-        body.append(line)
-        if line == "}":
-            break
-    return json.loads("\n".join(body))["msg"]
+    return summary_lines(run, SUMMARY_TASK)
 
 
 def drill_log(archive: Path) -> list[dict[str, Any]]:
@@ -99,22 +64,6 @@ def report_rows(html: str) -> list[tuple[str, str]]:
     """(host, status) of the report's table rows, in page order."""
     return re.findall(r'<tr class="entry [^"]*" data-host="([^"]*)" data-database="[^"]*" data-status="([^"]*)"',
                       html)
-
-
-def empty_host_dirs(fleet: Fleet) -> None:
-    for host in fleet:
-        for folder in HOST_DIRS:
-            for entry in host.path(folder).iterdir():
-                if entry.is_dir() and not entry.is_symlink():
-                    subprocess.run(["rm", "-rf", "--one-file-system", str(entry)], check=True)
-                else:
-                    entry.unlink()
-
-
-def flip_byte(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
 
 
 def age_backup(backup: Path, days: float) -> Path:
@@ -215,41 +164,35 @@ def run_chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess[
 
 
 @pytest.fixture
-def fleet_hosts(fleet3: Fleet) -> Iterator[Fleet]:
+def site(fleet3: Fleet, tmp_path: Path) -> Iterator[Site]:
     """fleet3 with its hosts' app and backup folders emptied before and after (the fleet is shared)."""
     for host in fleet3:
-        host.link_up()
-    empty_host_dirs(fleet3)
-    yield fleet3
-    empty_host_dirs(fleet3)
+        reset_host(host, HOST_DIRS)
+    yield Site(fleet3, tmp_path)
+    for host in fleet3:
+        reset_host(host, HOST_DIRS)
 
 
 # ------------------------------------------------------------------------- 1
 
 
-def test_restore_drill_after_backup_then_a_corrupted_archive_file_fails(fleet_hosts: Fleet, tmp_path: Path) -> None:
-    fleet = fleet_hosts
-    archive = tmp_path / "archive"
-    for index, host in enumerate(fleet):
-        create_demo_db(host.path(DB_PATH), members=MEMBERS, seed=index + 1)
-    inventory = fleet.write_inventory(
-        tmp_path / "hosts.yml",
-        host_vars={host.name: {"sqlite_backup_databases": [{"name": DB_NAME, "path": DB_PATH}]} for host in fleet},
-        group_vars={"sqlite_archive_dir": str(archive), "sqlite_drill_probes": PROBES})
-    env = fleet.env()
+def test_restore_drill_after_backup_then_a_corrupted_archive_file_fails(site: Site) -> None:
+    fleet, archive = site.fleet, site.archive
+    site.create_databases(members=MEMBERS)
+    inventory = site.inventory(group_vars={"sqlite_drill_probes": PROBES})
     names = [host.name for host in fleet]
 
-    backup = run_playbook("backup.yml", inventory, env)
+    backup = site.run("backup.yml", inventory=inventory)
     assert backup.rc == 0, backup.explain()
 
-    checked = run_playbook("restore_drill.yml", inventory, env, "--check")
+    checked = site.run("restore_drill.yml", "--check", inventory=inventory)
     assert checked.rc == 0, checked.explain()
     assert not (archive / "drills").exists() and not (archive / ".drill-scratch").exists()
-    assert [line for line in summary_lines(checked.stdout) if "would drill gym_backup_" in line], checked.stdout
+    assert [line for line in drill_summary(checked) if "would drill gym_backup_" in line], checked.stdout
 
-    drilled = run_playbook("restore_drill.yml", inventory, env)
+    drilled = site.run("restore_drill.yml", inventory=inventory)
     assert drilled.rc == 0, drilled.explain()
-    lines = summary_lines(drilled.stdout)
+    lines = drill_summary(drilled)
     for name in names:
         [line] = [line for line in lines if line.startswith(f"{name} {DB_NAME}: ")]
         assert ": OK - drilled gym_backup_" in line and "2/2 probes ok" in line, line
@@ -267,11 +210,11 @@ def test_restore_drill_after_backup_then_a_corrupted_archive_file_fails(fleet_ho
     victim_host = names[1]
     [victim] = sorted((archive / victim_host / DB_NAME).glob("gym_backup_*.db"))
     flip_byte(victim)
-    failed = run_playbook("restore_drill.yml", inventory, env)
+    failed = site.run("restore_drill.yml", inventory=inventory)
     assert failed.rc != 0, failed.explain()
     assert f"restore drill FAILED for {victim_host}/{DB_NAME}: {victim.name}: checksum" in failed.stdout, \
         failed.explain()
-    lines = summary_lines(failed.stdout)  # printed although the drill failed
+    lines = drill_summary(failed)  # printed although the drill failed
     assert lines[0].startswith(f"{victim_host} {DB_NAME}: FAILED - {victim.name}: checksum"), lines
     assert all(": OK - " in line for line in lines[1:len(names)]), lines
     log = drill_log(archive)
@@ -313,7 +256,7 @@ def test_the_report_in_a_real_headless_browser(tmp_path: Path) -> None:
         "hosts": {host: {"ansible_connection": "local"} for host in ("alpha", "bravo", "charlie")},
         "vars": {"sqlite_archive_dir": str(archive), "sqlite_drill_probes": PROBES}}}}}))
 
-    run = run_playbook("restore_drill.yml", inventory, dict(os.environ))
+    run = run_playbook("restore_drill.yml", inventory=inventory, env=playbook_env(os.environ))
     assert run.rc != 0, run.explain()
     report = archive / "drills" / "drill-report.html"
     assert report_rows(report.read_text()) == [("bravo", "fail"), ("charlie", "stale"), ("alpha", "ok")]

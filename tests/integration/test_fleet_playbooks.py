@@ -25,145 +25,44 @@ import re
 import sqlite3
 import stat
 import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from app_writer import check_invariant
+from demo_db import create_demo_db
 from fleet import DEFAULT_MOUNTS, Fleet, Host
-
-REPO = Path(__file__).resolve().parents[2]
-TOOLS_DIR = REPO / "tools"
-if str(TOOLS_DIR) not in sys.path:
-    sys.path.insert(0, str(TOOLS_DIR))
-
-from app_writer import WriterHandle, check_invariant, writer_command  # noqa: E402
-from backup_files import (  # noqa: E402
+from integration_helpers import (
+    BACKUP_DIR,
     DB_NAME,
+    DB_PATH,
+    HOST_DIRS,
+    MIB,
+    REPO,
+    Site,
     backups_in,
+    changed_pages,
+    debug_result,
     integrity_check,
     manifest_of,
+    private_tree_problems,
+    reset_host,
+    rows_by_host,
+    run_records,
     sha256_of,
     sha256sum_check,
+    summary_lines,
     table_counts,
+    tree_state,
 )
-from demo_db import create_demo_db  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
-ANSIBLE_CFG = REPO / "ansible.cfg"
-DB_PATH = "/srv/app/gym.db"
-BACKUP_DIR = "/var/backups/sqlite"
-# The hosts' private folders a playbook may touch (Ansible's own ~/.ansible/tmp aside).
-HOST_DIRS = DEFAULT_MOUNTS
-PLAYBOOK_TIMEOUT = 600
-MIB = 1024 * 1024
-
 
 # ------------------------------------------------------------------------- helpers
-
-
-@dataclass
-class PlaybookRun:
-    argv: list[str]
-    rc: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-    def explain(self) -> str:
-        """The run's command and output, for assertion messages."""
-        return (f"\n$ {' '.join(self.argv)}\nexit {self.rc} after {self.seconds:.1f} s\n"
-                f"--- stdout\n{self.stdout[-12000:]}\n--- stderr\n{self.stderr[-4000:]}")
-
-
-def debug_result(stdout: str, task: str, host: str = "localhost") -> dict[str, Any]:
-    """What the default callback printed for an ``ansible.builtin.debug`` task on host."""
-    start = stdout.find(f"TASK [{task}]")
-    assert start >= 0, f"task {task!r} not in the output:\n{stdout[-6000:]}"
-    lines = stdout[start:].splitlines()
-    opener = f"ok: [{host}] => {{"
-    first = lines.index(opener)
-    body = ["{"]
-    for line in lines[first + 1:]:
-        body.append(line)
-        if line == "}":
-            break
-    return json.loads("\n".join(body))
-
-
-def summary_lines(run: PlaybookRun) -> list[str]:
-    return debug_result(run.stdout, "Show one line per host and database")["msg"]
-
-
-def private_tree_problems(root: Path) -> list[str]:
-    """Folders not 0700 or files not 0600 (or anything else) under root, root included."""
-    problems = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        mode = stat.S_IMODE(os.lstat(dirpath).st_mode)
-        if mode != 0o700:
-            problems.append(f"{dirpath}: folder mode {mode:o}")
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            if stat.S_ISDIR(st.st_mode):
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                problems.append(f"{path}: not a regular file")
-            elif stat.S_IMODE(st.st_mode) != 0o600:
-                problems.append(f"{path}: file mode {stat.S_IMODE(st.st_mode):o}")
-    return problems
-
-
-def tree_state(root: Path) -> dict[str, tuple[Any, ...]]:
-    """Relative path -> (kind, mode, size, sha256, mtime) of everything under root, root included."""
-    state: dict[str, tuple[Any, ...]] = {}
-    if not root.exists():
-        return state
-    for path in [root, *sorted(root.rglob("*"))]:
-        st = path.lstat()
-        rel = str(path.relative_to(root))
-        mode = stat.S_IMODE(st.st_mode)
-        if stat.S_ISDIR(st.st_mode):
-            state[rel] = ("dir", mode, st.st_mtime_ns)
-        elif stat.S_ISREG(st.st_mode):
-            state[rel] = ("file", mode, st.st_size, sha256_of(path), st.st_mtime_ns)
-        else:
-            state[rel] = ("other", mode, os.readlink(path) if path.is_symlink() else None, st.st_mtime_ns)
-    return state
-
-
-def run_records(archive: Path, kind: str) -> list[dict[str, Any]]:
-    runs = archive / "runs"
-    if not runs.is_dir():
-        return []
-    return [json.loads(path.read_text()) for path in sorted(runs.glob(f"{kind}-*.json"))]
-
-
-def rows_by_host(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    rows: dict[str, dict[str, Any]] = {}
-    for row in record["rows"]:
-        assert row["host"] not in rows, f"two rows for {row['host']}: {record['rows']}"
-        rows[row["host"]] = row
-    return rows
-
-
-def close_ssh_masters(fleet: Fleet) -> None:
-    """Ask Ansible's ControlPersist masters to exit, so a downed link is noticed at once."""
-    for sock in fleet.control_path_dir.iterdir():
-        if sock.is_socket():
-            subprocess.run(["ssh", "-F", "/dev/null", "-o", f"ControlPath={sock}", "-O", "exit", "fleet-host"],
-                           capture_output=True, timeout=10, check=False)
 
 
 def change_photo_blobs(db: Path, fraction: float, seed: int = 11) -> tuple[int, int]:
@@ -182,103 +81,7 @@ def change_photo_blobs(db: Path, fraction: float, seed: int = 11) -> tuple[int, 
     return len(chosen), sum(size for _, size in chosen)
 
 
-def changed_pages(old: Path, new: Path, page_size: int = 4096) -> int:
-    changed = 0
-    with open(old, "rb") as a, open(new, "rb") as b:
-        while True:
-            page = b.read(page_size)
-            if not page:
-                return changed
-            changed += a.read(page_size) != page
-
-
 # ------------------------------------------------------------------------- the site
-
-
-@dataclass
-class Site:
-    """The fleet3 hosts plus this test's controller folders, and a way to run playbooks."""
-
-    fleet: Fleet
-    tmp: Path
-    writers: list[WriterHandle] = field(default_factory=list)
-    runs: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @property
-    def archive(self) -> Path:
-        return self.tmp / "archive"
-
-    @property
-    def working(self) -> Path:
-        return self.tmp / "working"
-
-    @property
-    def hosts(self) -> list[Host]:
-        return list(self.fleet)
-
-    def archive_folder(self, host: str) -> Path:
-        return self.archive / host / DB_NAME
-
-    def host_backup_folder(self, host: Host) -> Path:
-        return host.path(BACKUP_DIR)
-
-    def create_databases(self, hosts: Sequence[Host] | None = None, **options: Any) -> None:
-        for index, host in enumerate(hosts or self.hosts):
-            options.setdefault("members", 60)
-            create_demo_db(host.path(DB_PATH), seed=index + 1, **options)
-
-    def inventory(self, name: str = "hosts.yml", hosts: Sequence[Host] | None = None,
-                  databases: Mapping[str, list[dict[str, Any]]] | None = None,
-                  group: str = "sqlite_hosts") -> Path:
-        """An inventory of ``hosts`` (default: all) in ``group``; ``databases`` overrides per host."""
-        chosen = hosts or self.hosts
-        members = {}
-        for host in chosen:
-            databases_of_host = (databases or {}).get(host.name, [{"name": DB_NAME, "path": DB_PATH}])
-            members[host.name] = {**self.fleet.host_vars(host), "sqlite_backup_databases": databases_of_host}
-        body = {"hosts": members, "vars": {"sqlite_archive_dir": str(self.archive),
-                                           "sqlite_sync_dir": str(self.working)}}
-        path = self.tmp / name
-        path.write_text(json.dumps({"all": {"children": {group: body}}}, indent=2) + "\n")
-        return path
-
-    def env(self) -> dict[str, str]:
-        return {**self.fleet.env(), "ANSIBLE_CONFIG": str(ANSIBLE_CFG)}
-
-    def run(self, playbook: str, *args: str, inventory: Path | None, env: Mapping[str, str] | None = None,
-            cwd: Path = REPO) -> PlaybookRun:
-        """ansible-playbook [-i inventory] playbook args..., from cwd (the repository root by default)."""
-        argv = [str(ANSIBLE_PLAYBOOK), *(["-i", str(inventory)] if inventory else []), playbook, *args]
-        started = time.monotonic()
-        proc = subprocess.run(argv, cwd=cwd, env=dict(env if env is not None else self.env()),
-                              capture_output=True, text=True, timeout=PLAYBOOK_TIMEOUT, check=False)
-        run = PlaybookRun(argv, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
-        with self._lock:
-            self.runs += 1
-            log = self.tmp / f"run{self.runs:02d}-{Path(playbook).stem}.log"
-        log.write_text(run.explain())
-        print(f"{playbook} {' '.join(args)}: exit {run.rc} in {run.seconds:.1f} s (log: {log})")
-        return run
-
-    def run_many(self, *calls: tuple[tuple[str, ...], dict[str, Any]]) -> list[PlaybookRun]:
-        """Several independent runs at once: ((playbook, *args), run's keywords) each."""
-        with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-            futures = [pool.submit(self.run, *args, **keywords) for args, keywords in calls]
-            return [future.result() for future in futures]
-
-    def start_writer(self, host: Host, **options: Any) -> WriterHandle:
-        """The app-like writer, run inside the host's namespaces on its database."""
-        workdir = self.tmp / f"writer-{host.name}-{len(self.writers)}"
-        workdir.mkdir()
-        status, ready = workdir / "status.json", workdir / "ready"
-        argv = writer_command(DB_PATH, status, ready, python=host.python, **options)
-        with open(workdir / "stderr.txt", "wb") as stderr:
-            process = host.popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
-        handle = WriterHandle(process, status, ready, workdir)
-        self.writers.append(handle)
-        handle.wait_ready(timeout=30)
-        return handle
 
 
 _resets = 0  # how often reset_fleet() emptied fleet3's hosts in this session
@@ -289,19 +92,6 @@ def reset_fleet(fleet: Fleet) -> None:
     _resets += 1
     for host in fleet:
         reset_host(host)
-
-
-def reset_host(host: Host) -> None:
-    host.link_up()
-    host.unshape()
-    for folder in HOST_DIRS:
-        root = host.path(folder)
-        for entry in root.iterdir():
-            if entry.is_dir() and not entry.is_symlink():
-                subprocess.run(["rm", "-rf", "--one-file-system", str(entry)], check=True)
-            else:
-                entry.unlink()
-        root.chmod(0o755)
 
 
 @pytest.fixture
@@ -490,7 +280,7 @@ def test_pre_upgrade_fails_when_a_host_is_unreachable(site: Site) -> None:
     site.create_databases()
     inventory = site.inventory()
     down = site.fleet["pi3"]
-    close_ssh_masters(site.fleet)
+    site.fleet.close_control_masters()
     down.link_down()
     try:
         run = site.run("pre_upgrade.yml", inventory=inventory)

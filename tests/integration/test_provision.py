@@ -12,7 +12,6 @@ pointing into a temporary folder.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import plistlib
@@ -20,7 +19,6 @@ import re
 import shlex
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,29 +26,34 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from demo_db import create_demo_db
 from fleet import DEFAULT_MOUNTS, Fleet, Host
+from integration_helpers import (
+    ANSIBLE_CFG,
+    BACKUP_DIR,
+    MIB,
+    REPO,
+    PlaybookRun,
+    Site,
+    backups_in,
+    flip_byte,
+    sha256_of,
+    tree_state,
+)
 from prometheus_text import parse_prometheus
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT / "tools"))
-from demo_db import create_demo_db  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-ANSIBLE_PLAYBOOK = REPO_ROOT / ".venv" / "bin" / "ansible-playbook"
-ANSIBLE_CFG = REPO_ROOT / "ansible.cfg"
-CORE = REPO_ROOT / "module_utils" / "sqlite_fleet.py"
-RUNNER = REPO_ROOT / "runner" / "sqlite_backup_runner.py"
-WRAPPER = REPO_ROOT / "bin" / "sqlite-fleet-run"
+CORE = REPO / "module_utils" / "sqlite_fleet.py"
+RUNNER = REPO / "runner" / "sqlite_backup_runner.py"
+WRAPPER = REPO / "bin" / "sqlite-fleet-run"
 
 RUNNER_DIR = "/opt/sqlite-backup"
-BACKUP_DIR = "/var/backups/sqlite"
 CRON_FILE = "/etc/cron.d/sqlite-backup"
 PROM_FILE = "/var/lib/node_exporter/textfile_collector/sqlite_backup.prom"
 CRON_LOG = "/var/log/sqlite-backup/cron.log"
 GYM = {"name": "gym", "path": "/srv/app/gym.db"}
 SHOP = {"name": "shop", "path": "/srv/app/shop.db"}
-BACKUP_NAME = re.compile(r"^(?P<name>.+)_backup_\d{8}_\d{6}(?:_\d+)?\.db$")
 CONTROLLER_JOBS = {  # name: (minute, hour, weekday, playbook), the sqlite_schedule defaults
     "backup": ("30", "4", "*", "backup.yml"),
     "sync": ("0", "9", "*", "sync.yml"),
@@ -62,14 +65,8 @@ LABEL_PREFIX = "io.github.sqlite-fleet-backup"
 # --------------------------------------------------------------------------- helpers
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def mode_of(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
-
-
 
 
 @dataclass
@@ -106,39 +103,17 @@ def play_recap(stdout: str) -> dict[str, dict[str, int]]:
     return recap
 
 
-def tree_state(root: Path) -> dict[str, tuple[Any, ...]]:
-    """Every entry under root: type, mode, owner, size, mtime and content hash."""
-    state: dict[str, tuple[Any, ...]] = {}
-    for folder, dirs, files in os.walk(root):
-        for entry in [*dirs, *files]:
-            path = Path(folder) / entry
-            st = path.lstat()
-            digest = sha256_of(path) if stat.S_ISREG(st.st_mode) else None
-            state[str(path.relative_to(root))] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid,
-                                                  st.st_gid, st.st_size, st.st_mtime_ns, digest)
-    st = root.lstat()
-    state["."] = (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
-    return state
-
-
 def host_trees(fleet: Fleet) -> dict[str, dict[str, tuple[Any, ...]]]:
     return {"%s:%s" % (host.name, mount): tree_state(host.path(mount)) for host in fleet for mount in DEFAULT_MOUNTS}
-
-
-def backups_on(host: Host, name: str = "gym") -> list[str]:
-    folder = host.path(BACKUP_DIR)
-    return sorted(e for e in os.listdir(folder) if (m := BACKUP_NAME.match(e)) and m["name"] == name)
 
 
 # --------------------------------------------------------------------------- provisioned fleet
 
 
 @dataclass
-class Site:
+class ProvisionSite(Site):
     """fleet3 provisioned once for this module, the controller's files in a temporary folder."""
 
-    fleet: Fleet
-    tmp: Path
     cron_minutes: dict[str, str] = field(default_factory=dict)
     cron_made: dict[str, str] = field(default_factory=dict)  # host -> backup file made by its cron line
 
@@ -150,17 +125,10 @@ class Site:
     def controller_logs(self) -> Path:
         return self.tmp / "controller" / "log"
 
-    @property
-    def archive(self) -> Path:
-        return self.tmp / "archive"
-
-    def inventory(self, name: str = "hosts.yml", host_vars: dict[str, dict[str, Any]] | None = None,
-                  controller: bool = False) -> Path:
-        """The fleet in sqlite_hosts; with controller, localhost listed too (so --limit can name it)."""
-        path = self.fleet.write_inventory(self.tmp / name, host_vars=host_vars, group_vars={
-            "sqlite_backup_databases": [GYM],
-            "sqlite_archive_dir": str(self.archive),
-        })
+    def inventory(self, name: str = "hosts.yml", controller: bool = False, **options: Any) -> Path:
+        """The fleet in sqlite_hosts (Site.inventory); with controller, localhost listed too (so --limit
+        can name it)."""
+        path = super().inventory(name, **options)
         if controller:
             data = json.loads(path.read_text())
             data["all"]["hosts"] = {"localhost": {"ansible_connection": "local",
@@ -168,16 +136,11 @@ class Site:
             path.write_text(json.dumps(data, indent=2) + "\n")
         return path
 
-    def playbook(self, playbook: str, *args: str, inventory: Path | None = None,
-                 timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def playbook(self, playbook: str, *args: str, inventory: Path | None = None) -> PlaybookRun:
         """ansible-playbook from the repository root; the controller's jobs go to tmp files."""
-        argv = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory or self.inventory()), playbook,
-                "-e", "sqlite_schedule_cron_file=%s" % self.controller_cron,
-                "-e", "sqlite_schedule_log_dir=%s" % self.controller_logs, *args]
-        env = self.fleet.env()
-        env["ANSIBLE_CONFIG"] = str(ANSIBLE_CFG)
-        env.pop("ANSIBLE_INVENTORY", None)
-        return subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        return self.run(playbook, "-e", "sqlite_schedule_cron_file=%s" % self.controller_cron,
+                        "-e", "sqlite_schedule_log_dir=%s" % self.controller_logs, *args,
+                        inventory=inventory or self.inventory())
 
     def run_cron_lines(self) -> dict[str, str]:
         """Run each host's installed cron command, exactly as written, inside the host (once)."""
@@ -185,17 +148,17 @@ class Site:
             return self.cron_made
         for host in self.fleet:
             (entry,) = cron_entries(host.path(CRON_FILE).read_text())
-            before = set(backups_on(host))
+            before = set(backups_in(host.path(BACKUP_DIR)))
             ran = host.run(["sh", "-c", entry.command], capture_output=True, text=True, timeout=300)
             assert ran.returncode == 0, (entry.command, ran.stdout, ran.stderr,
                                          host.path(CRON_LOG).read_text() if host.path(CRON_LOG).exists() else "")
-            (made,) = set(backups_on(host)) - before
+            (made,) = set(backups_in(host.path(BACKUP_DIR))) - before
             self.cron_made[host.name] = made
         return self.cron_made
 
 
-def expect_ok(run: subprocess.CompletedProcess[str]) -> dict[str, dict[str, int]]:
-    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+def expect_ok(run: PlaybookRun) -> dict[str, dict[str, int]]:
+    assert run.rc == 0, run.explain()
     recap = play_recap(run.stdout)
     assert all(counts["failed"] == 0 and counts["unreachable"] == 0 for counts in recap.values()), recap
     return recap
@@ -205,16 +168,8 @@ def copy_tree(source: Path, target: Path) -> None:
     subprocess.run(["cp", "-a", "--", "%s/." % source, str(target)], check=True)
 
 
-def empty_folder(folder: Path) -> None:
-    for entry in folder.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            subprocess.run(["rm", "-rf", "--one-file-system", "--", str(entry)], check=True)
-        else:
-            entry.unlink()
-
-
 @pytest.fixture(scope="module")
-def site(fleet3: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def site(fleet3: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProvisionSite]:
     tmp = tmp_path_factory.mktemp("provision")
     saved = tmp / "saved"
     for host in fleet3:  # what the hosts held before: put back afterwards
@@ -222,7 +177,7 @@ def site(fleet3: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Si
             target = saved / host.name / str(index)
             target.mkdir(parents=True)
             copy_tree(host.path(mount), target)
-    current = Site(fleet3, tmp)
+    current = ProvisionSite(fleet3, tmp)
     try:
         for host in fleet3:
             host.path(CRON_FILE).unlink(missing_ok=True)
@@ -235,14 +190,14 @@ def site(fleet3: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Si
     finally:
         for host in fleet3:
             for index, mount in enumerate(DEFAULT_MOUNTS):
-                empty_folder(host.path(mount))
+                host.empty(mount)
                 copy_tree(saved / host.name / str(index), host.path(mount))
 
 
 # --------------------------------------------------------------------------- (a)
 
 
-def test_provision_installs_the_runner_config_and_cron_lines(site: Site) -> None:
+def test_provision_installs_the_runner_config_and_cron_lines(site: ProvisionSite) -> None:
     for host in site.fleet:
         installed = host.path(RUNNER_DIR)
         assert (installed / "sqlite_fleet.py").read_bytes() == CORE.read_bytes()
@@ -271,11 +226,11 @@ def test_provision_installs_the_runner_config_and_cron_lines(site: Site) -> None
     assert len(set(site.cron_minutes.values())) > 1, "every host backs up in the same minute: %s" % site.cron_minutes
 
 
-def test_installed_cron_line_takes_a_verified_backup_with_metrics(site: Site) -> None:
+def test_installed_cron_line_takes_a_verified_backup_with_metrics(site: ProvisionSite) -> None:
     made = site.run_cron_lines()
     core_sha256 = sha256_of(CORE)
     for host in site.fleet:
-        assert backups_on(host) == [made[host.name]]
+        assert backups_in(host.path(BACKUP_DIR)) == [made[host.name]]
         backup = host.path(BACKUP_DIR) / made[host.name]
         manifest = json.loads(Path(str(backup) + ".json").read_text())
         assert manifest["verified"] is True and manifest["integrity"]["result"] == "ok"
@@ -300,12 +255,12 @@ def test_installed_cron_line_takes_a_verified_backup_with_metrics(site: Site) ->
 # --------------------------------------------------------------------------- (b)
 
 
-def test_backup_playbook_pulls_what_the_hosts_cron_made(site: Site) -> None:
+def test_backup_playbook_pulls_what_the_hosts_cron_made(site: ProvisionSite) -> None:
     made = site.run_cron_lines()
     expect_ok(site.playbook("backup.yml"))
     for host in site.fleet:
         folder = site.archive / host.name / "gym"
-        archived = sorted(e for e in os.listdir(folder) if BACKUP_NAME.match(e))
+        archived = backups_in(folder)
         assert made[host.name] in archived, archived
         assert len(archived) == 2, "the cron-made backup and the playbook's own: %s" % archived
         pulled = folder / made[host.name]
@@ -318,7 +273,7 @@ def test_backup_playbook_pulls_what_the_hosts_cron_made(site: Site) -> None:
 # --------------------------------------------------------------------------- (c)
 
 
-def test_provision_again_changes_nothing(site: Site) -> None:
+def test_provision_again_changes_nothing(site: ProvisionSite) -> None:
     recap = expect_ok(site.playbook("provision.yml"))
     assert set(recap) == {"localhost", *(host.name for host in site.fleet)}
     assert {host: counts["changed"] for host, counts in recap.items()} == dict.fromkeys(recap, 0)
@@ -338,7 +293,7 @@ def test_provision_again_changes_nothing(site: Site) -> None:
 # --------------------------------------------------------------------------- (d)
 
 
-def test_a_removed_database_loses_its_cron_line(site: Site) -> None:
+def test_a_removed_database_loses_its_cron_line(site: ProvisionSite) -> None:
     pi1, pi2 = site.fleet["pi1"], site.fleet["pi2"]
     pi2_cron = pi2.path(CRON_FILE).read_text()
     two = site.inventory("two-databases.yml", host_vars={"pi1": {"sqlite_backup_databases": [GYM, SHOP]}})
@@ -356,11 +311,11 @@ def test_a_removed_database_loses_its_cron_line(site: Site) -> None:
     assert json.loads(pi1.path(RUNNER_DIR + "/config.json").read_text())["databases"] == [GYM]
 
 
-def test_a_cron_file_name_with_a_dot_is_refused(site: Site) -> None:
+def test_a_cron_file_name_with_a_dot_is_refused(site: ProvisionSite) -> None:
     pi1 = site.fleet["pi1"]
     before = tree_state(pi1.path("/etc/cron.d"))
     refused = site.playbook("provision.yml", "--limit", "pi1", "-e", "sqlite_runner_cron_file=sqlite-backup.cron")
-    assert refused.returncode == 2, refused.stdout[-3000:]
+    assert refused.rc == 2, refused.explain()
     assert "sqlite_runner_cron_file must consist of letters, digits" in refused.stdout
     assert play_recap(refused.stdout)["pi1"]["changed"] == 0
     assert tree_state(pi1.path("/etc/cron.d")) == before
@@ -369,7 +324,7 @@ def test_a_cron_file_name_with_a_dot_is_refused(site: Site) -> None:
 # --------------------------------------------------------------------------- (e)
 
 
-def test_controller_cron_entries_run_the_wrapper(site: Site) -> None:
+def test_controller_cron_entries_run_the_wrapper(site: ProvisionSite) -> None:
     text = site.controller_cron.read_text()
     entries = cron_entries(text)
     assert len(entries) == 3, text
@@ -388,7 +343,7 @@ def test_controller_cron_entries_run_the_wrapper(site: Site) -> None:
     assert subprocess.run([argv[1], argv[2], "--help"], capture_output=True, timeout=60).returncode == 0
 
 
-def test_controller_launch_agents(site: Site) -> None:
+def test_controller_launch_agents(site: ProvisionSite) -> None:
     agents = site.tmp / "LaunchAgents"
     args = ("--limit", "localhost", "-e", "sqlite_schedule_scheduler=launchd",
             "-e", "sqlite_schedule_launchagents_dir=%s" % agents, "-e", "sqlite_schedule_launchctl=false")
@@ -412,7 +367,7 @@ def test_controller_launch_agents(site: Site) -> None:
         assert agent["StartCalendarInterval"] == expected
         environment = agent["EnvironmentVariables"]
         assert environment["ANSIBLE_CONFIG"] == str(ANSIBLE_CFG) and os.path.isabs(environment["ANSIBLE_CONFIG"])
-        assert agent["WorkingDirectory"] == str(REPO_ROOT)
+        assert agent["WorkingDirectory"] == str(REPO)
         assert mode_of(path) == 0o644
     sync = plistlib.loads((agents / ("%s.sync.plist" % LABEL_PREFIX)).read_bytes())
     assert sync["StartCalendarInterval"] == {"Hour": 9, "Minute": 0}
@@ -489,12 +444,8 @@ def test_runner_exit_codes_on_a_host(make_fleet: Callable[..., Fleet]) -> None:
 
     # a corrupt backup: verify says which file, exit 5
     assert pi.runner("daily", "backup").returncode == 0
-    (newest,) = backups_on(pi.host)
-    with open(pi.host.path(BACKUP_DIR) / newest, "r+b") as handle:
-        handle.seek(2 * 1024 * 1024)
-        byte = handle.read(1)
-        handle.seek(2 * 1024 * 1024)
-        handle.write(bytes([byte[0] ^ 0x01]))
+    (newest,) = backups_in(pi.host.path(BACKUP_DIR))
+    flip_byte(pi.host.path(BACKUP_DIR) / newest, 2 * MIB, mask=0x01)
     corrupt = pi.runner("daily", "verify")
     assert corrupt.returncode == 5, (corrupt.stdout, corrupt.stderr)
     assert "verify gym FAILED: %s" % newest in corrupt.stderr

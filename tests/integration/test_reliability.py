@@ -19,8 +19,8 @@ a user runs them (``ansible-playbook`` from the repository root, host keys check
 * a year of daily retention runs on a real folder, with gaps, DST, clock skew and a clock that
   jumps back (hypothesis).
 
-What each test proves and the counts are written down in docs/reliability.md. Helpers of
-test_fleet_playbooks.py (the Site, tree snapshots, summary lines) are reused, not repeated.
+What each test proves and the counts are written down in docs/reliability.md. The Site, tree
+snapshots and summary lines come from integration_helpers.py, the module runs from module_test_helpers.py.
 """
 
 from __future__ import annotations
@@ -35,44 +35,40 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import module_test_helpers as helpers
 import pytest
-from backup_files import DB_NAME, backups_in, sha256_of, sha256sum_check
+import sqlite_fleet as core
+from demo_db import create_demo_db
 from fleet import Fleet, Host
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_fleet_playbooks import (
-    ANSIBLE_PLAYBOOK,
+from integration_helpers import (
     BACKUP_DIR,
+    DB_NAME,
     DB_PATH,
+    MIB,
+    REPO,
     PlaybookRun,
     Site,
-    close_ssh_masters,
+    backups_in,
+    flip_byte,
+    make_database,
     private_tree_problems,
     rows_by_host,
     run_records,
+    sha256_of,
+    sha256sum_check,
     summary_lines,
     tree_state,
 )
+from module_test_helpers import run_cases
 
-REPO = Path(__file__).resolve().parents[2]
 CORE_DIR = REPO / "module_utils"
-TOOLS_DIR = REPO / "tools"
-for _folder in (CORE_DIR, TOOLS_DIR):
-    if str(_folder) not in sys.path:
-        sys.path.insert(0, str(_folder))
-
-import sqlite_fleet as core  # noqa: E402
-from demo_db import create_demo_db  # noqa: E402
-
-MIB = 1024 * 1024
 TMP_SNAPSHOT = re.compile(r"^\.sqlite-backup-tmp\.(?P<name>[A-Za-z0-9_.-]+?)\.\d+\.[0-9a-f]{8}\.db$")
 INCOMING = ".sqlite-backup-tmp.incoming."
 CONTROLLER_PYTHON = str(REPO / ".venv" / "bin" / "python")
@@ -142,36 +138,6 @@ def final_names(entries: Sequence[str]) -> list[str]:
 
 def folder_entries(folder: Path) -> list[str]:
     return sorted(os.listdir(folder)) if folder.is_dir() else []
-
-
-def write_inventory(fleet: Fleet, path: Path, archive: Path, extra: Mapping[str, Mapping[str, Any]] | None = None,
-                    hosts: Sequence[Host] | None = None) -> Path:
-    """The fleet's hosts in sqlite_hosts, one database each (DB_PATH), plus per-host variables."""
-    members = {}
-    for host in hosts or list(fleet):
-        members[host.name] = {**fleet.host_vars(host), "sqlite_backup_databases": [{"name": DB_NAME, "path": DB_PATH}],
-                              **(extra or {}).get(host.name, {})}
-    body = {"hosts": members, "vars": {"sqlite_archive_dir": str(archive)}}
-    path.write_text(json.dumps({"all": {"children": {"sqlite_hosts": body}}}, indent=2) + "\n")
-    return path
-
-
-def start_playbook(site: Site, playbook: str, inventory: Path, *args: str,
-                   wrapper: Sequence[str] = ()) -> tuple[subprocess.Popen[str], list[str], float]:
-    argv = [*wrapper, str(ANSIBLE_PLAYBOOK), "-i", str(inventory), playbook, *args]
-    proc = subprocess.Popen(argv, cwd=REPO, env=site.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    return proc, argv, time.monotonic()
-
-
-def finish_playbook(site: Site, started: tuple[subprocess.Popen[str], list[str], float],
-                    timeout: float = 300) -> PlaybookRun:
-    proc, argv, t0 = started
-    stdout, stderr = proc.communicate(timeout=timeout)
-    run = PlaybookRun(argv, proc.returncode, stdout, stderr, time.monotonic() - t0)
-    site.runs += 1
-    (site.tmp / ("run%02d-%s.log" % (site.runs, Path(argv[-1]).stem))).write_text(run.explain())
-    return run
 
 
 def line_of(run: PlaybookRun, host: str) -> str:
@@ -291,8 +257,7 @@ def test_link_down_during_the_pull_fails_that_host_and_the_next_run_completes(
     create_demo_db(slow.path(DB_PATH), members=100, size_mb=8, seed=4)  # incompressible photos: ssh -C cannot help
     create_demo_db(other.path(DB_PATH), members=50, seed=5)
     db_bytes = slow.path(DB_PATH).stat().st_size
-    inventory = write_inventory(fleet, tmp_path / "hosts.yml", site.archive,
-                                {slow.name: {"ansible_ssh_args": FAST_DEAD_LINK_SSH_ARGS}})
+    inventory = site.inventory(host_vars={slow.name: {"ansible_ssh_args": FAST_DEAD_LINK_SSH_ARGS}})
     folder = site.archive_folder(slow.name)
     slow.shape(rate="8mbit", burst="64kb", latency="200ms")  # about 8 s for the whole file
 
@@ -305,11 +270,11 @@ def test_link_down_during_the_pull_fails_that_host_and_the_next_run_completes(
         return None
 
     try:
-        running = start_playbook(site, "backup.yml", inventory)
+        running = site.start("backup.yml", inventory=inventory)
         partial = wait_for(pulling, 180, "the pull of %s to be under way" % slow.name, poll=0.02)
         slow.link_down()
         cut_at = partial.stat().st_size
-        first = finish_playbook(site, running)
+        first = site.finish(running)
     finally:
         slow.link_up()
         slow.unshape()
@@ -330,7 +295,7 @@ def test_link_down_during_the_pull_fails_that_host_and_the_next_run_completes(
     (host_backup,) = backups_in(site.host_backup_folder(slow))  # the snapshot on the host is fine
     assert len(backups_in(site.archive_folder(other.name))) == 1
 
-    close_ssh_masters(fleet)
+    fleet.close_control_masters()
     second = site.run("backup.yml", "--limit", f"{slow.name},localhost", inventory=inventory)  # see docs/reliability.md
     assert second.rc == 0, second.explain()
     archived = backups_in(folder)
@@ -489,11 +454,11 @@ def test_one_run_with_broken_and_hostile_hosts_fails_only_those_and_writes_nothi
         liar.chmod(0o755)
         extra[name] = {"ansible_python_interpreter": "/opt/sqlite-backup/lying-python"}
 
-    inventory = write_inventory(fleet, tmp_path / "hosts.yml", site.archive, extra)
+    inventory = site.inventory(host_vars=extra)
     outside_before = tree_outside(ctl, site.archive, small)
     try:
-        run = finish_playbook(site, start_playbook(
-            site, "backup.yml", inventory,
+        run = site.finish(site.start(
+            "backup.yml", inventory=inventory,
             wrapper=["unshare", "--mount", "--propagation", "private", "sh", "-c", SMALL_ARCHIVE_SCRIPT, "sh",
                      str(small), str(listing)]))
     finally:
@@ -619,7 +584,7 @@ def test_cron_runner_ansible_backup_and_prune_started_together_serialise_on_the_
     code, first = run_core_in_host(host, SNAPSHOT_SCRIPT, DB_PATH, BACKUP_DIR, DB_NAME)
     assert code == 0, first
     old = clone_old_backups(folder, first["file"], range(40, 50))
-    inventory = write_inventory(fleet, tmp_path / "hosts.yml", site.archive, {host.name: {
+    inventory = site.inventory(host_vars={host.name: {
         **{"sqlite_backup_" + rule: value for rule, value in RETENTION.items()}, "sqlite_backup_timezone": "UTC"}})
     runner = [host.python, RUNNER_DIR + "/sqlite_backup_runner.py", "--config", RUNNER_DIR + "/config.json", "--json"]
     lock_path = folder / core.LOCK_FILE
@@ -629,7 +594,7 @@ def test_cron_runner_ansible_backup_and_prune_started_together_serialise_on_the_
     fcntl.flock(held, fcntl.LOCK_EX)
     watch = FolderWatch(folder)
     try:
-        playbook = start_playbook(site, "backup.yml", inventory)
+        playbook = site.start("backup.yml", inventory=inventory)
         cron_backup = host.popen([*runner, "backup", "--cleanup"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True)
         prune = host.popen([*runner, "prune"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -641,7 +606,7 @@ def test_cron_runner_ansible_backup_and_prune_started_together_serialise_on_the_
         os.close(held)
     cron_out, cron_err = cron_backup.communicate(timeout=300)
     prune_out, prune_err = prune.communicate(timeout=300)
-    run = finish_playbook(site, playbook)
+    run = site.finish(playbook)
     samples = watch.stop()
 
     assert cron_backup.returncode == 0, cron_out + cron_err
@@ -683,14 +648,11 @@ def test_cron_runner_ansible_backup_and_prune_started_together_serialise_on_the_
 
 
 def corrupt(backup: Path, how: str) -> None:
-    data = backup.read_bytes()
     manifest_path, sum_path = Path(str(backup) + ".json"), Path(str(backup) + ".sha256")
     if how == "flipped-byte":
-        flipped = bytearray(data)
-        flipped[len(data) // 2] ^= 0x01
-        backup.write_bytes(bytes(flipped))
+        flip_byte(backup, mask=0x01)
     elif how == "truncated":
-        backup.write_bytes(data[: len(data) // 2])
+        os.truncate(backup, backup.stat().st_size // 2)
     elif how == "manifest-missing":
         manifest_path.unlink()
     elif how == "manifest-rows-edited":  # the counts lie, the checksums still match the file
@@ -733,7 +695,7 @@ def corruption_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str,
     for how, tool in CORRUPTION_CASES:
         folder = root / f"{how}-{tool}"
         archive = folder / "archive" / "pi1" / DB_NAME
-        db = helpers.make_database(Path(folder / "app").mkdir(parents=True) or folder / "app" / "gym.db", rows=80)
+        db = make_database(Path(folder / "app").mkdir(parents=True) or folder / "app" / "gym.db", rows=80)
         for _attempt in range(5):  # both in one second (the newest named _1): the names alone must order them
             shutil.rmtree(archive, ignore_errors=True)
             first = core.snapshot(str(db), str(archive), DB_NAME, source_host="pi1")["backup"]
@@ -754,10 +716,10 @@ def corruption_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str,
         folders[(how, tool)] = (folder, newest.name)
 
     def state(folder: Path) -> dict[str, Any]:  # the drill's scratch folder is its own: only empty again
-        return {k: v for k, v in helpers.tree_state(folder).items() if k != "scratch"}
+        return {k: v for k, v in tree_state(folder).items() if k != "scratch"}
 
     before = {case: state(folder) for case, (folder, _) in folders.items()}
-    results = helpers.run_cases(cases, CONTROLLER_PYTHON, tmp_dir=root)
+    results = run_cases(cases, CONTROLLER_PYTHON, tmp_dir=root)
     for folder, _ in folders.values():
         assert folder_entries(folder / "scratch") == [], folder
     return {case: (result, folders[case][1], before[case], state(folders[case][0]))
@@ -822,7 +784,7 @@ def hostile_archive_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     (the controller's own files); sqlite_archive called directly, all cases in one playbook."""
     root = tmp_path_factory.mktemp("hostile-archive")
     host_side = root / "host"
-    db = helpers.make_database(Path(host_side).mkdir() or host_side / "gym.db", rows=60)
+    db = make_database(Path(host_side).mkdir() or host_side / "gym.db", rows=60)
     taken = core.snapshot(str(db), str(host_side / "backups"), DB_NAME, source_host="pi1")
     manifest = taken["manifest"]
     passwd_sha = sha256_of(Path("/etc/passwd"))
@@ -858,7 +820,7 @@ def hostile_archive_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
         cases.append(("sqlite_archive", args))
         folders[case_id] = (folder, incoming)
     before = {case_id: tree_outside(folder, folder / "archive") for case_id, (folder, _) in folders.items()}
-    results = helpers.run_cases(cases, CONTROLLER_PYTHON, tmp_dir=root)
+    results = run_cases(cases, CONTROLLER_PYTHON, tmp_dir=root)
     outcome = {}
     for (case_id, (folder, incoming)), result in zip(folders.items(), results):
         archive_files = [str(p.relative_to(folder)) for p in (folder / "archive").rglob("*") if p.is_file()]
@@ -893,7 +855,7 @@ YEAR_START = dt.datetime(2025, 1, 1, 2, 0, tzinfo=dt.timezone.utc)  # spans both
 @pytest.fixture(scope="module")
 def retention_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("retention-template")
-    db = helpers.make_database(root / "app.db", rows=20)
+    db = make_database(root / "app.db", rows=20)
     return Path(core.snapshot(str(db), str(root / "backups"), "app")["backup"])
 
 

@@ -26,49 +26,44 @@ import signal
 import sqlite3
 import stat
 import subprocess
-import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fleet import DEFAULT_MOUNTS, Fleet, Host
-
-REPO = Path(__file__).resolve().parents[2]
-TOOLS_DIR = REPO / "tools"
-if str(TOOLS_DIR) not in sys.path:
-    sys.path.insert(0, str(TOOLS_DIR))
-
-from app_writer import check_invariant, writer_command  # noqa: E402
-from backup_files import (  # noqa: E402
+from app_writer import check_invariant, writer_command
+from fleet import DEFAULT_MOUNTS, Host
+from integration_helpers import (
+    BACKUP_DIR,
     BACKUP_NAME,
     DB_NAME,
+    DB_PATH,
+    REPO,
+    PlaybookRun,
+    Site,
     backups_in,
+    corrupt_table_pages,
+    flip_byte,
+    header_journal_mode,
     integrity_check,
     manifest_of,
-    open_ro,
     sha256_of,
     table_counts,
+    tree_state,
+    user_version,
 )
-from demo_db import create_demo_db  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
-ANSIBLE_CFG = REPO / "ansible.cfg"
 SCENARIOS_DOC = REPO / "docs" / "scenarios.md"
-DB_PATH = "/srv/app/gym.db"
-BACKUP_DIR = "/var/backups/sqlite"
 STAGING_DIR = BACKUP_DIR + "/.sqlite-restore"
 APP_DIR = "/srv/app"
 APPCTL = APP_DIR + "/appctl.py"
 APP_STATUS = APP_DIR + "/app-status.json"
 APP_READY = APP_DIR + "/app.ready"
 APP_PIDFILE = APP_DIR + "/app.pid"
-PLAYBOOK_TIMEOUT = 300
 NOBODY = 65534  # the "app user" owning the app's folder on a new Pi
 
 # The app's service, for hosts without systemd: stop by recorded pid, start detached.
@@ -142,75 +137,11 @@ else:
 # ------------------------------------------------------------------------- helpers
 
 
-@dataclass
-class PlaybookRun:
-    argv: list[str]
-    rc: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-    def explain(self) -> str:
-        return (f"\n$ {shlex.join(self.argv)}\nexit {self.rc} after {self.seconds:.1f} s\n"
-                f"--- stdout\n{self.stdout[-12000:]}\n--- stderr\n{self.stderr[-4000:]}")
-
-    def restored_line(self, host: str) -> str:
-        """The playbook's one line per host: 'pi1 gym: restored ...' (or 'would restore')."""
-        found = re.findall(rf'"msg": "({re.escape(host)} {DB_NAME}: (?:restored|would restore) [^"]*)"', self.stdout)
-        assert len(found) == 1, f"no single summary line for {host}:{self.explain()}"
-        return found[0]
-
-
-def user_version(path: Path) -> int:
-    conn = open_ro(path)
-    try:
-        return conn.execute("PRAGMA user_version").fetchone()[0]
-    finally:
-        conn.close()
-
-
-def header_journal_mode(path: Path) -> str:
-    """WAL databases have file format numbers 2/2 at bytes 18-19 of the header."""
-    return "wal" if path.read_bytes()[18:20] == b"\x02\x02" else "delete"
-
-
-def tree_state(root: Path) -> dict[str, tuple[Any, ...]]:
-    """Relative path -> (kind, mode, uid, size, sha256, mtime) of everything under root."""
-    state: dict[str, tuple[Any, ...]] = {}
-    if not root.exists():
-        return state
-    for path in [root, *sorted(root.rglob("*"))]:
-        st = path.lstat()
-        rel = str(path.relative_to(root))
-        if stat.S_ISREG(st.st_mode):
-            state[rel] = ("file", stat.S_IMODE(st.st_mode), st.st_uid, st.st_size, sha256_of(path), st.st_mtime_ns)
-        else:
-            state[rel] = ("dir" if stat.S_ISDIR(st.st_mode) else "other", stat.S_IMODE(st.st_mode), st.st_uid,
-                          st.st_mtime_ns)
-    return state
-
-
-def corrupt_table_pages(path: Path) -> None:
-    """Break three table b-tree leaf pages (cell count set to 1) so that integrity_check fails
-    while the file still opens: what a torn write on an SD card leaves behind."""
-    data = bytearray(path.read_bytes())
-    page_size = int.from_bytes(data[16:18], "big")
-    leaves = [n for n in range(2, len(data) // page_size + 1) if data[(n - 1) * page_size] == 0x0D]
-    assert len(leaves) >= 6, "not enough table leaf pages to corrupt"
-    for number in leaves[len(leaves) // 3: len(leaves) // 3 + 3]:
-        start = (number - 1) * page_size
-        data[start + 3: start + 5] = (1).to_bytes(2, "big")
-    path.write_bytes(bytes(data))
-
-
-def flip_byte(path: Path, offset: int) -> None:
-    data = bytearray(path.read_bytes())
-    data[offset] ^= 0xFF
-    path.write_bytes(bytes(data))
+def restored_line(run: PlaybookRun, host: str) -> str:
+    """The playbook's one line per host: 'pi1 gym: restored ...' (or 'would restore')."""
+    found = re.findall(rf'"msg": "({re.escape(host)} {DB_NAME}: (?:restored|would restore) [^"]*)"', run.stdout)
+    assert len(found) == 1, f"no single summary line for {host}:{run.explain()}"
+    return found[0]
 
 
 def documented_commands() -> str:
@@ -225,67 +156,44 @@ def assert_documented(command: str) -> None:
 # ------------------------------------------------------------------------- the site
 
 
-@dataclass
-class Site:
+class RestoreSite(Site):
     """One fresh fleet, this test's archive, and the operator's commands."""
 
-    fleet: Fleet
-    tmp: Path
-
-    @property
-    def archive(self) -> Path:
-        return self.tmp / "archive"
-
-    def archive_folder(self, source: str) -> Path:
-        return self.archive / source / DB_NAME
-
-    def inventory(self, names: Mapping[str, str] | None = None) -> Path:
-        """Written with fleet.write_inventory; ``names`` keeps and renames hosts (pi1 -> oldpi)."""
-        path = self.tmp / "hosts.yml"
-        self.fleet.write_inventory(path, group_vars={
-            "sqlite_backup_databases": [{"name": DB_NAME, "path": DB_PATH}],
-            "sqlite_archive_dir": str(self.archive),
-            "sqlite_sync_dir": str(self.tmp / "working"),
-        })
-        if names:
-            data = json.loads(path.read_text())
-            group = data["all"]["children"]["sqlite_hosts"]
-            group["hosts"] = {names[host]: hostvars for host, hostvars in group["hosts"].items() if host in names}
-            path.write_text(json.dumps(data, indent=2) + "\n")
-        return path
-
-    def env(self) -> dict[str, str]:
-        return {**self.fleet.env(), "ANSIBLE_CONFIG": str(ANSIBLE_CFG), "ANSIBLE_NOCOLOR": "1"}
-
-    def run(self, command: str, *extra: str, inventory: Path) -> PlaybookRun:
+    def run_command(self, command: str, *extra: str, inventory: Path) -> PlaybookRun:
         """Run a documented command line (``ansible-playbook restore.yml -e ...``) from the repository
         root, with this fleet's inventory; ``extra`` arguments (JSON -e values) are appended."""
         words = shlex.split(command)
         assert words[0] == "ansible-playbook", command
-        argv = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), *words[1:], *extra]
-        started = time.monotonic()
-        proc = subprocess.run(argv, cwd=REPO, env=self.env(), capture_output=True, text=True,
-                              timeout=PLAYBOOK_TIMEOUT, check=False)
-        run = PlaybookRun(argv, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
-        print(f"{command} {' '.join(extra)}: exit {run.rc} in {run.seconds:.1f} s")
-        return run
+        return self.run(*words[1:], *extra, inventory=inventory)
+
+    def one_host(self) -> tuple[Host, Path, Path]:
+        """pi1 with its database, and the inventory: (host, database, inventory)."""
+        host = self.fleet["pi1"]
+        return host, self.create_database(host), self.inventory()
 
     def backup(self, inventory: Path, playbook: str = "backup.yml") -> PlaybookRun:
-        run = self.run(f"ansible-playbook {playbook}", inventory=inventory)
+        run = self.run(playbook, inventory=inventory)
         assert run.rc == 0, run.explain()
         return run
 
-    def create_database(self, host: Host, seed: int = 1) -> Path:
-        db = host.path(DB_PATH)
-        create_demo_db(db, members=60, seed=seed)
-        return db
+    def backup_while_the_app_writes(self, host: Host, inventory: Path) -> tuple[App, int, str, dict[str, Any]]:
+        """The app started on host, backup.yml run while it writes, then 20 commits more, which only the
+        -wal holds (a restore takes them back): (app, its pid, the archived backup, its manifest)."""
+        app = App(host, self.tmp)
+        pid = app.start()
+        app.wait_committed(20)
+        self.backup(inventory)
+        (backup,) = backups_in(self.archive_folder(host.name))
+        manifest = manifest_of(self.archive_folder(host.name) / backup)
+        app.wait_committed(manifest["tables"]["app_events"] + 20)
+        return app, pid, backup, manifest
 
 
 @pytest.fixture
 def site(make_fleet: Any, tmp_path: Path) -> Iterator[Any]:
     """site(n) -> a Site on a fresh n-host fleet (torn down after the test)."""
-    def factory(n: int = 1) -> Site:
-        return Site(make_fleet(n), tmp_path)
+    def factory(n: int = 1) -> RestoreSite:
+        return RestoreSite(make_fleet(n), tmp_path)
     yield factory
 
 
@@ -386,27 +294,27 @@ def test_a_new_pi_gets_the_dead_pis_database(site: Any) -> None:
     current.create_database(old)
     new.path(APP_DIR).chmod(0o755)
     os.chown(new.path(APP_DIR), NOBODY, NOBODY)  # the app's folder, owned by the app user
-    current.backup(current.inventory({"pi1": "oldpi"}))
+    current.backup(current.inventory(names={"pi1": "oldpi"}))
     (backup,) = backups_in(current.archive_folder("oldpi"))
     manifest = manifest_of(current.archive_folder("oldpi") / backup)
 
     current.fleet.remove_host(old)  # the SD card died
-    inventory = current.inventory({"pi2": "newpi"})  # newpi replaces oldpi in sqlite_hosts
+    inventory = current.inventory(names={"pi2": "newpi"})  # newpi replaces oldpi in sqlite_hosts
     provision = "ansible-playbook provision.yml -l newpi"
     restore = ("ansible-playbook restore.yml -e restore_hosts=newpi -e restore_database=gym "
                "-e restore_source_host=oldpi")
     assert_documented(provision)
     assert_documented(restore)
 
-    provisioned = current.run(provision, inventory=inventory)
+    provisioned = current.run_command(provision, inventory=inventory)
     assert provisioned.rc == 0, provisioned.explain()
     assert new.path("/etc/cron.d/sqlite-backup").is_file(), "provision.yml did not install the cron entries"
     assert not new.path(DB_PATH).exists()
 
-    run = current.run(restore, inventory=inventory)
+    run = current.run_command(restore, inventory=inventory)
 
     assert run.rc == 0, run.explain()
-    line = run.restored_line("newpi")
+    line = restored_line(run, "newpi")
     assert f"restored {backup}" in line and "the archive of oldpi" in line and "no database before" in line, line
     db = new.path(DB_PATH)
     assert integrity_check(db) == ["ok"]
@@ -423,9 +331,7 @@ def test_a_new_pi_gets_the_dead_pis_database(site: Any) -> None:
 
 def test_b_a_corrupt_database_gets_the_latest_good_backup(site: Any) -> None:
     current = site(1)
-    host = current.fleet["pi1"]
-    db = current.create_database(host)
-    inventory = current.inventory()
+    host, db, inventory = current.one_host()
     current.backup(inventory)
     (backup,) = backups_in(current.archive_folder("pi1"))
     manifest = manifest_of(current.archive_folder("pi1") / backup)
@@ -434,16 +340,16 @@ def test_b_a_corrupt_database_gets_the_latest_good_backup(site: Any) -> None:
     command = "ansible-playbook restore.yml -e restore_hosts=pi1 -e restore_database=gym"
     assert_documented(command)
 
-    run = current.run(command, inventory=inventory)
+    run = current.run_command(command, inventory=inventory)
 
     assert run.rc == 0, run.explain()
-    assert f"restored {backup}" in run.restored_line("pi1")
+    assert f"restored {backup}" in restored_line(run, "pi1")
     assert integrity_check(db) == ["ok"]
     assert table_counts(db) == manifest["tables"]
     # The corrupt database is kept, as a safety backup flagged unverified: never chosen as "latest".
     safety = [name for name in backups_in(host.path(BACKUP_DIR)) if name != backup]
     assert len(safety) == 1, backups_in(host.path(BACKUP_DIR))
-    assert f"safety backup {safety[0]}" in run.restored_line("pi1")
+    assert f"safety backup {safety[0]}" in restored_line(run, "pi1")
     kept = manifest_of(host.path(BACKUP_DIR) / safety[0])
     assert kept["label"] == "pre-restore" and kept["verified"] is False, kept
 
@@ -453,9 +359,7 @@ def test_b_a_corrupt_database_gets_the_latest_good_backup(site: Any) -> None:
 
 def test_c_rows_deleted_by_mistake_come_back_from_an_older_backup(site: Any) -> None:
     current = site(1)
-    host = current.fleet["pi1"]
-    db = current.create_database(host)
-    inventory = current.inventory()
+    host, db, inventory = current.one_host()
     current.backup(inventory)
     conn = sqlite3.connect(db, isolation_level=None)
     try:
@@ -477,11 +381,11 @@ def test_c_rows_deleted_by_mistake_come_back_from_an_older_backup(site: Any) -> 
     assert_documented("ansible-playbook restore.yml -e restore_hosts=pi1 -e restore_database=gym "
                       "-e restore_backup=YYYYMMDD_HHMMSS")
 
-    run = current.run("ansible-playbook restore.yml -e restore_hosts=pi1 -e restore_database=gym "
-                      f"-e restore_backup={just_before}", inventory=inventory)
+    run = current.run_command("ansible-playbook restore.yml -e restore_hosts=pi1 -e restore_database=gym "
+                              f"-e restore_backup={just_before}", inventory=inventory)
 
     assert run.rc == 0, run.explain()
-    assert f"restored {good}" in run.restored_line("pi1")
+    assert f"restored {good}" in restored_line(run, "pi1")
     assert table_counts(db) == good_manifest["tables"], "the deleted rows are not back"
     assert integrity_check(db) == ["ok"]
 
@@ -492,9 +396,7 @@ def test_c_rows_deleted_by_mistake_come_back_from_an_older_backup(site: Any) -> 
 def test_d_a_failed_upgrade_is_rolled_back_to_the_pre_upgrade_backup(site: Any) -> None:
     """Find the pre-upgrade backup (manifests' label, check mode's list), preview, restore it by name."""
     current = site(1)
-    host = current.fleet["pi1"]
-    db = current.create_database(host)
-    inventory = current.inventory()
+    host, db, inventory = current.one_host()
     current.backup(inventory, "pre_upgrade.yml")
     conn = sqlite3.connect(db, isolation_level=None)
     try:  # the upgrade: a migration that went wrong halfway, and the app ran on with it
@@ -524,23 +426,23 @@ def test_d_a_failed_upgrade_is_rolled_back_to_the_pre_upgrade_backup(site: Any) 
     hooks = json.dumps({"restore_stop_command": ["touch", marker], "restore_start_command": ["touch", marker]})
     preview = "ansible-playbook restore.yml -e restore_hosts=pi1 -e restore_database=gym --check --diff"
     assert_documented(preview)
-    checked = current.run(preview, "-e", hooks, inventory=inventory)
+    checked = current.run_command(preview, "-e", hooks, inventory=inventory)
     assert checked.rc == 0, checked.explain()
     after = {name: tree_state(root) for name, root in roots.items()}
     for name in roots:
         assert after[name] == before[name], f"check mode changed {name}"
     latest = backups_in(folder)[-1]
-    line = checked.restored_line("pi1")
+    line = restored_line(checked, "pi1")
     assert line.startswith(f"pi1 gym: would restore {latest} (") and f"onto {DB_PATH} (replace)" in line, line
     assert f"{pre_upgrade}  taken " in checked.stdout and "label pre-upgrade" in checked.stdout, checked.explain()
     assert f"--- before: {DB_PATH}" in checked.stdout and f"+++ after: {STAGING_DIR}/{latest}" in checked.stdout
 
     command = "ansible-playbook restore.yml -e restore_hosts=pi1 -e restore_database=gym -e restore_backup="
     assert_documented(command + "gym_backup_")
-    run = current.run(command + pre_upgrade, inventory=inventory)
+    run = current.run_command(command + pre_upgrade, inventory=inventory)
 
     assert run.rc == 0, run.explain()
-    assert f"restored {pre_upgrade} [pre-upgrade]" in run.restored_line("pi1")
+    assert f"restored {pre_upgrade} [pre-upgrade]" in restored_line(run, "pi1")
     assert user_version(db) == 3
     assert table_counts(db) == manifest["tables"] and "badges" not in table_counts(db)
     assert integrity_check(db) == ["ok"]
@@ -551,24 +453,16 @@ def test_d_a_failed_upgrade_is_rolled_back_to_the_pre_upgrade_backup(site: Any) 
 
 def test_restore_under_a_running_app_stopped_and_started_by_the_hooks(site: Any) -> None:
     current = site(1)
-    host = current.fleet["pi1"]
-    db = current.create_database(host)
-    inventory = current.inventory()
-    app = App(host, current.tmp)
-    first_pid = app.start()
-    app.wait_committed(20)
-    current.backup(inventory)  # taken while the app writes
-    (backup,) = backups_in(current.archive_folder("pi1"))
-    manifest = manifest_of(current.archive_folder("pi1") / backup)
+    host, db, inventory = current.one_host()
+    app, first_pid, backup, manifest = current.backup_while_the_app_writes(host, inventory)
     backup_events = manifest["tables"]["app_events"]
-    app.wait_committed(backup_events + 20)  # rows the restore will take back, in the -wal only
     assert host.path(DB_PATH + "-wal").stat().st_size > 0
 
-    run = current.run("ansible-playbook restore.yml -e restore_hosts=pi1 -e restore_database=gym",
-                      "-e", app.hooks(), inventory=inventory)
+    run = current.run_command("ansible-playbook restore.yml -e restore_hosts=pi1 -e restore_database=gym",
+                              "-e", app.hooks(), inventory=inventory)
 
     assert run.rc == 0, run.explain()
-    line = run.restored_line("pi1")
+    line = restored_line(run, "pi1")
     assert f"restored {backup}" in line, line
     assert "removed the old gym.db-wal, gym.db-shm" in line, line  # they were never replayed into the new file
     assert re.search(r"; restore [\d.]+ s, app stopped for [\d.]+ s$", line), line
@@ -597,19 +491,12 @@ def test_restore_under_a_running_app_stopped_and_started_by_the_hooks(site: Any)
 
 def test_replace_is_refused_while_the_app_holds_the_database_and_live_mode_works(site: Any) -> None:
     current = site(1)
-    host = current.fleet["pi1"]
-    db = current.create_database(host)
-    inventory = current.inventory()
-    app = App(host, current.tmp)
-    pid = app.start()
-    app.wait_committed(20)
-    current.backup(inventory)
-    (backup,) = backups_in(current.archive_folder("pi1"))
-    backup_events = manifest_of(current.archive_folder("pi1") / backup)["tables"]["app_events"]
-    app.wait_committed(backup_events + 20)
+    host, db, inventory = current.one_host()
+    app, pid, backup, manifest = current.backup_while_the_app_writes(host, inventory)
+    backup_events = manifest["tables"]["app_events"]
 
-    refused = current.run("ansible-playbook restore.yml -e restore_hosts=pi1 -e restore_database=gym",
-                          inventory=inventory)
+    refused = current.run_command("ansible-playbook restore.yml -e restore_hosts=pi1 -e restore_database=gym",
+                                  inventory=inventory)
 
     assert refused.rc != 0, refused.explain()
     assert f"refusing to replace {DB_PATH}: it is open in {pid} (" in refused.output, refused.explain()
@@ -622,10 +509,10 @@ def test_replace_is_refused_while_the_app_holds_the_database_and_live_mode_works
     command = ("ansible-playbook restore.yml -e restore_hosts=pi1 -e restore_database=gym "
                "-e restore_mode=live")
     assert_documented(command)
-    live = current.run(command, "-e", "restore_from=host", inventory=inventory)
+    live = current.run_command(command, "-e", "restore_from=host", inventory=inventory)
 
     assert live.rc == 0, live.explain()
-    assert f"restored {backup}" in live.restored_line("pi1") and "(live)" in live.restored_line("pi1")
+    assert f"restored {backup}" in restored_line(live, "pi1") and "(live)" in restored_line(live, "pi1")
     assert "Copy the backup" not in live.stdout or "skipping: [pi1]" in live.stdout
     assert writer_alive(pid), "a live restore must not stop the app"
     final_seen = app.wait_committed(backup_events + 10)
@@ -649,20 +536,18 @@ def test_replace_is_refused_while_the_app_holds_the_database_and_live_mode_works
 
 def test_a_corrupt_chosen_backup_is_refused_before_anything_is_touched(site: Any) -> None:
     current = site(1)
-    host = current.fleet["pi1"]
-    db = current.create_database(host)
-    inventory = current.inventory()
+    host, db, inventory = current.one_host()
     current.backup(inventory)
     (backup,) = backups_in(current.archive_folder("pi1"))
     archived = current.archive_folder("pi1") / backup
-    flip_byte(archived, archived.stat().st_size // 2)
+    flip_byte(archived)
     before = sha256_of(db)
     host_before = tree_state(host.path(BACKUP_DIR))
     marker = APP_DIR + "/stop-hook-ran"
     hooks = json.dumps({"restore_stop_command": ["touch", marker], "restore_start_command": ["true"]})
 
-    run = current.run("ansible-playbook restore.yml -e restore_hosts=pi1 -e restore_database=gym", "-e", hooks,
-                      inventory=inventory)
+    run = current.run_command("ansible-playbook restore.yml -e restore_hosts=pi1 -e restore_database=gym", "-e", hooks,
+                              inventory=inventory)
 
     assert run.rc != 0, run.explain()
     assert f"refusing to restore {backup}" in run.output and "failed verification" in run.output, run.explain()
@@ -689,7 +574,8 @@ def test_restore_is_never_implicit(site: Any) -> None:
                          ["restore_mode replace or live", "restore_source_host is an inventory host name"]),
     }
     with ThreadPoolExecutor(len(cases)) as pool:
-        runs = dict(zip(cases, pool.map(lambda case: current.run(case[0], inventory=inventory), cases.values())))
+        runs = dict(zip(cases, pool.map(lambda case: current.run_command(case[0], inventory=inventory),
+                                        cases.values())))
     for case, (_, expected) in cases.items():
         run = runs[case]
         assert run.rc != 0, f"{case}:{run.explain()}"

@@ -21,7 +21,6 @@ controller's CPUs; real hosts have their own.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -30,10 +29,8 @@ from typing import Any
 import demo_db
 from common import REPO, Config, cpu_seconds, load_average, median, paired_ratio, rotate, rounded, target, workdir
 from fleet import Fleet, Host
+from integration_helpers import ANSIBLE_PLAYBOOK, BACKUP_DIR, DB_PATH
 
-ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
-DB_PATH = "/srv/app/gym.db"
-BACKUP_DIR = "/var/backups/sqlite"
 PLAYBOOK_TIMEOUT = 1800
 SSH_ARGS_NO_SHARING = "-C -o ControlMaster=no -o ServerAliveInterval=10 -o ServerAliveCountMax=3 " \
                       "-o StrictHostKeyChecking=yes"
@@ -61,27 +58,11 @@ def _clock_ticks() -> int:
     return os.sysconf("SC_CLK_TCK")
 
 
-def close_masters(fleet: Fleet) -> None:
-    for sock in fleet.control_path_dir.iterdir():
-        if sock.is_socket():
-            subprocess.run(["ssh", "-F", "/dev/null", "-o", "ControlPath=%s" % sock, "-O", "exit", "x"],
-                           capture_output=True, timeout=10, check=False)
-
-
-def empty_backup_folders(hosts: list[Host]) -> None:
-    """Remove what the backup folders hold (the folders are the hosts' bind mounts: keep them)."""
-    for host in hosts:
-        for entry in host.path(BACKUP_DIR).iterdir():
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-
-
 def one_run(config: Config, fleet: Fleet, tmp: Path, variant: str, n: int, label: str = "") -> dict[str, Any]:
     hosts = fleet.hosts[:n]
-    close_masters(fleet)
-    empty_backup_folders(hosts)
+    fleet.close_control_masters()
+    for host in hosts:
+        host.empty(BACKUP_DIR)  # what the backup folder holds: the folder is the host's bind mount
     time.sleep(0.3)
     tag = "%s-%s-%d-%d" % (label or "run", variant, n, time.monotonic_ns())
     archive = tmp / ("archive-%s" % tag)
@@ -101,7 +82,7 @@ def one_run(config: Config, fleet: Fleet, tmp: Path, variant: str, n: int, label
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=PLAYBOOK_TIMEOUT, check=False)
     seconds = time.perf_counter() - started
     controller_cpu = cpu_seconds() - cpu_before
-    close_masters(fleet)
+    fleet.close_control_masters()
     time.sleep(0.5)  # let each sshd reap its sessions
     hosts_cpu = sum(sshd_children_cpu(h) for h in hosts) - hosts_cpu_before
     (tmp / ("%s.log" % tag)).write_text(proc.stdout + proc.stderr)

@@ -24,7 +24,6 @@ rx + tx counters (everything: SSH, Ansible's module payloads, the data).
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -36,14 +35,29 @@ from pathlib import Path
 from typing import Any
 
 import demo_db
-from common import MIB, REPO, RSYNC, Config, rounded, sha256_of, target, workdir
+from common import MIB, REPO, RSYNC, Config, rounded, target, workdir
 from fleet import Fleet, Host
+from integration_helpers import (
+    ANSIBLE_PLAYBOOK,
+    BACKUP_DIR,
+    DB_NAME,
+    DB_PATH,
+    backups_in,
+    changed_pages,
+    manifest_of,
+    rows_by_host,
+    run_records,
+    sha256_of,
+)
 
-ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
-DB_PATH = "/srv/app/gym.db"
-BACKUP_DIR = "/var/backups/sqlite"
-NAME = "gym"
 PLAYBOOK_TIMEOUT = 1800
+
+
+def photo_pages(conn: sqlite3.Connection) -> tuple[int, int, list[tuple[int, int]]]:
+    """(page count, page size, [(id, bytes) of each photo]) of the demo database."""
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    return pages, page_size, conn.execute("SELECT id, length(data) FROM photos ORDER BY id").fetchall()
 
 
 def change_pages(db: Path, fraction: float, seed: int = 5) -> dict[str, Any]:
@@ -52,9 +66,7 @@ def change_pages(db: Path, fraction: float, seed: int = 5) -> dict[str, Any]:
     rng = random.Random(seed)
     conn = sqlite3.connect(str(db), isolation_level=None)
     try:
-        pages = conn.execute("PRAGMA page_count").fetchone()[0]
-        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-        photos = conn.execute("SELECT id, length(data) FROM photos ORDER BY id").fetchall()
+        pages, page_size, photos = photo_pages(conn)
         pages_per_photo = max(1, round(photos[0][1] / (page_size - 4)) + 1) if photos else 1
         wanted = max(1, round(pages * fraction / pages_per_photo))
         chosen = rng.sample(photos, min(wanted, len(photos)))
@@ -73,9 +85,7 @@ def change_bytes_in_pages(db: Path, fraction: float, seed: int = 6, nbytes: int 
     rng = random.Random(seed)
     conn = sqlite3.connect(str(db), isolation_level=None)
     try:
-        pages = conn.execute("PRAGMA page_count").fetchone()[0]
-        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-        photos = conn.execute("SELECT id, length(data) FROM photos ORDER BY id").fetchall()
+        pages, page_size, photos = photo_pages(conn)
         wanted = max(1, round(pages * fraction))
         conn.execute("BEGIN IMMEDIATE")
         for _ in range(wanted):
@@ -89,32 +99,16 @@ def change_bytes_in_pages(db: Path, fraction: float, seed: int = 6, nbytes: int 
     return {"writes": wanted, "bytes_written": wanted * nbytes}
 
 
-def changed_pages(old: Path, new: Path, page_size: int = 4096) -> int:
-    changed = 0
-    with open(old, "rb") as a, open(new, "rb") as b:
-        while True:
-            page = b.read(page_size)
-            if not page:
-                return changed
-            changed += a.read(page_size) != page
-
-
 def newest_backup(folder: Path) -> Path:
-    names = sorted(p.name for p in folder.iterdir() if re.fullmatch(r"%s_backup_\d{8}_\d{6}(_\d+)?\.db" % NAME, p.name))
+    names = backups_in(folder)
     if not names:
         raise RuntimeError("no backup in %s" % folder)
     return folder / names[-1]
 
 
 def last_record_bytes(archive: Path, host: str) -> int | None:
-    records = sorted((archive / "runs").glob("backup-*.json"))
-    if not records:
-        return None
-    record = json.loads(records[-1].read_text())
-    for row in record.get("rows", []):
-        if row.get("host") == host:
-            return row.get("transferred_bytes")
-    return None
+    records = run_records(archive, "backup")
+    return rows_by_host(records[-1]).get(host, {}).get("transferred_bytes") if records else None
 
 
 class Site:
@@ -126,7 +120,7 @@ class Site:
         self.env = {**fleet.env(), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
 
     def inventory(self, name: str, **group_vars: Any) -> Path:
-        values = {"sqlite_backup_databases": [{"name": NAME, "path": DB_PATH}],
+        values = {"sqlite_backup_databases": [{"name": DB_NAME, "path": DB_PATH}],
                   "sqlite_archive_dir": str(self.tmp / name), **group_vars}
         return self.fleet.write_inventory(self.tmp / ("%s.yml" % name), group_vars=values)
 
@@ -149,14 +143,8 @@ class Site:
         return entry
 
     def playbook(self, label: str, inventory: Path) -> dict[str, Any]:
-        self.close_masters()
+        self.fleet.close_control_masters()
         return self.measured(label, [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), "backup.yml"])
-
-    def close_masters(self) -> None:
-        for sock in self.fleet.control_path_dir.iterdir():
-            if sock.is_socket():
-                subprocess.run(["ssh", "-F", "/dev/null", "-o", "ControlPath=%s" % sock, "-O", "exit", "x"],
-                               capture_output=True, timeout=10, check=False)
 
     def rsync(self, label: str, basis: Path, backup: Path, folder: Path) -> dict[str, Any]:
         """rsync (default delta) of the host's copy of the archived ``backup`` into ``folder``, with
@@ -166,7 +154,7 @@ class Site:
         entry = self.measured(label, [RSYNC, "--stats", "-e", self.ssh_command(),
                                       "%s:%s" % (self.host.address, os.path.join(BACKUP_DIR, backup.name)), str(copy)])
         entry.update(rsync_stats(entry["output"]))
-        manifest = json.loads(Path(str(backup) + ".json").read_text())
+        manifest = manifest_of(backup)
         entry["result_matches_manifest"] = sha256_of(copy) == manifest["sha256"]
         if not entry["result_matches_manifest"]:
             raise RuntimeError("rsync's copy of %s does not match the backup's manifest" % backup.name)
@@ -201,7 +189,7 @@ def run(config: Config) -> dict[str, Any]:
         db_bytes = host.path(DB_PATH).stat().st_size
         delta_inventory = site.inventory("archive-delta")
         full_inventory = site.inventory("archive-full", sqlite_archive_delta=False, sqlite_archive_max_backups=1)
-        archive_folder = tmp / "archive-delta" / host.name / NAME
+        archive_folder = tmp / "archive-delta" / host.name / DB_NAME
 
         site.playbook("seed", delta_inventory)  # unshaped: the archive's first backup
         host.shape(rate=config.pull_rate, burst="64kb", latency="200ms")

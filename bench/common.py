@@ -29,7 +29,7 @@ from typing import Any, Callable
 REPO = Path(__file__).resolve().parents[1]
 BENCH_DIR = REPO / "bench"
 RESULTS_DIR = BENCH_DIR / "results"
-for _folder in (REPO / "module_utils", REPO / "tools", REPO / "tests"):
+for _folder in (REPO / "module_utils", REPO / "tools", REPO / "tests", REPO / "tests" / "integration"):
     if str(_folder) not in sys.path:
         sys.path.insert(0, str(_folder))
 
@@ -204,16 +204,6 @@ def workdir(config: Config, prefix: str) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def sha256_of(path: str | os.PathLike[str]) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- machine

@@ -51,6 +51,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Callable, Union
 
+from arg_types import non_negative
+
 DEFAULT_RATE = 50.0
 DEFAULT_BUSY_TIMEOUT_MS = 5000
 DEFAULT_STATUS_INTERVAL_S = 0.2
@@ -571,19 +573,6 @@ def start_writer(
 # ---------------------------------------------------------------- command line
 
 
-def non_negative(kind: Callable[[str], float]) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not math.isfinite(value) or value < 0:
-            raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more: {text}")
-        return value
-
-    return parse
-
-
 def parse_args(argv: list[str] | None) -> WriterOptions:
     parser = argparse.ArgumentParser(
         description="Keep committing app-like two-table transactions to a SQLite database "
@@ -592,59 +581,26 @@ def parse_args(argv: list[str] | None) -> WriterOptions:
         "2 bad input (e.g. missing DB), 1 SQLite error while setting up.",
     )
     parser.add_argument("db", metavar="DB", help="existing database file (the app tables are created if missing)")
-    parser.add_argument(
-        "--rate",
-        type=non_negative(float),
-        default=DEFAULT_RATE,
-        metavar="TX_PER_S",
-        help=f"transactions per second, 0 = flat out (default {DEFAULT_RATE:g})",
-    )
-    parser.add_argument(
-        "--duration",
-        type=non_negative(float),
-        default=0.0,
-        metavar="S",
-        help="stop after S seconds (default 0: run until SIGTERM/SIGINT)",
-    )
-    parser.add_argument(
-        "--journal-mode",
-        choices=JOURNAL_MODE_CHOICES,
-        default="keep",
-        help="switch the database to this journal mode first (default keep)",
-    )
-    parser.add_argument(
-        "--no-autocheckpoint",
-        action="store_true",
-        help="PRAGMA wal_autocheckpoint=0: committed rows stay in the -wal file",
-    )
-    parser.add_argument(
-        "--busy-timeout-ms",
-        type=non_negative(int),
-        default=DEFAULT_BUSY_TIMEOUT_MS,
-        metavar="N",
-        help=f"wait up to N ms for a lock before counting 'database is locked' (default {DEFAULT_BUSY_TIMEOUT_MS})",
-    )
-    parser.add_argument(
-        "--status-file", type=Path, metavar="F", help="JSON status, replaced atomically while running and at the end"
-    )
+    parser.add_argument("--rate", type=non_negative(float), default=DEFAULT_RATE, metavar="TX_PER_S",
+                        help=f"transactions per second, 0 = flat out (default {DEFAULT_RATE:g})")
+    parser.add_argument("--duration", type=non_negative(float), default=0.0, metavar="S",
+                        help="stop after S seconds (default 0: run until SIGTERM/SIGINT)")
+    parser.add_argument("--journal-mode", choices=JOURNAL_MODE_CHOICES, default="keep",
+                        help="switch the database to this journal mode first (default keep)")
+    parser.add_argument("--no-autocheckpoint", action="store_true",
+                        help="PRAGMA wal_autocheckpoint=0: committed rows stay in the -wal file")
+    parser.add_argument("--busy-timeout-ms", type=non_negative(int), default=DEFAULT_BUSY_TIMEOUT_MS, metavar="N",
+                        help="wait up to N ms for a lock before counting 'database is locked' "
+                             f"(default {DEFAULT_BUSY_TIMEOUT_MS})")
+    parser.add_argument("--status-file", type=Path, metavar="F",
+                        help="JSON status, replaced atomically while running and at the end")
     parser.add_argument("--ready-file", type=Path, metavar="F", help="touched after the first commit")
-    parser.add_argument(
-        "--status-interval",
-        type=non_negative(float),
-        default=DEFAULT_STATUS_INTERVAL_S,
-        metavar="S",
-        help=f"seconds between status writes (default {DEFAULT_STATUS_INTERVAL_S})",
-    )
-    parser.add_argument(
-        "--payload-bytes",
-        type=non_negative(int),
-        default=DEFAULT_PAYLOAD_BYTES,
-        metavar="N",
-        help=f"random bytes per event (default {DEFAULT_PAYLOAD_BYTES})",
-    )
-    parser.add_argument(
-        "--exit-with-parent", action="store_true", help="stop when the parent process exits (used by start_writer)"
-    )
+    parser.add_argument("--status-interval", type=non_negative(float), default=DEFAULT_STATUS_INTERVAL_S, metavar="S",
+                        help=f"seconds between status writes (default {DEFAULT_STATUS_INTERVAL_S})")
+    parser.add_argument("--payload-bytes", type=non_negative(int), default=DEFAULT_PAYLOAD_BYTES, metavar="N",
+                        help=f"random bytes per event (default {DEFAULT_PAYLOAD_BYTES})")
+    parser.add_argument("--exit-with-parent", action="store_true",
+                        help="stop when the parent process exits (used by start_writer)")
     args = parser.parse_args(argv)
     return WriterOptions(
         db=Path(args.db),

@@ -32,6 +32,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from arg_types import non_negative
+
 SCHEMA_VERSION = 3
 PAGE_SIZE = 4096
 DEFAULT_MEMBERS = 200
@@ -415,26 +417,6 @@ def create_demo_db(
 # ---------------------------------------------------------------- command line
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more: {text}")
-    return value
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Create the demo SQLite database of the gym-controller app "
@@ -443,31 +425,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(e.g. PATH exists without --force), 1 SQLite or file-system error.",
     )
     parser.add_argument("path", metavar="PATH", help="database file to create (parent folders are created)")
-    parser.add_argument(
-        "--members",
-        type=non_negative_int,
-        default=DEFAULT_MEMBERS,
-        help=f"number of members (default {DEFAULT_MEMBERS})",
-    )
-    parser.add_argument(
-        "--size-mb",
-        type=non_negative_float,
-        default=0,
-        metavar="M",
-        help="pad with incompressible photos up to about M MiB (default 0: no padding)",
-    )
-    parser.add_argument(
-        "--journal-mode",
-        choices=JOURNAL_MODES,
-        default="wal",
-        help="journal mode of the finished database (default wal)",
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=DEFAULT_SEED,
-        help=f"random seed; the same seed gives the same content (default {DEFAULT_SEED})",
-    )
+    parser.add_argument("--members", type=non_negative(int), default=DEFAULT_MEMBERS,
+                        help=f"number of members (default {DEFAULT_MEMBERS})")
+    parser.add_argument("--size-mb", type=non_negative(float), default=0, metavar="M",
+                        help="pad with incompressible photos up to about M MiB (default 0: no padding)")
+    parser.add_argument("--journal-mode", choices=JOURNAL_MODES, default="wal",
+                        help="journal mode of the finished database (default wal)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help=f"random seed; the same seed gives the same content (default {DEFAULT_SEED})")
     parser.add_argument("--force", action="store_true", help="replace PATH if it exists")
     return parser.parse_args(argv)
 

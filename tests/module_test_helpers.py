@@ -10,6 +10,8 @@ No pytest import here.
 
 - ``run_module``, ``run_many``, ``run_tasks``, ``run_cases``: ad hoc and playbook runs, results as ``Run``
 - ``ansible_env``, ``BIN``, ``REPO``, ``SYSTEM_PYTHON``, ``PYTHON39``, ``MODULES``, ``core`` (the core)
+- ``run_cases_in_copies``: bad-input tables, each case in its own copy of a folder; ``fill`` (placeholders)
+- ``assert_no_traceback``, ``assert_refused_unchanged``: what a clean refusal looks like
 - ``make_database``, ``corrupt_table_pages``, ``tree_state``, ``interpreter_sqlite_version``
 """
 
@@ -18,9 +20,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import stat
 import subprocess
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +160,54 @@ def run_cases(cases: list[tuple[str, dict[str, Any]]], python: str = SYSTEM_PYTH
 def run_many(tasks: list[dict[str, Any]], python: str = SYSTEM_PYTHON, tmp_dir: Path | None = None) -> list[Run]:
     """run_tasks on localhost only: one result per task."""
     return [per_host["localhost"] for per_host in run_tasks(tasks, python, tmp_dir=tmp_dir)]
+
+
+def fill(value: Any, **placeholders: str) -> Any:
+    """``value`` with each ``{name}`` in its strings (in dicts and lists too) replaced by ``placeholders[name]``."""
+    if isinstance(value, str):
+        for name, text in placeholders.items():
+            value = value.replace("{%s}" % name, text)
+        return value
+    if isinstance(value, dict):
+        return {key: fill(item, **placeholders) for key, item in value.items()}
+    if isinstance(value, list):
+        return [fill(item, **placeholders) for item in value]
+    return value
+
+
+def run_cases_in_copies(template: Path, root: Path, cases: Sequence[tuple[str, str, dict[str, Any]]],
+                        placeholders: Callable[[Path], Mapping[str, str]],
+                        python: str = SYSTEM_PYTHON) -> dict[str, tuple[Run, dict[str, tuple], dict[str, tuple]]]:
+    """Each case (id, module, args) in its own copy of ``template`` (``root/<id>``), its args filled from
+    ``placeholders(copy)``; all in one ``run_cases``. id -> (result, tree_state of the copy before, after)."""
+    folders = {case_id: shutil.copytree(template, root / case_id, copy_function=shutil.copy2)
+               for case_id, _module, _args in cases}
+    before = {case_id: tree_state(folder) for case_id, folder in folders.items()}
+    results = run_cases([(module, fill(args, **placeholders(folders[case_id]))) for case_id, module, args in cases],
+                        python, tmp_dir=root)
+    return {case_id: (result, before[case_id], tree_state(folders[case_id]))
+            for (case_id, _module, _args), result in zip(cases, results)}
+
+
+def assert_no_traceback(result: Run) -> None:
+    """A clean failure: the module's own message, no crash, no traceback anywhere.
+    (Ansible 2.19 puts ``exception: "(traceback unavailable)"`` in every failed result.)"""
+    assert "Traceback" not in result.output
+    assert "Traceback" not in json.dumps(result)
+    assert "module_stderr" not in result and "MODULE FAILURE" not in str(result.get("msg", "")), result
+
+
+def assert_refused_unchanged(result: Run, before: dict[str, tuple], after: dict[str, tuple], message: str,
+                             kind: str | None) -> None:
+    """Refused with ``message`` and ``kind`` (None: Ansible's own argument check), changed nothing: said so,
+    and its folder's tree is as it was; no traceback."""
+    assert result.get("failed") is True, result
+    assert result.get("changed", False) is False
+    assert message in result["msg"], result["msg"]
+    if kind is not None:
+        assert result["kind"] == kind, result
+    assert_no_traceback(result)
+    assert after == before
 
 
 # --------------------------------------------------------------------------- real SQLite files

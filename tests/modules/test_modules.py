@@ -16,6 +16,7 @@ import stat
 import subprocess
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -24,11 +25,14 @@ from module_test_helpers import (
     MODULES,
     REPO,
     ansible_env,
+    assert_no_traceback,
+    assert_refused_unchanged,
     core,
     corrupt_table_pages,
     interpreter_sqlite_version,
     make_database,
     run_cases,
+    run_cases_in_copies,
     run_many,
     run_module,
     run_tasks,
@@ -45,14 +49,6 @@ def backups_in(folder: Path, name: str = "gym") -> list[str]:
 
 def manifest_of(backup: Path) -> dict:
     return json.loads(Path(str(backup) + ".json").read_text())
-
-
-def assert_no_traceback(result) -> None:
-    """A clean failure: the module's own message, no crash, no traceback anywhere.
-    (Ansible 2.19 puts ``exception: "(traceback unavailable)"`` in every failed result.)"""
-    assert "Traceback" not in result.output
-    assert "Traceback" not in json.dumps(result)
-    assert "module_stderr" not in result and "MODULE FAILURE" not in str(result.get("msg", "")), result
 
 
 # --------------------------------------------------------------------------- shared backups
@@ -392,74 +388,63 @@ def test_checkpoint_on_wal_and_non_wal_databases(python, tmp_path):
 
 # --------------------------------------------------------------------------- bad input
 
+def backup_args(**changes: Any) -> dict[str, Any]:
+    """sqlite_backup's arguments for the case's database and backup folder, with ``changes``."""
+    return {"path": "{d}/gym.db", "name": "gym", "backup_dir": "{d}/bk", **changes}
+
+
 # id, module, args ({d} is the case's own folder), msg substring, kind (None: Ansible's own argument check)
 BAD_INPUT = [
-    ("missing-database", "sqlite_backup", {"path": "{d}/missing.db", "name": "gym", "backup_dir": "{d}/bk"},
-     "does not exist", "bad_input"),
-    ("directory-as-database", "sqlite_backup", {"path": "{d}/adir", "name": "gym", "backup_dir": "{d}/bk"},
-     "is a directory", "bad_input"),
-    ("text-file-as-database", "sqlite_backup", {"path": "{d}/notes.txt", "name": "gym", "backup_dir": "{d}/bk"},
+    ("missing-database", "sqlite_backup", backup_args(path="{d}/missing.db"), "does not exist", "bad_input"),
+    ("directory-as-database", "sqlite_backup", backup_args(path="{d}/adir"), "is a directory", "bad_input"),
+    ("text-file-as-database", "sqlite_backup", backup_args(path="{d}/notes.txt"),
      "not an SQLite 3 database", "bad_input"),
-    ("empty-database", "sqlite_backup", {"path": "{d}/empty.db", "name": "gym", "backup_dir": "{d}/bk"},
-     "is empty", "bad_input"),
-    ("relative-database-path", "sqlite_backup", {"path": "gym.db", "name": "gym", "backup_dir": "{d}/bk"},
-     "must be an absolute path", "bad_input"),
-    ("relative-backup-dir", "sqlite_backup", {"path": "{d}/gym.db", "name": "gym", "backup_dir": "bk"},
-     "must be an absolute path", "bad_input"),
-    ("name-with-slash", "sqlite_backup", {"path": "{d}/gym.db", "name": "gym/x", "backup_dir": "{d}/bk"},
-     "is not allowed", "bad_input"),
-    ("name-with-dotdot", "sqlite_backup", {"path": "{d}/gym.db", "name": "gym..old", "backup_dir": "{d}/bk"},
-     "is not allowed", "bad_input"),
-    ("bad-label", "sqlite_backup", {"path": "{d}/gym.db", "name": "gym", "backup_dir": "{d}/bk",
-                                    "label": "pre upgrade"}, "label", "bad_input"),
-    ("unknown-owner", "sqlite_backup", {"path": "{d}/gym.db", "name": "gym", "backup_dir": "{d}/bk",
-                                        "owner": "no-such-user-here"}, "does not exist on this host", "bad_input"),
-    ("backup-dir-under-a-file", "sqlite_backup", {"path": "{d}/gym.db", "name": "gym", "backup_dir": "{d}/afile/bk"},
+    ("empty-database", "sqlite_backup", backup_args(path="{d}/empty.db"), "is empty", "bad_input"),
+    ("relative-database-path", "sqlite_backup", backup_args(path="gym.db"), "must be an absolute path", "bad_input"),
+    ("relative-backup-dir", "sqlite_backup", backup_args(backup_dir="bk"), "must be an absolute path", "bad_input"),
+    ("name-with-slash", "sqlite_backup", backup_args(name="gym/x"), "is not allowed", "bad_input"),
+    ("name-with-dotdot", "sqlite_backup", backup_args(name="gym..old"), "is not allowed", "bad_input"),
+    ("bad-label", "sqlite_backup", backup_args(label="pre upgrade"), "label", "bad_input"),
+    ("unknown-owner", "sqlite_backup", backup_args(owner="no-such-user-here"),
+     "does not exist on this host", "bad_input"),
+    ("backup-dir-under-a-file", "sqlite_backup", backup_args(backup_dir="{d}/afile/bk"),
      "cannot create backup folder", "io"),
-    ("backup-dir-is-a-file", "sqlite_backup", {"path": "{d}/gym.db", "name": "gym", "backup_dir": "{d}/afile"},
-     "not a directory", "bad_input"),
-    ("negative-lock-timeout", "sqlite_backup", {"path": "{d}/gym.db", "name": "gym", "backup_dir": "{d}/bk",
-                                                "lock_timeout": -1}, "lock_timeout must be 0 or more", "bad_input"),
-    ("retention-keeps-nothing", "sqlite_backup", {"path": "{d}/gym.db", "name": "gym", "backup_dir": "{d}/bk",
-                                                  "retention": {}}, "keeps nothing", "bad_input"),
-    ("retention-negative-keep", "sqlite_backup", {"path": "{d}/gym.db", "name": "gym", "backup_dir": "{d}/bk",
-                                                  "retention": {"keep_last": 2, "keep_days": -1}},
+    ("backup-dir-is-a-file", "sqlite_backup", backup_args(backup_dir="{d}/afile"), "not a directory", "bad_input"),
+    ("negative-lock-timeout", "sqlite_backup", backup_args(lock_timeout=-1),
+     "lock_timeout must be 0 or more", "bad_input"),
+    ("retention-keeps-nothing", "sqlite_backup", backup_args(retention={}), "keeps nothing", "bad_input"),
+    ("retention-negative-keep", "sqlite_backup", backup_args(retention={"keep_last": 2, "keep_days": -1}),
      "keep_days must be a non-negative integer, got -1; nothing was backed up", "bad_input"),
-    ("retention-unknown-timezone", "sqlite_backup", {"path": "{d}/gym.db", "name": "gym", "backup_dir": "{d}/bk",
-                                                     "retention": {"keep_last": 2, "timezone": "Mars/Olympus_Mons"}},
-     "unknown time zone", "bad_input"),
+    ("retention-unknown-timezone", "sqlite_backup",
+     backup_args(retention={"keep_last": 2, "timezone": "Mars/Olympus_Mons"}), "unknown time zone", "bad_input"),
     ("retention-bad-label-days", "sqlite_backup",
-     {"path": "{d}/gym.db", "name": "gym", "backup_dir": "{d}/bk",
-      "retention": {"keep_last": 2, "keep_label_days": {"pre-upgrade": -3}}},
-     "non-negative", "bad_input"),
-    ("retention-unknown-rule", "sqlite_backup", {"path": "{d}/gym.db", "name": "gym", "backup_dir": "{d}/bk",
-                                                 "retention": {"keep_last": 2, "keep_forever": True}},
+     backup_args(retention={"keep_last": 2, "keep_label_days": {"pre-upgrade": -3}}), "non-negative", "bad_input"),
+    ("retention-unknown-rule", "sqlite_backup", backup_args(retention={"keep_last": 2, "keep_forever": True}),
      "retention.keep_forever", None),
-    ("export-negative-max-backups", "sqlite_backup", {"path": "{d}/gym.db", "name": "gym", "backup_dir": "{d}/bk",
-                                                      "export": {"max_backups": -1}},
+    ("export-negative-max-backups", "sqlite_backup", backup_args(export={"max_backups": -1}),
      "export.max_backups must be 0 or more", "bad_input"),
-    ("export-unknown-fetch-user", "sqlite_backup", {"path": "{d}/gym.db", "name": "gym", "backup_dir": "{d}/bk",
-                                                    "export": {"fetch_user": "no-such-user-here"}},
+    ("export-unknown-fetch-user", "sqlite_backup", backup_args(export={"fetch_user": "no-such-user-here"}),
      "export.fetch_user 'no-such-user-here' does not exist on this host", "bad_input"),
-    ("export-have-without-file", "sqlite_backup", {"path": "{d}/gym.db", "name": "gym", "backup_dir": "{d}/bk",
-                                                   "export": {"have": [{"sha256": "x"}]}},
+    ("export-have-without-file", "sqlite_backup", backup_args(export={"have": [{"sha256": "x"}]}),
      "export.have must be a list of {file, sha256}", "bad_input"),
-    ("bad-method", "sqlite_backup", {"path": "{d}/gym.db", "name": "gym", "backup_dir": "{d}/bk", "method": "cp"},
+    ("bad-method", "sqlite_backup", backup_args(method="cp"),
      "value of method must be one of: pinned_copy, backup_api, vacuum_into", None),
     ("bad-integrity", "sqlite_verify", {"backup_dir": "{d}/bk", "integrity": "paranoid"},
      "value of integrity must be one of: quick, full", None),
-    ("bad-checkpoint-choice", "sqlite_backup", {"path": "{d}/gym.db", "name": "gym", "backup_dir": "{d}/bk",
-                                                "checkpoint": "passive"}, "value of checkpoint must be one of", None),
+    ("bad-checkpoint-choice", "sqlite_backup", backup_args(checkpoint="passive"),
+     "value of checkpoint must be one of", None),
     ("negative-keep", "sqlite_retention", {"backup_dir": "{d}/bk", "name": "gym", "keep_last": 3, "keep_daily": -1},
      "keep_daily must be a non-negative integer", "bad_input"),
     ("empty-retention-policy", "sqlite_retention", {"backup_dir": "{d}/bk", "name": "gym"},
      "keeps nothing", "bad_input"),
-    ("unknown-timezone", "sqlite_retention", {"backup_dir": "{d}/bk", "name": "gym", "keep_daily": 7,
-                                              "timezone": "Mars/Olympus_Mons"}, "unknown time zone", "bad_input"),
+    ("unknown-timezone", "sqlite_retention",
+     {"backup_dir": "{d}/bk", "name": "gym", "keep_daily": 7, "timezone": "Mars/Olympus_Mons"},
+     "unknown time zone", "bad_input"),
     ("bad-now", "sqlite_retention", {"backup_dir": "{d}/bk", "name": "gym", "keep_last": 1, "now": "yesterday"},
      "ISO-8601", "bad_input"),
-    ("bad-label-days", "sqlite_retention", {"backup_dir": "{d}/bk", "name": "gym", "keep_last": 1,
-                                            "keep_label_days": {"pre-upgrade": -3}}, "non-negative", "bad_input"),
+    ("bad-label-days", "sqlite_retention",
+     {"backup_dir": "{d}/bk", "name": "gym", "keep_last": 1, "keep_label_days": {"pre-upgrade": -3}},
+     "non-negative", "bad_input"),
     ("verify-missing-file", "sqlite_verify", {"path": "{d}/gym_backup_20260101_000000.db"},
      "does not exist", "bad_input"),
     ("verify-not-a-backup-name", "sqlite_verify", {"path": "{d}/gym.db"}, "not named like a backup", "bad_input"),
@@ -478,14 +463,6 @@ BAD_INPUT = [
 ]
 
 
-def fill_case(folder: Path, value):
-    if isinstance(value, str):
-        return value.replace("{d}", str(folder))
-    if isinstance(value, dict):
-        return {key: fill_case(folder, item) for key, item in value.items()}
-    return value
-
-
 @pytest.fixture(scope="module")
 def bad_input_runs(python, tmp_path_factory):
     """Every bad-input case in one playbook, each in its own folder holding a WAL database with one
@@ -499,27 +476,14 @@ def bad_input_runs(python, tmp_path_factory):
     (template / "empty.db").write_bytes(b"")
     (template / "adir").mkdir()
     (template / "afile").write_text("a regular file\n")
-    cases, folders = [], {}
-    for case_id, module, args, _msg, _kind in BAD_INPUT:
-        folders[case_id] = shutil.copytree(template, root / case_id, copy_function=shutil.copy2)
-        cases.append((module, fill_case(folders[case_id], args)))
-    before = {case_id: tree_state(folder) for case_id, folder in folders.items()}
-    results = run_cases(cases, python, tmp_dir=root)
-    after = {case_id: tree_state(folder) for case_id, folder in folders.items()}
-    return {case[0]: (result, before[case[0]], after[case[0]]) for case, result in zip(BAD_INPUT, results)}
+    return run_cases_in_copies(template, root, [case[:3] for case in BAD_INPUT], lambda folder: {"d": str(folder)},
+                               python)
 
 
 @pytest.mark.parametrize(("case_id", "message", "kind"), [(c[0], c[3], c[4]) for c in BAD_INPUT],
                          ids=[c[0] for c in BAD_INPUT])
 def test_bad_input_fails_clearly_and_changes_nothing(bad_input_runs, case_id, message, kind):
-    result, before, after = bad_input_runs[case_id]
-    assert result.get("failed") is True, result
-    assert result.get("changed", False) is False
-    assert message in result["msg"], result["msg"]
-    if kind is not None:
-        assert result["kind"] == kind
-    assert_no_traceback(result)
-    assert after == before
+    assert_refused_unchanged(*bad_input_runs[case_id], message, kind)
 
 
 # --------------------------------------------------------------------------- documentation

@@ -25,21 +25,18 @@ from module_test_helpers import (
     BIN,
     REPO,
     ansible_env,
+    assert_no_traceback,
+    assert_refused_unchanged,
     core,
     make_database,
     run_cases,
+    run_cases_in_copies,
     run_many,
     tree_state,
 )
 
 MODULE = "sqlite_restore"
 NOBODY = 65534  # nobody / nogroup: the app user owning the database
-
-
-def assert_no_traceback(result) -> None:
-    assert "Traceback" not in result.output
-    assert "Traceback" not in json.dumps(result)
-    assert "module_stderr" not in result and "MODULE FAILURE" not in str(result.get("msg", "")), result
 
 
 def counts(db: Path) -> dict[str, int]:
@@ -322,15 +319,6 @@ BAD_INPUT = [
 ]
 
 
-def fill(value, folder: Path, good: str):
-    if isinstance(value, str):
-        return (value.replace("{db}", str(folder / "app" / "gym.db")).replace("{bk}", str(folder / "backups"))
-                .replace("{good}", str(folder / "backups" / good)).replace("{d}", str(folder / "app")))
-    if isinstance(value, dict):
-        return {key: fill(item, folder, good) for key, item in value.items()}
-    return value
-
-
 @pytest.fixture(scope="module")
 def bad_input_runs(tmp_path_factory):
     """Every case in one playbook, each in its own copy of an app folder and a backup folder."""
@@ -340,27 +328,19 @@ def bad_input_runs(tmp_path_factory):
     make_database(template / "app" / "gym.db", rows=50)
     (template / "app" / "notes.txt").write_text("not a database\n" * 20)
     good = core.snapshot(str(template / "app" / "gym.db"), str(template / "backups"), "gym")["file"]
-    cases, folders = [], {}
-    for case_id, args, _msg, _kind in BAD_INPUT:
-        folders[case_id] = shutil.copytree(template, root / case_id, copy_function=shutil.copy2)
-        cases.append((MODULE, fill(args, folders[case_id], good)))
-    before = {case_id: tree_state(folder) for case_id, folder in folders.items()}
-    results = run_cases(cases, tmp_dir=root)
-    after = {case_id: tree_state(folder) for case_id, folder in folders.items()}
-    return {case[0]: (result, before[case[0]], after[case[0]]) for case, result in zip(BAD_INPUT, results)}
+
+    def placeholders(folder: Path) -> dict[str, str]:
+        return {"db": str(folder / "app" / "gym.db"), "bk": str(folder / "backups"),
+                "good": str(folder / "backups" / good), "d": str(folder / "app")}
+
+    return run_cases_in_copies(template, root, [(case_id, MODULE, args) for case_id, args, _msg, _kind in BAD_INPUT],
+                               placeholders)
 
 
 @pytest.mark.parametrize(("case_id", "message", "kind"), [(c[0], c[2], c[3]) for c in BAD_INPUT],
                          ids=[c[0] for c in BAD_INPUT])
 def test_bad_input_fails_clearly_and_changes_nothing(bad_input_runs, case_id, message, kind):
-    result, before, after = bad_input_runs[case_id]
-    assert result.get("failed") is True, result
-    assert result.get("changed", False) is False
-    assert message in result["msg"], result["msg"]
-    if kind is not None:
-        assert result["kind"] == kind, result
-    assert_no_traceback(result)
-    assert after == before
+    assert_refused_unchanged(*bad_input_runs[case_id], message, kind)
 
 
 # --------------------------------------------------------------------------- documentation

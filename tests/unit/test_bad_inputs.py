@@ -28,7 +28,7 @@ from typing import Any
 
 import module_test_helpers as helpers
 import pytest
-from module_test_helpers import core
+from module_test_helpers import core, fill
 
 REPO = Path(__file__).resolve().parents[2]
 CONTROLLER_PYTHON = str(REPO / ".venv" / "bin" / "python")
@@ -149,16 +149,6 @@ CASES = [
 ]
 
 
-def fill(value: Any, folder: Path, backup: str) -> Any:
-    if isinstance(value, str):
-        return value.replace("{d}", str(folder)).replace("{backup}", backup.replace("{d}", str(folder)))
-    if isinstance(value, dict):
-        return {key: fill(item, folder, backup) for key, item in value.items()}
-    if isinstance(value, list):
-        return [fill(item, folder, backup) for item in value]
-    return value
-
-
 def runner_config(folder: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     config = {"host": "testpi", "backup_dir": str(folder / "bk"),
               "databases": [{"name": "gym", "path": str(folder / "app" / "gym.db")}], "lock_timeout": 5,
@@ -176,13 +166,13 @@ def run_playbook(case: Case, folder: Path, root: Path) -> tuple[int, str]:
             "sqlite_sync_dir": str(folder / "work"), "sqlite_runner_dir": str(folder / "opt"),
             "sqlite_runner_log_dir": str(folder / "log"), "sqlite_runner_metrics_dir": "",
             "sqlite_schedule_log_dir": str(folder / "log"), "sqlite_schedule_cron_file": "sqlite-bad-input-test"}
-    host.update(fill(spec.get("host", {}), folder, ""))
+    host.update(fill(spec.get("host", {}), d=str(folder)))
     inventory = root / "inventories" / (case.id + ".json")
     inventory.write_text(json.dumps({"all": {"children": {"sqlite_hosts": {"hosts": {"local1": host}}}}}))
-    target = fill(spec["inventory"], folder, "") if "inventory" in spec else str(inventory)
+    target = fill(spec["inventory"], d=str(folder)) if "inventory" in spec else str(inventory)
     argv = [str(ANSIBLE_PLAYBOOK), "-i", target, spec["playbook"], *spec.get("args", [])]
     if spec.get("vars"):
-        argv += ["-e", json.dumps(fill(spec["vars"], folder, ""))]
+        argv += ["-e", json.dumps(fill(spec["vars"], d=str(folder)))]
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
     proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     return proc.returncode, proc.stdout + proc.stderr
@@ -216,7 +206,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     for case in CASES:
         folder = shutil.copytree(template, root / case.id, copy_function=shutil.copy2, symlinks=True)
         if case.face == "runner":
-            config = runner_config(folder, fill(case.spec["config"], folder, ""))
+            config = runner_config(folder, fill(case.spec["config"], d=str(folder)))
             (folder / "opt" / "config.json").write_text(json.dumps(config))
         folders[case.id] = folder
     before = {case_id: helpers.tree_state(folder) for case_id, folder in folders.items()}
@@ -224,8 +214,8 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     module_cases = [case for case in CASES if case.face == "module"]
     results: dict[str, Any] = {}
     module_results = helpers.run_cases(
-        [next(iter(fill(case.spec, folders[case.id], "{d}/bk/" + backup).items())) for case in module_cases],
-        CONTROLLER_PYTHON, tmp_dir=root)
+        [next(iter(fill(case.spec, d=str(folders[case.id]), backup=f"{folders[case.id]}/bk/{backup}").items()))
+         for case in module_cases], CONTROLLER_PYTHON, tmp_dir=root)
     for case, result in zip(module_cases, module_results):
         results[case.id] = ("failed" if result.get("failed") else "ok", result.get("msg", ""), result.output, result)
 

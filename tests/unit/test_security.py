@@ -91,17 +91,22 @@ def no_umask() -> Iterator[None]:
         os.umask(old)
 
 
+def database_of(path: Path, *statements: str) -> Path:
+    """A database file made by ``statements``, committed."""
+    conn = sqlite3.connect(path)
+    for statement in statements:
+        conn.execute(statement)
+    conn.commit()
+    conn.close()
+    return path
+
+
 def modes_under(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): stat.S_IMODE(p.lstat().st_mode) for p in [root, *root.rglob("*")]}
 
 
 def test_backups_archive_and_working_copies_are_private_whatever_the_umask(tmp_path: Path, no_umask: None) -> None:
-    db = tmp_path / "app.db"
-    conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE t (x)")
-    conn.execute("INSERT INTO t VALUES (1)")
-    conn.commit()
-    conn.close()
+    db = database_of(tmp_path / "app.db", "CREATE TABLE t (x)", "INSERT INTO t VALUES (1)")
     os.chmod(db, 0o666)
     taken = core.snapshot(str(db), str(tmp_path / "backups" / "nested"), "app")
     folder = tmp_path / "backups" / "nested"
@@ -344,12 +349,7 @@ def test_hostile_table_names_are_counted_not_executed(tmp_path: Path) -> None:
 
 
 def test_a_checkpoint_mode_cannot_carry_sql(tmp_path: Path) -> None:
-    db = tmp_path / "app.db"
-    conn = sqlite3.connect(db)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE t (x)")
-    conn.commit()
-    conn.close()
+    db = database_of(tmp_path / "app.db", "PRAGMA journal_mode=WAL", "CREATE TABLE t (x)")
     with pytest.raises(core.BackupError) as info:
         core.checkpoint(str(db), "PASSIVE); DROP TABLE t; --")
     assert info.value.kind == core.KIND_BAD_INPUT

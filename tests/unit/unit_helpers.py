@@ -20,10 +20,7 @@ import app_writer
 import demo_db
 import sqlite_fleet as core
 
-UNIT_DIR = Path(__file__).resolve().parent
-REPO_ROOT = UNIT_DIR.parents[1]
-CORE_DIR = REPO_ROOT / "module_utils"
-TOOLS_DIR = REPO_ROOT / "tools"
+CORE_DIR = Path(__file__).resolve().parents[2] / "module_utils"
 
 LOCK_FILE_ONLY = frozenset({core.LOCK_FILE})
 create_demo_db = demo_db.create_demo_db

@@ -12,7 +12,7 @@ Constants
 Playbook runs
     PlaybookRun             argv, rc, stdout, stderr, seconds; ``.output``; ``.explain()`` for assertion messages
     playbook_env(base)      base + the repository's ANSIBLE_CONFIG, no colour, no ANSIBLE_INVENTORY
-    start_playbook, finish_playbook, run_playbook
+    start_playbook (-> StartedPlaybook), finish_playbook, run_playbook
                             ``ansible-playbook [-i inventory] args...`` from the repository root
     debug_result(stdout, task, host)   what an ``ansible.builtin.debug`` task printed for host
     summary_lines(run, task)           the "one line per host and database" the playbooks print

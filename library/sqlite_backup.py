@@ -351,6 +351,8 @@ from ansible.module_utils.sqlite_fleet import (
     retention_policy,
     snapshot,
     stage_export,
+    validate_busy_timeout,
+    validate_lock_timeout,
 )
 
 EXPORT_OPTIONS = dict(
@@ -435,9 +437,11 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    if params["lock_timeout"] < 0:
-        module.fail_json(msg="lock_timeout must be 0 or more seconds, got %s" % params["lock_timeout"],
-                         kind=KIND_BAD_INPUT, changed=False)
+    try:
+        validate_lock_timeout(params["lock_timeout"])
+        validate_busy_timeout(params["busy_timeout_ms"])
+    except BackupError as exc:
+        module.fail_json(msg="%s; nothing was backed up" % exc, kind=exc.kind, changed=False)
     # A bad policy or export fails here, before any backup is taken.
     policy = None
     try:

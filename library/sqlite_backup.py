@@ -351,6 +351,8 @@ from ansible.module_utils.sqlite_fleet import (
     retention_policy,
     snapshot,
     stage_export,
+    validate_busy_timeout,
+    validate_lock_timeout,
 )
 
 EXPORT_OPTIONS = dict(
@@ -435,9 +437,11 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    if params["lock_timeout"] < 0:
-        module.fail_json(msg="lock_timeout must be 0 or more seconds, got %s" % params["lock_timeout"],
-                         kind=KIND_BAD_INPUT, changed=False)
+    try:
+        validate_lock_timeout(params["lock_timeout"])
+        validate_busy_timeout(params["busy_timeout_ms"])
+    except BackupError as exc:
+        module.fail_json(msg="%s; nothing was backed up" % exc, kind=exc.kind, changed=False)
     # A bad policy or export fails here, before any backup is taken.
     policy = None
     try:
@@ -489,11 +493,13 @@ def main():
         try:
             pruned = apply_retention(params["backup_dir"], params["name"], policy,
                                      timezone=params["retention"]["timezone"], check_mode=module.check_mode,
-                                     lock_timeout=params["lock_timeout"])
+                                     lock_timeout=params["lock_timeout"], trusted=[snap["file"]])
         except (BackupError, OSError, sqlite3.Error) as exc:
             result["msg"] = "%s, but pruning %s failed: %s" % (result["msg"], params["backup_dir"], exc)
             module.fail_json(kind=getattr(exc, "kind", KIND_IO), **result)
-        pruned.setdefault("invalid", [])
+        for flagged in pruned["flagged"]:
+            module.warn("%s fails its checksum (%s): flagged unverified, never kept as the newest verified backup"
+                        % (flagged["file"], flagged["why"]))
         result["retention"] = pruned
         result["changed"] = result["changed"] or pruned["changed"]
         result["msg"] += "; %s" % pruned["msg"]

@@ -283,8 +283,10 @@ from ansible.module_utils.sqlite_fleet import (
     KIND_IO,
     BackupError,
     choose_backup,
+    dated_in_future,
     drill,
     folder_lock,
+    future_warning,
     human_age,
     human_bytes,
     iso_utc,
@@ -394,15 +396,17 @@ def new_entry(host, name, folder):
             "backup": None, "created": None, "label": None, "size_bytes": None, "newest": None,
             "newest_created": None, "age_seconds": None, "verified": None, "count": 0, "sizes": [],
             "problems": [], "probes": [], "seconds": None, "restore_seconds": None, "last_good": None,
-            "drill_ok": None}
+            "drill_ok": None, "warnings": []}
 
 
 def newest_of(listing):
-    """The newest file named like a backup, with or without a valid manifest: (created, file, backup|None).
+    """The newest file named like a backup, with or without a valid manifest: (created, file, backup|None);
+    backups dated after now are left out (their date says nothing).
 
     Ordered by what the names say (UTC second, then sequence number), for valid and broken files alike: a
     manifest's microseconds would otherwise put a valid backup after a broken one taken later in that second."""
-    candidates = [(b["created"], b["file"], b) for b in listing["backups"]]
+    future = {b["file"] for b in dated_in_future(listing["backups"])}
+    candidates = [(b["created"], b["file"], b) for b in listing["backups"] if b["file"] not in future]
     for item in listing["invalid"]:
         parsed = parse_backup_filename(item["file"])
         if parsed:
@@ -420,6 +424,9 @@ def examine(entry, listing, now, trend_count):
     backups = listing["backups"]
     entry["count"] = len(backups)
     entry["sizes"] = [b["size_bytes"] for b in backups[:trend_count]][::-1]
+    future = future_warning(dated_in_future(backups), now)
+    if future:
+        entry["warnings"].append(future)
     newest = newest_of(listing)
     if newest is None:
         return None
@@ -443,7 +450,7 @@ def drill_database(entry, probes, scratch_dir, now, trend_count, lock_timeout):
         listing = list_backups(folder)
         newest = examine(entry, listing, now, trend_count)
         try:
-            chosen = choose_backup(listing["backups"])
+            chosen = choose_backup(listing["backups"], now=now)
         except BackupError:
             chosen = None
             entry["problems"].append("no verified backup to drill in %s%s" % (
@@ -754,6 +761,8 @@ def main():
             except (BackupError, OSError, sqlite3.Error) as exc:  # a lock held too long, an unreadable folder
                 entry["problems"].append("the drill of %s could not run: %s" % (folder, exc))
             entries.append(settle(entry, params["max_age_hours"]))
+            for warning in entry["warnings"]:
+                module.warn("%s/%s: %s" % (host, name, warning))
     finally:
         if not scratch_existed:
             try:

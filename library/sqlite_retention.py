@@ -124,6 +124,14 @@ deleted:
   type: list
   elements: str
   sample: [gym_backup_20261101_030000.db]
+flagged:
+  description:
+    - Backups found, before anything was deleted, to fail their checksum while they were the newest verified one
+      (C(file), C(why)); their manifests now say C(verified=false) (in check mode they would), and the next
+      verified backup down is kept instead.
+  returned: always
+  type: list
+  elements: dict
 kept:
   description: Backup files kept, newest first.
   returned: always
@@ -193,6 +201,7 @@ from ansible.module_utils.sqlite_fleet import (
     parse_iso_utc,
     retention_options,
     retention_policy,
+    validate_lock_timeout,
 )
 
 
@@ -212,9 +221,10 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    if params["lock_timeout"] < 0:
-        module.fail_json(msg="lock_timeout must be 0 or more seconds, got %s" % params["lock_timeout"],
-                         kind=KIND_BAD_INPUT, changed=False)
+    try:
+        validate_lock_timeout(params["lock_timeout"])
+    except BackupError as exc:
+        module.fail_json(msg=str(exc), kind=exc.kind, changed=False)
     now = None
     if params["now"] is not None:
         now = parse_iso_utc(params["now"])
@@ -231,7 +241,9 @@ def main():
     except (OSError, sqlite3.Error) as exc:
         module.fail_json(msg="pruning %s failed: %s" % (params["backup_dir"], exc), kind=KIND_IO, changed=False)
 
-    result.setdefault("invalid", [])
+    for flagged in result["flagged"]:
+        module.warn("%s fails its checksum (%s): %s unverified, never kept as the newest verified backup"
+                    % (flagged["file"], flagged["why"], "would be flagged" if module.check_mode else "flagged"))
     if module._diff:
         before = result["kept"] + result["deleted"]
         result["diff"] = {

@@ -19,9 +19,10 @@ Playbook runs
     run_records(archive, kind), rows_by_host(record)   the run records the report play writes
 The site
     Site(fleet, tmp)        a fleet and this test's controller folder (archive, working copies, run logs):
-                            archive_folder(), host_backup_folder(), create_database(s)(), inventory(),
-                            env(), run(), run_many(), start()/finish() (a run in the background),
-                            start_writer() (the app-like writer inside a host)
+                            archive_folder(), host_backup_folder(), create_database(s)(), one_host(),
+                            inventory(), env(), run(), run_command() (a documented command line),
+                            backup() (must succeed), run_many(), start()/finish() (a run in the
+                            background), start_writer() (the app-like writer inside a host)
     reset_host(host, folders)   link up, unshaped, its private folders emptied (as fleet3 fixtures do)
 Files
     sha256_of, open_ro, integrity_check, table_counts, user_version, header_journal_mode,
@@ -258,6 +259,24 @@ class Site:
             cwd: Path = REPO, timeout: float = PLAYBOOK_TIMEOUT) -> PlaybookRun:
         """``ansible-playbook [-i inventory] playbook args...`` from cwd (the repository root by default)."""
         return self.finish(self.start(playbook, *args, inventory=inventory, env=env, cwd=cwd), timeout)
+
+    def run_command(self, command: str, *extra: str, inventory: Path) -> PlaybookRun:
+        """A command line as the docs write it (``ansible-playbook restore.yml -e ...``), run from the
+        repository root with ``inventory``; ``extra`` arguments (JSON -e values) are appended."""
+        words = shlex.split(command)
+        assert words[0] == "ansible-playbook", command
+        return self.run(*words[1:], *extra, inventory=inventory)
+
+    def backup(self, inventory: Path, playbook: str = "backup.yml") -> PlaybookRun:
+        """backup.yml (or ``playbook``), which must succeed."""
+        run = self.run(playbook, inventory=inventory)
+        assert run.rc == 0, run.explain()
+        return run
+
+    def one_host(self) -> tuple[Host, Path, Path]:
+        """pi1 with its database, and the inventory: (host, database, inventory)."""
+        host = self.fleet["pi1"]
+        return host, self.create_database(host), self.inventory()
 
     def run_many(self, *calls: tuple[tuple[str, ...], dict[str, Any]]) -> list[PlaybookRun]:
         """Several independent runs at once: ((playbook, *args), run's keywords) each."""

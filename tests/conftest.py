@@ -6,13 +6,13 @@ Fleet fixtures (real SSH hosts in network namespaces, see tests/fleet.py):
 - ``make_fleet(n, **kwargs)``: a fresh fleet torn down after the test.
 When a fleet cannot be built the test is skipped, or fails when ``CI=true``.
 
-Imports: tests/, module_utils/ and tools/ go on sys.path here, for every test file and helper
-module (``fleet``, ``module_test_helpers``, ``sqlite_fleet``, ``app_writer``, ``demo_db`` ...).
-Helpers live in modules with names of their own: unit_helpers (tests/unit), module_test_helpers
-(tests/), integration_helpers (tests/integration). Never ``import conftest``: every folder's
-conftest.py is named ``conftest``, so that name means whichever pytest loaded last, and a
-combination of test files from several folders would break. Test and helper file names are
-unique across the folders for the same reason.
+Imports: the test folders are packages (tests.unit.test_core ...), so test files of the same name
+in two folders do not clash. Helper modules are imported by their own names, from the folders put
+on sys.path here (tests/, tests/unit, tests/integration, module_utils/, tools/): ``fleet``,
+``module_test_helpers`` (tests/), ``unit_helpers``, ``integration_helpers``, ``sqlite_fleet``,
+``app_writer``, ``demo_db``; so helper module names are unique across the folders. Never
+``import conftest`` (every folder has one) nor a test module: what tests share goes in a helper
+module. Any combination of test files runs in one pytest call.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
-for _folder in (REPO_ROOT / "tools", REPO_ROOT / "module_utils", TESTS_DIR):
+for _folder in (REPO_ROOT / "tools", REPO_ROOT / "module_utils", TESTS_DIR, TESTS_DIR / "unit",
+                TESTS_DIR / "integration"):
     if str(_folder) not in sys.path:
         sys.path.insert(0, str(_folder))
 

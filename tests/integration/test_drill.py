@@ -28,12 +28,14 @@ from browser import amber, decode_png, first_row_with, green, red, require_chrom
 from fleet import Fleet
 
 REPO = Path(__file__).resolve().parents[2]
-for extra in (REPO / "tools", REPO / "module_utils"):
+for extra in (REPO, REPO / "tools", REPO / "module_utils"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
 import sqlite_fleet as core  # noqa: E402
 from demo_db import create_demo_db  # noqa: E402
+
+from sqlite_fleet_cli.report_page import write_report  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -258,3 +260,10 @@ def test_the_report_in_a_real_headless_browser(tmp_path: Path) -> None:
     assert statuses == [("fail", "FAILED"), ("stale", "STALE"), ("ok", "OK")]
     assert "not reached for 5 days" in text and "charlie" in text
     assert "<script" not in text.lower()
+
+    # The drill report and the fleet's history page link to each other, relative, inside the archive.
+    drill_page = report.read_text()
+    assert '<a href="../fleet-report.html">' in drill_page and "not written yet" in drill_page
+    fleet_page = Path(write_report(str(archive)))
+    assert fleet_page == (report.parent / "../fleet-report.html").resolve()
+    assert '<a class="drill-report" href="drills/drill-report.html">' in fleet_page.read_text()

@@ -178,6 +178,15 @@ def load_fleet(inventory: str | Sequence[str] | None = None) -> Fleet:
 # --------------------------------------------------------------------------- command line
 
 
+def command_main(prog: str, doc: str, add_arguments: Any, run: Any, argv: Sequence[str] | None) -> int:
+    """``main_status``/``main_report``: their own parser (the CLI wires add_*_arguments and run_* instead)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
 def add_fleet_arguments(parser: Any) -> None:
     """-i, --archive-dir and --max-age, shared by status and report."""
     parser.add_argument("-i", "--inventory", action="append", metavar="INVENTORY",

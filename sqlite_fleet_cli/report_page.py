@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import charts
-from .fleet_inventory import BadInput, Fleet, add_fleet_arguments, fleet_and_archive
+from .fleet_inventory import BadInput, Fleet, add_fleet_arguments, command_main, fleet_and_archive
 from .fleet_status import (
     EXIT_BAD_INPUT,
     STATE_WORDS,
@@ -237,7 +237,7 @@ def run_report(args: argparse.Namespace) -> int:
     """What ``sqlite-fleet report`` does with its parsed arguments: 0 written, 1 not written, 2 bad input."""
     try:
         if not 0 < args.days <= 3660:
-            raise BadInput("--days must be between 0 and 3660, got %g" % args.days)
+            raise BadInput("--days must be more than 0 and at most 3660, got %g" % args.days)
         fleet, archive_dir = fleet_and_archive(args)
         max_age = max_age_seconds(fleet, args.max_age)
         if not args.output and not os.path.isdir(archive_dir):
@@ -256,9 +256,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def main_report(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sqlite-fleet report", description=__doc__.split("\n\n")[0])
-    add_report_arguments(parser)
-    return run_report(parser.parse_args(argv))
+    return command_main("sqlite-fleet report", __doc__, add_report_arguments, run_report, argv)
 
 
 if __name__ == "__main__":

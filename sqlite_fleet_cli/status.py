@@ -18,7 +18,7 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
-from .fleet_inventory import BadInput, add_fleet_arguments, fleet_and_archive
+from .fleet_inventory import BadInput, add_fleet_arguments, command_main, fleet_and_archive
 from .fleet_status import (
     EXIT_BAD_INPUT,
     STATE_WORDS,
@@ -141,9 +141,7 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def main_status(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sqlite-fleet status", description=__doc__.split("\n\n")[0])
-    add_status_arguments(parser)
-    return run_status(parser.parse_args(argv))
+    return command_main("sqlite-fleet status", __doc__, add_status_arguments, run_status, argv)
 
 
 if __name__ == "__main__":

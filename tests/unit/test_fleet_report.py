@@ -130,13 +130,8 @@ def assert_self_contained(html: str) -> None:
 
 
 def count_near(rows: list[bytes], colour: tuple[int, int, int], tolerance: int = 24) -> int:
-    r0, g0, b0 = colour
-    hits = 0
-    for row in rows:
-        for x in range(0, len(row), 3):
-            if abs(row[x] - r0) <= tolerance and abs(row[x + 1] - g0) <= tolerance and abs(row[x + 2] - b0) <= tolerance:
-                hits += 1
-    return hits
+    return sum(1 for row in rows for x in range(0, len(row), 3)
+               if all(abs(row[x + i] - colour[i]) <= tolerance for i in range(3)))
 
 
 # --------------------------------------------------------------------------- the page in a browser

@@ -178,7 +178,7 @@ def test_records_with_missing_keys_are_read_for_what_they_hold(tmp_path: Path) -
 
 
 @pytest.mark.parametrize("problem", ["no inventory", "no sqlite_hosts", "bad max-age", "bad app version",
-                                     "not a folder"])
+                                     "not a folder", "two archives"])
 def test_bad_input_is_one_clear_line_and_exit_2(problem: str, history: History, tmp_path: Path, capsys) -> None:
     metrics = tmp_path / "metrics.prom"
     argv = ["-i", str(history.inventory), "--metrics-file", str(metrics)]
@@ -189,9 +189,13 @@ def test_bad_input_is_one_clear_line_and_exit_2(problem: str, history: History, 
         argv[1] = str(tmp_path / "empty.yml")
     elif problem == "bad max-age":
         argv += ["--max-age", "soon"]
-    elif problem == "bad app version":
+    elif problem in ("bad app version", "two archives"):
         inventory = json.loads(history.inventory.read_text())
-        inventory["all"]["children"]["sqlite_hosts"]["hosts"]["alpha"]["sqlite_app_sqlite_version"] = "latest"
+        host_vars = inventory["all"]["children"]["sqlite_hosts"]["hosts"]["alpha"]
+        if problem == "bad app version":
+            host_vars["sqlite_app_sqlite_version"] = "latest"
+        else:
+            host_vars["sqlite_archive_dir"] = str(tmp_path / "elsewhere")
         (tmp_path / "bad.yml").write_text(json.dumps(inventory))
         argv[1] = str(tmp_path / "bad.yml")
     else:

@@ -259,11 +259,11 @@ def fleet_databases(fleet: Fleet | None, archive_dir: str, runs: Sequence[Run]) 
 
 
 def collect_status(archive_dir: str, fleet: Fleet | None = None, *, max_age: float = DEFAULT_MAX_AGE_HOURS * 3600,
-                   now: _dt.datetime | None = None, since: _dt.datetime | None = None) -> FleetStatus:
-    """One row per host and database, worst state first; ``since`` limits the records and drills read."""
+                   now: _dt.datetime | None = None) -> FleetStatus:
+    """One row per host and database, worst state first, from every record and drill there is."""
     now = now or core.utcnow()
-    history = read_runs(archive_dir, since)
-    drills, skipped = read_drills(archive_dir, since)
+    history = read_runs(archive_dir)
+    drills, skipped = read_drills(archive_dir)
     rows = []
     for host, database, in_inventory in fleet_databases(fleet, archive_dir, history.runs):
         app = fleet.hosts[host].app_sqlite_version(database or "") if fleet and host in fleet.hosts else None

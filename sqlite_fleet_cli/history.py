@@ -35,7 +35,6 @@ RECORD_MAX_BYTES = 8 << 20  # a record is a few KiB per host; anything huge is b
 DRILL_LOG_MAX_BYTES = 64 << 20
 TEXT_MAX = 2000
 BACKUP_COMMANDS = ("backup", "sync", "pre-upgrade")  # the runs that take a backup and pull it
-RUN_STAMP_RE = re.compile(r"(?:^|-)(\d{8}T\d{6})")
 SQLITE_VERSION_RE = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}(?:\.\d{1,3})?$")
 
 
@@ -217,19 +216,8 @@ def read_json_file(path: str, limit: int) -> Any:
         return json.loads(handle.read(limit + 1).decode("utf-8"))
 
 
-def record_stamp(filename: str) -> _dt.datetime | None:
-    """The UTC time a record's file name starts with (``20261206T031500Z-3f9a1c.json``), if any."""
-    match = RUN_STAMP_RE.search(filename)
-    if not match:
-        return None
-    try:
-        return _dt.datetime.strptime(match.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=_dt.timezone.utc)
-    except ValueError:
-        return None
-
-
-def read_runs(archive_dir: str, since: _dt.datetime | None = None) -> Runs:
-    """Every readable run record of the archive (started at or after ``since``), oldest first."""
+def read_runs(archive_dir: str) -> Runs:
+    """Every readable run record of the archive, oldest first."""
     folder = os.path.join(archive_dir, RUNS_DIR)
     try:
         entries = sorted(os.listdir(folder))
@@ -240,9 +228,6 @@ def read_runs(archive_dir: str, since: _dt.datetime | None = None) -> Runs:
     for entry in entries:
         if not entry.endswith(".json") or entry.startswith("."):
             continue  # a temporary name of a record being written, or a stranger's file
-        stamp = record_stamp(entry)
-        if since is not None and stamp is not None and stamp < since - _dt.timedelta(days=1):
-            continue  # the name says it started long before the window (a day of slack for clocks)
         try:
             data = read_json_file(os.path.join(folder, entry), RECORD_MAX_BYTES)
         except (OSError, ValueError, UnicodeDecodeError) as exc:
@@ -256,7 +241,7 @@ def read_runs(archive_dir: str, since: _dt.datetime | None = None) -> Runs:
             run = run_from_v1(data, entry)
         if run is None:
             unreadable.append("%s/%s: not a run record this version reads" % (RUNS_DIR, entry))
-        elif since is None or run.started >= since:
+        else:
             runs.append(run)
     runs.sort(key=lambda r: (r.started, r.run_id))
     return Runs(runs, unreadable)
@@ -294,8 +279,8 @@ def drill_from_line(data: Any) -> Drill | None:
                  problems=problems[:20])
 
 
-def read_drills(archive_dir: str, since: _dt.datetime | None = None) -> tuple[list[Drill], list[str]]:
-    """The drill log's usable lines (at or after ``since``), oldest first, and what was skipped."""
+def read_drills(archive_dir: str) -> tuple[list[Drill], list[str]]:
+    """The drill log's usable lines, oldest first, and what was skipped."""
     path = os.path.join(archive_dir, DRILL_LOG)
     try:
         with open(path, "rb") as handle:
@@ -317,7 +302,7 @@ def read_drills(archive_dir: str, since: _dt.datetime | None = None) -> tuple[li
             drill = None
         if drill is None:
             bad += 1
-        elif since is None or drill.time >= since:
+        else:
             drills.append(drill)
     if bad:
         skipped.append("%s: %d line%s not readable" % (DRILL_LOG, bad, "" if bad == 1 else "s"))

@@ -162,10 +162,10 @@ def link(target: str, page: str, archive_dir: str) -> str:
     return os.path.relpath(target, os.path.dirname(os.path.abspath(page))) if inside else Path(target).as_uri()
 
 
-def fleet_problems(status: FleetStatus) -> list[str]:
+def fleet_problems(status: FleetStatus, start: _dt.datetime) -> list[str]:
     """Runs of the window that failed before any host (bad input, the guard), newest first."""
     return ["%s %s %s: %s" % (when(run.started), run.command, run.run_id, run.message or run.outcome)
-            for run in reversed(status.runs)
+            for run in reversed(status.runs) if run.started >= start
             if not run.hosts and not run.check_mode and run.outcome not in (None, "ok")]
 
 
@@ -175,7 +175,7 @@ def page_context(status: FleetStatus, *, days: float, output: str) -> dict[str, 
     counts = {state: sum(1 for row in counted if row["state"] == state) for state in STATES}
     wal = status.wal_reset_hosts()
     overall = ("fail" if counts["never"] or counts["stale"] or counts["drill_failed"] else
-               "warn" if counts["run_failed"] or wal or fleet_problems(status) else "ok")
+               "warn" if counts["run_failed"] or wal or fleet_problems(status, start) else "ok")
     drill_report = os.path.join(status.archive_dir, DRILL_REPORT)
     return {
         "generated": when(status.generated),
@@ -191,13 +191,13 @@ def page_context(status: FleetStatus, *, days: float, output: str) -> dict[str, 
         "rows": status.rows,
         "problem_rows": [row for row in status.rows if row["problems"]],
         "wal": wal,
-        "fleet_problems": fleet_problems(status),
+        "fleet_problems": fleet_problems(status, start),
         "unreadable": status.unreadable,
         "not_in_inventory": sorted({row["host"] for row in status.rows if not row["in_inventory"]}),
         "sections": [section(status, row, start) for row in status.rows],
         "drill_report": link(drill_report, output, status.archive_dir) if os.path.isfile(drill_report) else None,
-        "runs_in_window": len(status.runs),
-        "drills_in_window": len(status.drills),
+        "runs_in_window": sum(1 for run in status.runs if run.started >= start),
+        "drills_in_window": sum(1 for drill in status.drills if drill.time >= start),
     }
 
 
@@ -219,7 +219,7 @@ def write_report(archive_dir: str, output: str | None = None, *, fleet: Fleet | 
     now = now or core.utcnow()
     output = output or os.path.join(archive_dir, FLEET_REPORT)
     status = collect_status(archive_dir, fleet, max_age=max_age if max_age is not None else
-                            max_age_seconds(fleet, None), now=now, since=now - _dt.timedelta(days=days))
+                            max_age_seconds(fleet, None), now=now)
     html = render_page(page_context(status, days=days, output=output))
     core.write_file_atomic(output, html.encode("utf-8"))
     return output

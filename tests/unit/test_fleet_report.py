@@ -51,6 +51,8 @@ class Page(HTMLParser):
         self.headings: list[str] = []
         self.sections: list[dict[str, Any]] = []
         self.problems: list[dict[str, str]] = []
+        self.table: dict[str, list[str]] = {}  # host -> texts of its row in the status table
+        self._row: list[str] | None = None
         self.hrefs: list[str] = []
         self.text: list[str] = []
         self._text_class: str | None = None
@@ -68,6 +70,8 @@ class Page(HTMLParser):
             self._heading = True
         if tag == "li" and "problem" in classes and "fleet" not in classes:
             self.problems.append({"host": found["data-host"], "database": found["data-database"]})
+        if tag == "tr" and "row" in classes:
+            self._row = self.table.setdefault(found["data-host"], [])
         if tag == "section" and "database" in classes:
             self.sections.append({"host": found["data-host"], "database": found["data-database"],
                                   "state": found["data-state"], "charts": []})
@@ -90,6 +94,8 @@ class Page(HTMLParser):
 
     def handle_endtag(self, tag: str) -> None:
         self._in_style = False
+        if tag == "tr":
+            self._row = None
         if tag == "text":
             self._text_class = None
         if tag == "h2":
@@ -100,6 +106,8 @@ class Page(HTMLParser):
             self.style += data
             return
         self.text.append(data)
+        if self._row is not None and data.strip():
+            self._row.append(data.strip())
         if self._heading:
             self.headings.append(data.strip())
         if self._text_class and self.sections and self.sections[-1]["charts"]:
@@ -200,6 +208,21 @@ def test_the_report_in_headless_chromium(history: History, tmp_path: Path) -> No
     assert count_near(lower, (0x7B, 0x3F, 0xA0)) > 200, "no size line"
     assert count_near(lower, (0x43, 0xA0, 0x47)) > 300, "no green bars"
     assert count_near(lower, (0xC6, 0x28, 0x28)) > 200, "no threshold line or failure marks"
+
+
+def test_a_short_window_draws_less_but_states_the_same(history: History, tmp_path: Path) -> None:
+    output = tmp_path / "short.html"
+    assert main_report(["-i", str(history.inventory), "--days", "2", "--output", str(output)]) == 0
+    page = parse(output.read_text())
+    sections = {s["host"]: s for s in page.sections}
+    # charlie's last record that saw it is 4 days old: outside the window, still in the table
+    charlie = page.table["charlie"]
+    assert charlie[charlie.index("backup unreachable") - 1].startswith("seen 20"), charlie
+    sent = sections["bravo"]["charts"][3]
+    assert len(sent["bars"]) == 2 and sent["marks"] == 0  # the two runs of the last two days, both ok
+    drills = sections["alpha"]["charts"][4]
+    assert drills["bars"] == ["good"]  # the drills of days 0 and 7 are outside the window
+    assert "run failed before any host" not in output.read_text()  # day 6 is outside too
 
 
 def test_bad_input_and_an_unwritable_page(history: History, tmp_path: Path, capsys) -> None:

@@ -1,7 +1,7 @@
 """What the controller knows of the fleet's past: run records, the drill log and the archive.
 
-Readers only. The run records (``<archive>/runs/*.json``) follow docs/run_record.md, format 2,
-written by the CLI; older records of playbooks/report.yml (``{"kind", "finished", "rows"}``)
+Readers only. The run records (``<archive>/runs/*.json``) are format 2 of the run record the CLI
+writes (docs/cli.md); older records of playbooks/report.yml (``{"kind", "finished", "rows"}``)
 are read for what they hold. Every field is untrusted: each record is rebuilt from checked
 fields (strings, finite numbers, booleans, UTC times), a key that is missing or of the wrong
 type reads as unknown, and a file that cannot be read at all is skipped and named in
@@ -50,7 +50,11 @@ def number(value: Any) -> float | None:
     """A finite, non-negative number (never a bool); anything else is unknown."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if math.isfinite(value) and value >= 0 else None
+    try:
+        result = float(value)
+    except OverflowError:  # an integer of 400 digits
+        return None
+    return result if math.isfinite(result) and result >= 0 else None
 
 
 def flag(value: Any) -> bool | None:
@@ -230,8 +234,9 @@ def read_runs(archive_dir: str) -> Runs:
             continue  # a temporary name of a record being written, or a stranger's file
         try:
             data = read_json_file(os.path.join(folder, entry), RECORD_MAX_BYTES)
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
-            unreadable.append("%s/%s: %s" % (RUNS_DIR, entry, exc))
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
+            unreadable.append("%s/%s: %s" % (RUNS_DIR, entry, exc.__class__.__name__ if isinstance(
+                exc, RecursionError) else exc))
             continue
         if not isinstance(data, Mapping):
             run = None
@@ -298,7 +303,7 @@ def read_drills(archive_dir: str) -> tuple[list[Drill], list[str]]:
             continue
         try:
             drill = drill_from_line(json.loads(line.decode("utf-8")))
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             drill = None
         if drill is None:
             bad += 1

@@ -1,7 +1,7 @@
 """``sqlite-fleet status`` over a scripted two-week history on real files (tests/fleet_history.py).
 
 The inventory is read by Ansible's own inventory code; the archive holds real backups imported
-by the core; the drills ran for real. Exit codes are the contract of docs/run_record.md:
+by the core; the drills ran for real. Exit codes are those of the run record contract (docs/cli.md):
 0 fresh and drilled, 4 stale or never backed up, 5 last drill failed, 2 bad input.
 """
 
@@ -168,10 +168,17 @@ def test_records_with_missing_keys_are_read_for_what_they_hold(tmp_path: Path) -
     fleet_history.write_record(archive, {"format_version": 2, "run_id": "no start"})
     fleet_history.write_record(archive, {"format_version": 7, "started": "2026-12-01T03:00:00Z"}, "future.json")
     fleet_history.write_record(archive, ["not", "a", "record"], "list.json")
+    fleet_history.write_record(archive, {"format_version": 2, "run_id": "20261202T030000Z-bbbbbb",
+                                         "started": "2026-12-02T03:00:00Z", "command": "backup", "hosts": {
+                                             "pi3": {"outcome": "ok", "databases": {"gym": {
+                                                 "bytes_sent": 10 ** 400, "seconds": float("nan")}}}}})
+    (archive / "runs" / "deep.json").write_text("[" * 100000 + "]" * 100000)
     status = collect_status(str(archive))
     assert sorted((row["host"], row["database"], row["state"]) for row in status.rows) == [("pi3", "gym", "never")]
-    assert status.rows[0]["last_run"]["outcome"] == "ok"
-    assert len(status.unreadable) == 3 and all("not a run record this version reads" in u for u in status.unreadable)
+    assert status.rows[0]["last_run"]["outcome"] == "ok" and status.rows[0]["last_run"]["bytes_sent"] is None
+    assert len(status.unreadable) == 4, status.unreadable
+    assert sum("not a run record this version reads" in u for u in status.unreadable) == 3
+    assert "runs/deep.json: RecursionError" in status.unreadable
 
 
 # --------------------------------------------------------------------------- bad input

@@ -132,7 +132,8 @@ attributes:
     support: full
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing) when in diff mode.
-    support: none
+    support: partial
+    details: with O(state=import) and O(retention), each database's archived backups before and after.
 seealso:
   - module: sqlite_backup
   - module: sqlite_export
@@ -234,6 +235,11 @@ imported:
 pruned:
   description: With O(retention), per database what the prune did, as M(sqlite_retention) returns it, plus C(name).
   returned: state=import with retention, when no import failed
+  type: list
+  elements: dict
+diff:
+  description: With O(state=import) and O(retention), per database the archived backups before and after.
+  returned: in diff mode
   type: list
   elements: dict
 outdated_runner:
@@ -340,6 +346,17 @@ def import_all(module, host_dir, transfers):
     return results
 
 
+def archive_diff(host_dir, name, imported, pruned, check_mode):
+    """What --diff shows for one database: its archived backups before and after this import and prune."""
+    present = [d["file"] for d in pruned["decisions"]]
+    new = [e["file"] for e in imported if e["name"] == name and not e["failed"]]
+    before = [f for f in present if f not in new] if not check_mode else present
+    after = pruned["kept"] + (new if check_mode else [])
+    header = "%s (archived backups)" % os.path.join(host_dir, name)
+    return {"before_header": header, "after_header": header, "before": "".join("%s\n" % f for f in sorted(before)),
+            "after": "".join("%s\n" % f for f in sorted(set(after)))}
+
+
 def import_and_prune(module, host_dir):
     """state=import with transfers and/or retention: one run for the whole pull of a host."""
     params = module.params
@@ -366,6 +383,8 @@ def import_and_prune(module, host_dir):
                                  kind=getattr(exc, "kind", KIND_IO), **result)
             pruned.setdefault("invalid", [])
             result["pruned"].append(dict(pruned, name=name))
+            if module._diff:
+                result.setdefault("diff", []).append(archive_diff(host_dir, name, imported, pruned, module.check_mode))
             result["changed"] = result["changed"] or pruned["changed"]
             messages.append(pruned["msg"])
     module.exit_json(msg="; ".join(messages), **result)

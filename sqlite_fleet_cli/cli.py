@@ -1,0 +1,118 @@
+# Copyright: (c) 2026, the sqlite-fleet-backup authors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""``sqlite-fleet COMMAND [-i INVENTORY] [--limit ...] [--check] [--diff] [-e ...] [--json]``.
+
+Runs the command's playbook of this repository through ansible-runner, from any working
+directory, and ends with the summary and the run record (docs/cli.md). Exit codes: 0 all good,
+1 some host or database failed, 2 bad input, 3 some host unreachable, 130 interrupted
+(75 with --log: the previous scheduled run still holds the lock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from .paths import PLAYBOOKS, RUNS_DIR
+from .record import EXIT_BAD_INPUT
+from .runner import DEFAULT_KEEP_RUNS, Request, run_playbook
+from .schedule import EX_TEMPFAIL, ScheduledLog
+
+HELP = {
+    "backup": "snapshot, verify and prune every database, pull into the archive and verify again",
+    "sync": "a fresh backup of every database, pulled and installed as a working copy",
+    "stats": "database and backup statistics of every host and the archive (changes nothing)",
+    "pre-upgrade": "labelled backup, pull and verify of everything; fails when any host fails",
+    "restore": "restore a chosen backup (-e restore_hosts=... -e restore_database=...)",
+    "drill": "restore the newest archived backups into scratch space and check them",
+    "provision": "install the on-host runner and the controller's schedule",
+}
+
+
+class UsageError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (bad input), as the record's codes say
+        raise UsageError("%s: %s (see %s --help)" % (self.prog, message, self.prog))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="sqlite-fleet", description=__doc__.split("\n\n")[0].strip(),
+                    formatter_class=argparse.RawDescriptionHelpFormatter,
+                    epilog="Exit codes: 0 ok, 1 a host or database failed, 2 bad input, 3 a host unreachable, "
+                           "130 interrupted. See docs/cli.md.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    commands.required = True
+    for command in PLAYBOOKS:
+        sub = commands.add_parser(command, help=HELP[command], description="%s (%s)" % (HELP[command],
+                                                                                        PLAYBOOKS[command]))
+        sub.add_argument("-i", "--inventory", action="append", default=[], metavar="INVENTORY",
+                         help="inventory file or folder (repeatable); default: the one ansible.cfg names")
+        sub.add_argument("-l", "--limit", help="only these hosts (an Ansible host pattern)")
+        sub.add_argument("-C", "--check", action="store_true", help="check mode: show what would be done")
+        sub.add_argument("-D", "--diff", action="store_true", help="show the changes (folder listings)")
+        sub.add_argument("-e", "--extra-vars", action="append", default=[], metavar="VARS",
+                         help="extra variables as for ansible-playbook (secret ones never reach argv or a record)")
+        sub.add_argument("-v", "--verbose", action="count", default=0, help="more Ansible detail in the artifacts")
+        sub.add_argument("--json", action="store_true", help="print the run record as JSON on stdout")
+        shown = sub.add_mutually_exclusive_group()
+        shown.add_argument("--progress", dest="progress", action="store_true", default=None,
+                           help="one line per host, database and step (default on a terminal)")
+        shown.add_argument("--quiet", dest="progress", action="store_false", help="only the summary")
+        sub.add_argument("--keep-runs", type=int, default=int(os.environ.get("SQLITE_FLEET_KEEP_RUNS",
+                                                                                DEFAULT_KEEP_RUNS)),
+                         help="run folders (artifacts) kept in var/runs/ (default %(default)s)")
+        sub.add_argument("--log", metavar="FILE",
+                         help="for cron/launchd: one run at a time (lock FILE.lock, exit 75 when busy), "
+                              "everything appended to FILE, rotated past 5 MiB")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        options = build_parser().parse_args(argv)
+        for source in options.inventory:
+            if not os.path.exists(source) and "," not in source:
+                raise UsageError("sqlite-fleet: inventory %s does not exist" % source)
+        if options.keep_runs < 1:
+            raise UsageError("sqlite-fleet: --keep-runs must be 1 or more")
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if options.log:
+        with ScheduledLog(options.log) as log:
+            if log.busy:
+                return EX_TEMPFAIL
+            return run(options, argv, log.write, log.write, log.write)
+    out = sys.stderr if options.json else sys.stdout
+    progress = options.progress if options.progress is not None else out.isatty()
+    return run(options, argv, lambda line: print(line, file=out, flush=True), progress=progress)
+
+
+def run(options: argparse.Namespace, argv: list[str], say, summary=None, record_out=None,
+        progress: bool = False) -> int:
+    request = Request(
+        command=options.command, argv=["sqlite-fleet", *argv], inventories=options.inventory, limit=options.limit,
+        check=options.check, diff=options.diff, extra_vars=options.extra_vars, verbosity=options.verbose,
+        keep_runs=options.keep_runs, progress=progress or options.log is not None and options.progress is not False,
+        runs_dir=os.environ.get("SQLITE_FLEET_RUNS_DIR", RUNS_DIR))
+    outcome = run_playbook(request, say)
+    for line in outcome.lines:
+        (summary or say)(line)
+    if options.json:
+        text = json.dumps(outcome.record, indent=2)
+        if record_out:
+            record_out(text)
+        else:
+            print(text, flush=True)
+    return outcome.record["exit_code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,8 +1,9 @@
 # Copyright: (c) 2026, the sqlite-fleet-backup authors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""``sqlite-fleet COMMAND [-i INVENTORY] [--limit ...] [--check] [--diff] [-e ...] [--json]``.
+"""sqlite-fleet: run this repository's playbooks on the fleet, with progress, summary and run record.
 
-Runs the command's playbook of this repository through ansible-runner, from any working
+``sqlite-fleet COMMAND [-i INVENTORY] [--limit ...] [--check] [--diff] [-e ...] [--json]`` runs the
+command's playbook of this repository through ansible-runner, from any working
 directory, and ends with the summary and the run record (docs/cli.md). Exit codes: 0 all good,
 1 some host or database failed, 2 bad input, 3 some host unreachable, 130 interrupted
 (75 with --log: the previous scheduled run still holds the lock).
@@ -14,7 +15,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .paths import PLAYBOOKS, RUNS_DIR
 from .record import EXIT_BAD_INPUT
@@ -42,7 +43,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="sqlite-fleet", description=__doc__.split("\n\n")[0].strip(),
+    parser = Parser(prog="sqlite-fleet", description=__doc__.split("\n\n")[0].strip().split(": ", 1)[1],
                     formatter_class=argparse.RawDescriptionHelpFormatter,
                     epilog="Exit codes: 0 ok, 1 a host or database failed, 2 bad input, 3 a host unreachable, "
                            "130 interrupted. See docs/cli.md.")
@@ -85,32 +86,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
-    if options.log:
+    if options.log:  # scheduled: progress, summary (and --json) into the log, one run at a time
         with ScheduledLog(options.log) as log:
             if log.busy:
                 return EX_TEMPFAIL
-            return run(options, argv, log.write, log.write, log.write)
+            code = run(options, argv, log.write, options.progress is not False, log.write)
+            log.write("%s finished with exit code %d" % (options.command, code))
+            return code
     out = sys.stderr if options.json else sys.stdout
     progress = options.progress if options.progress is not None else out.isatty()
-    return run(options, argv, lambda line: print(line, file=out, flush=True), progress=progress)
+    return run(options, argv, lambda line: print(line, file=out, flush=True), progress,
+               lambda text: print(text, flush=True))
 
 
-def run(options: argparse.Namespace, argv: list[str], say, summary=None, record_out=None,
-        progress: bool = False) -> int:
+def run(options: argparse.Namespace, argv: list[str], say: Callable[[str], None], progress: bool,
+        print_json: Callable[[str], None]) -> int:
+    """Run the command's playbook; ``say`` shows progress (when asked) and the summary."""
     request = Request(
         command=options.command, argv=["sqlite-fleet", *argv], inventories=options.inventory, limit=options.limit,
         check=options.check, diff=options.diff, extra_vars=options.extra_vars, verbosity=options.verbose,
-        keep_runs=options.keep_runs, progress=progress or options.log is not None and options.progress is not False,
-        runs_dir=os.environ.get("SQLITE_FLEET_RUNS_DIR", RUNS_DIR))
+        keep_runs=options.keep_runs, progress=progress, runs_dir=os.environ.get("SQLITE_FLEET_RUNS_DIR", RUNS_DIR))
     outcome = run_playbook(request, say)
     for line in outcome.lines:
-        (summary or say)(line)
+        say(line)
     if options.json:
-        text = json.dumps(outcome.record, indent=2)
-        if record_out:
-            record_out(text)
-        else:
-            print(text, flush=True)
+        print_json(json.dumps(outcome.record, indent=2))
     return outcome.record["exit_code"]
 
 

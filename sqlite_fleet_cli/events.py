@@ -73,6 +73,12 @@ def newest_kept_verified(decisions: Any) -> Mapping[str, Any] | None:
     return None
 
 
+def is_loop_result(res: Mapping[str, Any]) -> bool:
+    """A loop task's closing result (its items came as events of their own), not a module's own list."""
+    results = res.get("results")
+    return isinstance(results, list) and all(isinstance(r, Mapping) and "ansible_loop_var" in r for r in results)
+
+
 class Fold:
     """What a run did, host by host and database by database, built from its events in order.
 
@@ -144,7 +150,7 @@ class Fold:
             return [(host, None, "UNREACHABLE: %s" % row["message"])]
         if kind.endswith("_skipped"):
             return []
-        if isinstance(res.get("results"), list) and kind in ("runner_on_ok", "runner_on_failed"):
+        if is_loop_result(res) and kind in ("runner_on_ok", "runner_on_failed"):
             # a loop's closing event: its items came one by one already
             if kind == "runner_on_failed" and not self._item_failure_seen(host):
                 self.fail_host(host, one_line(res.get("msg")), bad_input=action_of(data) in INPUT_CHECKS)
@@ -452,10 +458,10 @@ class Fold:
             return "failed"
         if any(db["outcome"] == "failed" for db in row["databases"].values()):
             return "failed"
-        seen = name in (stats.get("processed") or {})
+        seen = name in (stats.get("processed") or {}) or bool(row["databases"])
         if not seen:
-            reason = "interrupted" if interrupted else (self.message or "not run")
-            self.hosts[name]["message"] = "not run: %s" % reason
+            self.hosts[name]["message"] = "not run" + (" (interrupted)" if interrupted else
+                                                       " (the run stopped before this host)" if self.message else "")
             return "skipped"
         return "ok"
 

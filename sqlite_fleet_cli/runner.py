@@ -30,6 +30,7 @@ from .watch import PullWatcher
 ENV_RUN_ID = "SQLITE_FLEET_RUN_ID"  # set for the playbook: the callback plugin then writes no second record
 STDOUT_CALLBACK = "sqlite_fleet_output"
 DEFAULT_KEEP_RUNS = 50
+ENV_NOT_SECRET = ("ANSIBLE_HOST_KEY_CHECKING", "ANSIBLE_PRIVATE_KEY_FILE")  # settings, named like secrets
 
 
 @dataclass
@@ -111,8 +112,8 @@ def scrub_artifact_env(data_dir: str) -> None:
             with open(path, encoding="utf-8") as stream:
                 saved = json.load(stream)
             env = saved.get("env") or {}
-            saved["env"] = {key: (records.REDACTED if records.SECRET_WORDS.search(key) else value)
-                            for key, value in env.items()}
+            saved["env"] = {key: (records.REDACTED if records.SECRET_WORDS.search(key) and key not in ENV_NOT_SECRET
+                                  else value) for key, value in env.items()}
             with open(path, "w", encoding="utf-8") as stream:
                 json.dump(saved, stream)
 

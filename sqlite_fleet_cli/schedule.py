@@ -58,16 +58,17 @@ class ScheduledLog:
             return self
         rotate(self.path, self.max_bytes)
         self._log = open(self.path, "a", buffering=1)  # noqa: SIM115 - line-buffered for tail -f
-        self._log.write("%s started (pid %d)\n" % (stamp(), os.getpid()))
+        self.write("started (pid %d)" % os.getpid())
         return self
 
     def write(self, line: str) -> None:
         if self._log is not None:
-            self._log.write("%s %s\n" % (stamp(), line) if "\n" not in line else line + "\n")
+            self._log.write(("%s %s\n" % (stamp(), line)) if "\n" not in line else line + "\n")
 
     def __exit__(self, *exc: Any) -> None:
         if self._log is not None:
-            self._log.write("%s finished%s\n" % (stamp(), " (%s)" % exc[0].__name__ if exc[0] else ""))
+            if exc[0] is not None:
+                self.write("stopped by %s" % exc[0].__name__)
             self._log.close()
         if self._lock is not None:
             self._lock.close()

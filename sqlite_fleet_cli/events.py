@@ -304,6 +304,8 @@ class Fold:
         for name, total in sent.items():
             db = self.database(host, name)
             db["bytes_sent"] = (db["bytes_sent"] or 0) + total
+            db.setdefault("pulled", []).extend({"file": f.get("file"), "mode": f.get("mode"), "bytes": f.get("bytes")}
+                                               for f in fetched if f["name"] == name)
             count = sum(1 for f in fetched if f["name"] == name)
             if count:
                 steps.append((host, name, "pulled: %s in %d file(s)" % (human_bytes(total), count)))

@@ -2,6 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The summary and the run record of a plain ``ansible-playbook`` run (and of an AWX job).
 
+Every playbook of the repository imports playbooks/guard.yml first, whose first task names the run
+(command, hosts, archive); a run without it (ad-hoc commands, other playbooks) is left alone.
 Ansible's callbacks are turned into the events ansible-runner would have produced and folded by
 the same code as ``sqlite-fleet`` (sqlite_fleet_cli.events, .record, .summary), so every run, failed,
 unreachable, limited or in check mode, ends with one line per host and database and leaves
@@ -119,6 +121,8 @@ class CallbackModule(CallbackBase):
         self.fold.feed({"event": "playbook_on_stats", "event_data": {
             "ok": dict(stats.ok), "failures": dict(stats.failures), "dark": dict(stats.dark),
             "skipped": dict(stats.skipped), "changed": dict(stats.changed), "processed": dict(stats.processed)}})
+        if not self.fold.run:
+            return  # not a playbook of this repository (no guard ran): nothing of ours to summarise
         self.fold.finish()
         ended = dt.datetime.now(dt.timezone.utc)
         outcome = records.outcome_of(self.fold, None)

@@ -185,8 +185,9 @@ attributes:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode) when in diff mode.
-    support: none
+    description: Will return details on what has changed (or possibly needs changing) when in diff mode.
+    support: full
+    details: the backup files of O(name) in O(backup_dir) before and after (the new one, the pruned ones).
 seealso:
   - module: sqlite_verify
   - module: sqlite_retention
@@ -330,6 +331,10 @@ export:
   description: The rest of what O(export) found - C(conflicts), C(invalid), C(host_backups) - and its C(msg).
   returned: when O(export) is set and the backup was taken
   type: dict
+diff:
+  description: The backup files of O(name) before and after, one per line (in check mode, the planned ones).
+  returned: in diff mode
+  type: dict
 kind:
   description: Sort of failure (C(bad_input), C(locked), C(no_space), C(corrupt), C(io)).
   returned: failure
@@ -347,6 +352,7 @@ from ansible.module_utils.sqlite_fleet import (
     BackupError,
     apply_retention,
     checkpoint,
+    list_backups,
     retention_options,
     retention_policy,
     snapshot,
@@ -390,6 +396,13 @@ def backup_result(snap):
                 % (result["journal_mode"], result["writers_held_off_seconds"])
             )
     return result
+
+
+def folder_diff(params, before, after):
+    """What --diff shows: the database's backup files in the folder, before and after."""
+    header = "%s (%s backups)" % (params["backup_dir"], params["name"])
+    return {"before_header": header, "after_header": header, "before": "".join("%s\n" % f for f in sorted(before)),
+            "after": "".join("%s\n" % f for f in sorted(after))}
 
 
 def check_export(export):
@@ -522,6 +535,16 @@ def main():
                                   host_backups=plan["host_backups"], msg=export_msg))
         result["changed"] = result["changed"] or bool(plan["staging_dir"])
         result["msg"] += "; %s" % export_msg
+    if module._diff:
+        if policy is not None:
+            present = [d["file"] for d in result["retention"]["decisions"]]
+            kept = result["retention"]["kept"]
+        else:
+            present = kept = [b["file"] for b in list_backups(params["backup_dir"], params["name"])["backups"]]
+        if module.check_mode:
+            result["diff"] = folder_diff(params, present, kept + [result["file"]])
+        else:
+            result["diff"] = folder_diff(params, [f for f in present if f != result["file"]], kept)
     module.exit_json(**result)
 
 

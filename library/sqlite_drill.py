@@ -22,7 +22,9 @@ description:
     of any database is older than O(unreached_days) are listed as not reached.
   - Appends one JSON line per drill to O(drill_log), and writes C(drill-report.md) and C(drill-report.html)
     into O(report_dir) (atomically, C(0600); a missing folder is created C(0700)). The HTML page is
-    self-contained (inline CSS, no script, no external resource), problems first and in colour.
+    self-contained (inline CSS, no script, no external resource), problems first and in colour. It links to
+    the fleet's history page C(<archive_dir>/fleet-report.html) that C(sqlite-fleet report) writes (a relative
+    link when O(report_dir) is inside the archive).
   - The task B(fails), after writing the log and the reports, when any drill failed or any newest backup
     is stale; its message names them.
   - Each database folder is drilled under its lock, so a pull or a prune of the archive never removes a
@@ -273,6 +275,7 @@ kind:
 
 import json
 import os
+import pathlib
 import sqlite3
 import traceback
 
@@ -313,6 +316,7 @@ STATUS_RANK = {"fail": 0, "stale": 1, "ok": 2}
 STATUS_WORD = {"fail": "FAILED", "stale": "STALE", "ok": "OK"}
 REPORT_MD = "drill-report.md"
 REPORT_HTML = "drill-report.html"
+FLEET_REPORT = "fleet-report.html"  # the fleet's history page, written into the archive by `sqlite-fleet report`
 MAX_FALLBACKS = 3
 KIND_STALE = "stale"
 
@@ -592,6 +596,15 @@ def markdown_text(value):
     return text
 
 
+def fleet_report_link(archive_dir, report_dir):
+    """Where the drill report links to the fleet's history page: relative when both live in the archive."""
+    page = os.path.join(archive_dir, FLEET_REPORT)
+    archive = os.path.abspath(archive_dir)
+    inside = os.path.commonpath([os.path.abspath(report_dir), archive]) == archive
+    return {"href": os.path.relpath(page, report_dir) if inside else pathlib.Path(page).as_uri(),
+            "exists": os.path.isfile(page)}
+
+
 def render_reports(templates_dir, context):
     loader = jinja2.FileSystemLoader(templates_dir)
     filters = {"bytes": human_bytes, "age": human_age, "when": human_time, "secs": human_seconds,
@@ -793,6 +806,7 @@ def main():
             context = {"entries": entries, "unreached": unreached, "ignored": ignored, "counts": counts,
                        "overall": overall, "overall_word": STATUS_WORD[overall], "status_word": STATUS_WORD,
                        "generated": iso_utc(finished), "archive_dir": archive_dir, "drill_log": drill_log,
+                       "fleet_report": fleet_report_link(archive_dir, report_dir),
                        "max_age_hours": "%g" % params["max_age_hours"],
                        "unreached_days": "%g" % params["unreached_days"], "trend_count": params["trend_count"]}
             markdown, html = render_reports(params["templates_dir"], context)

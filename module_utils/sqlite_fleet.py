@@ -229,9 +229,14 @@ def parse_iso_utc(text: Any) -> _dt.datetime | None:
     return moment if PLAUSIBLE_YEARS[0] <= moment.year <= PLAUSIBLE_YEARS[1] else None
 
 
+# Hidden names of what this tool keeps beside backups: the lock, temporary and staging files, the
+# runner's metrics state, a restore's staging folder.
+OUR_HIDDEN_PREFIXES = (".sqlite-backup", ".sqlite-export.", ".sqlite-restore", ".sqlite-fleet-")
+
+
 def named_by_us(entry: str) -> bool:
     """Whether a folder entry is named the way this tool names what it writes into backup folders."""
-    if entry == LOCK_FILE or entry.startswith((TMP_PREFIX, EXPORT_PREFIX)) or pending_target(entry):
+    if entry.startswith(OUR_HIDDEN_PREFIXES) or pending_target(entry):
         return True
     for suffix in ("", ".sha256", ".json"):
         if entry.endswith(suffix) and parse_backup_filename(entry[:len(entry) - len(suffix)]):

@@ -8,9 +8,10 @@ When a fleet cannot be built the test is skipped, or fails when ``CI=true``.
 
 Imports: the test folders are packages (tests.unit.test_core ...), so test files of the same name
 in two folders do not clash. Helper modules are imported by their own names, from the folders put
-on sys.path here (tests/, tests/unit, tests/integration, module_utils/, tools/): ``fleet``,
-``module_test_helpers`` (tests/), ``unit_helpers``, ``integration_helpers``, ``sqlite_fleet``,
-``app_writer``, ``demo_db``; so helper module names are unique across the folders. Never
+on sys.path here (tests/, tests/unit, tests/integration, module_utils/, tools/, the repository
+root): ``fleet``, ``browser``, ``module_test_helpers`` (tests/), ``unit_helpers``,
+``integration_helpers``, ``sqlite_fleet``, ``app_writer``, ``demo_db``, ``sqlite_fleet_cli``; so
+helper module names are unique across the folders. Never
 ``import conftest`` (every folder has one) nor a test module: what tests share goes in a helper
 module. Any combination of test files runs in one pytest call.
 """
@@ -27,7 +28,7 @@ import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
-for _folder in (REPO_ROOT / "tools", REPO_ROOT / "module_utils", TESTS_DIR, TESTS_DIR / "unit",
+for _folder in (REPO_ROOT, REPO_ROOT / "tools", REPO_ROOT / "module_utils", TESTS_DIR, TESTS_DIR / "unit",
                 TESTS_DIR / "integration"):
     if str(_folder) not in sys.path:
         sys.path.insert(0, str(_folder))

@@ -15,8 +15,8 @@ Playbook runs
     start_playbook (-> StartedPlaybook), finish_playbook, run_playbook
                             ``ansible-playbook [-i inventory] args...`` from the repository root
     debug_result(stdout, task, host)   what an ``ansible.builtin.debug`` task printed for host
-    summary_lines(run, task)           the "one line per host and database" the playbooks print
-    run_records(archive, kind), rows_by_host(record)   the run records the report play writes
+    summary_lines(run)                 the SUMMARY (one line per host and database) the record callback prints
+    run_records(archive, command), rows_by_host(record)   the run records (docs/cli.md), a host's one row
 The site
     Site(fleet, tmp)        a fleet and this test's controller folder (archive, working copies, run logs):
                             archive_folder(), host_backup_folder(), create_database(s)(), one_host(),
@@ -149,24 +149,33 @@ def debug_result(stdout: str, task: str, host: str = "localhost") -> dict[str, A
     return json.loads("\n".join(body))
 
 
-def summary_lines(run: PlaybookRun, task: str = "Show one line per host and database") -> list[str]:
-    """The lines a playbook's summary task printed (a role's task: ``"<role> : <task>"``)."""
-    return debug_result(run.stdout, task)["msg"]
+def summary_lines(run: PlaybookRun) -> list[str]:
+    """The SUMMARY the sqlite_fleet_record callback prints after the recap: one line per host and database."""
+    assert "SUMMARY *" in run.stdout, f"no summary in the output:\n{run.stdout[-6000:]}"
+    block = run.stdout.rsplit("SUMMARY *", 1)[1].splitlines()[1:]
+    return [line for line in block if line.strip() and " (exit " not in line and not line.startswith("record: ")]
 
 
-def run_records(archive: Path, kind: str) -> list[dict[str, Any]]:
-    """The run records (archive/runs/<kind>-*.json), oldest first."""
+def run_records(archive: Path, command: str) -> list[dict[str, Any]]:
+    """The run records (docs/cli.md) of one command, oldest first."""
     runs = archive / "runs"
     if not runs.is_dir():
         return []
-    return [json.loads(path.read_text()) for path in sorted(runs.glob(f"{kind}-*.json"))]
+    records = [json.loads(path.read_text()) for path in sorted(runs.glob("*.json"))]
+    return [record for record in records if record["command"] == command]
 
 
 def rows_by_host(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per host, its one database's row of the record, with the host's outcome folded into ``ok``."""
     rows: dict[str, dict[str, Any]] = {}
-    for row in record["rows"]:
-        assert row["host"] not in rows, f"two rows for {row['host']}: {record['rows']}"
-        rows[row["host"]] = row
+    for host, row in record["hosts"].items():
+        databases = list(row["databases"].values())
+        assert len(databases) <= 1, f"{host}: one database expected: {row}"
+        db = dict(databases[0]) if databases else {}
+        db["ok"] = row["outcome"] == "ok" and db.get("outcome") == "ok"
+        db["transfers"] = [f"{p['file']} ({p['mode']})" for p in db.get("pulled") or []]
+        db["transferred_bytes"] = db.get("bytes_sent")
+        rows[host] = db
     return rows
 
 

@@ -88,8 +88,6 @@ CASES = [
          "is a directory", kind="bad_input"),
     Case("info-name-dotdot", "module", {"sqlite_info": {"backup_dir": "{d}/bk", "name": "../gym"}},
          "name '../gym' is not allowed", kind="bad_input"),
-    Case("report-unknown-kind", "module", {"sqlite_report": {"kind": "restore", "hosts": ["pi1"], "runs": [None]}},
-         "value of kind must be one of: backup, pre_upgrade, sync, stats"),
     Case("retention-keep-last-text", "module", {"sqlite_retention": {"backup_dir": "{d}/bk", "name": "gym",
                                                                      "keep_last": "three"}},
          "argument 'keep_last' is of type str and we were unable to convert to int"),
@@ -293,4 +291,11 @@ def test_bad_input_gets_a_clear_message_no_traceback_and_changes_nothing(outcome
         assert status == case.status, output[-3000:]
     assert case.message in message, (message if case.face == "module" else output)[-3000:]
     assert "Traceback" not in output
-    assert after == before, "bad input changed the site's files"
+    assert without_run_records(after) == without_run_records(before), "bad input changed the site's files"
+
+
+def without_run_records(state: dict[str, Any]) -> dict[str, Any]:
+    """A site's files less the run records every playbook run leaves (the archive folder holding them, and so
+    the site folder's own mtime, may be new); anything else new or changed still shows."""
+    return {path: entry for path, entry in state.items()
+            if path not in (".", "archive", "archive/runs") and not path.startswith("archive/runs/")}

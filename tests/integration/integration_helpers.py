@@ -1,8 +1,8 @@
 """What the integration tests share: playbook runs against a test fleet, the Site a test works in,
 and what they read from backups, databases and file trees.
 
-Import it as ``integration_helpers`` (each test file's folder is on sys.path; bench/common.py puts
-this folder on the benchmarks' path too). No pytest import: fixtures stay in the test files, built
+Import it as ``integration_helpers`` (tests/conftest.py puts this folder on sys.path; bench/common.py
+puts it on the benchmarks' path too). No pytest import: fixtures stay in the test files, built
 from the pieces here. Paths are as a host sees them (``host.path(DB_PATH)`` is pi1's copy).
 
 Constants

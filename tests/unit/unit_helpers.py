@@ -1,6 +1,6 @@
 """Shared helpers for the core's unit tests: real SQLite files, real processes.
 
-Test files import them as ``unit_helpers`` (tests/unit is on sys.path for its test files); the
+Test files import them as ``unit_helpers`` (tests/conftest.py puts tests/unit on sys.path); the
 fixtures ``start_writer`` and ``backup_dir`` are in tests/unit/conftest.py. The core is imported
 from ``module_utils/``, exactly as the on-host runner ships it: no Ansible. The app-like writer
 and the demo database come from ``tools/`` (``app_writer.py``, ``demo_db.py``): each writer

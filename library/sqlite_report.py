@@ -33,24 +33,19 @@ options:
     elements: raw
     required: true
   record_dir:
-    description: Folder for the JSON run record (created 0700). Empty or unset writes no record.
+    description: Folder for the JSON run record (created C(0700)). Empty or unset writes no record.
     type: path
   format:
-    description: With O(kind=stats), C(table) or C(json).
+    description: With O(kind=stats), V(table) or V(json).
     type: str
     choices: [table, json]
     default: table
 notes:
   - In check mode no record is written.
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing) when in diff mode.
-    support: none
+extends_documentation_fragment:
+  - sqlite_fleet_attributes
 author:
-  - sqlite-fleet-backup authors
+  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""

@@ -13,7 +13,7 @@ build copies and rewrites, the repository stays a playbook repository with short
     action_plugins/*.py     -> plugins/action/        (module_utils imports rewritten)
     doc_fragments/sqlite_fleet_<part>.py -> plugins/doc_fragments/<part>.py
     roles/<COLLECTION_ROLES> -> roles/                (task actions of our modules rewritten to FQCNs)
-    collection/galaxy.yml   -> galaxy.yml             (+ version from pyproject.toml)
+    pyproject.toml          -> galaxy.yml             ([tool.sqlite-fleet.collection] + [project] version, description)
     collection/README.md    -> README.md
     requirements.txt        -> meta/runtime.yml       (requires_ansible = the ansible-core range)
 
@@ -38,7 +38,10 @@ import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-NAMESPACE, NAME = "sqlitefleet", "sqlite_fleet"
+with open(ROOT / "pyproject.toml", "rb") as _handle:
+    PYPROJECT = tomllib.load(_handle)
+METADATA = PYPROJECT["tool"]["sqlite-fleet"]["collection"]
+NAMESPACE, NAME = METADATA["namespace"], METADATA["name"]
 FQCN_PREFIX = "%s.%s." % (NAMESPACE, NAME)
 FRAGMENT_PREFIX = "sqlite_fleet_"
 # The controller and host roles that stand alone. sqlite_runner installs the repository's runner/
@@ -53,8 +56,15 @@ def collection_dir(out: Path) -> Path:
 
 
 def project_version() -> str:
-    with open(ROOT / "pyproject.toml", "rb") as handle:
-        return tomllib.load(handle)["project"]["version"]
+    return PYPROJECT["project"]["version"]
+
+
+def galaxy_yml() -> str:
+    """The collection's galaxy.yml: [tool.sqlite-fleet.collection] with the project's version and description."""
+    galaxy = dict(METADATA, readme="README.md", version=project_version(),
+                  description=PYPROJECT["project"]["description"], dependencies={},
+                  build_ignore=["*.tar.gz", "tests/output"])
+    return "# Written by tools/build_collection.py from pyproject.toml.\n" + yaml.safe_dump(galaxy, sort_keys=False)
 
 
 def requires_ansible() -> str:
@@ -131,11 +141,8 @@ def assemble(out: Path) -> Path:
             for path in sorted((coll / "roles" / role / folder).glob("*.yml")):
                 path.write_text(rewrite_role_tasks(path.read_text(), actions))
 
-    galaxy = (ROOT / "collection" / "galaxy.yml").read_text()
-    if re.search(r"(?m)^version:", galaxy):
-        raise SystemExit("collection/galaxy.yml must not set version: it comes from pyproject.toml")
-    (coll / "galaxy.yml").write_text(galaxy + "version: %s\n" % project_version())
-    shutil.copy2(ROOT / "collection" / "README.md", coll / "README.md")
+    (coll / "galaxy.yml").write_text(galaxy_yml())
+    shutil.copy2(ROOT / METADATA["readme"], coll / "README.md")
     (coll / "meta").mkdir()
     (coll / "meta" / "runtime.yml").write_text(
         "---\n# Written by tools/build_collection.py from requirements.txt's ansible-core range.\n"

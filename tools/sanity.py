@@ -101,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     if link.is_symlink() or link.exists():
         link.unlink()
     link.symlink_to(host_python())
-    env = dict(os.environ, HOME=str(HOME), PATH=os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent),
-                                                                  os.environ.get("PATH", "")]))
+    # Nothing of the repository's Ansible configuration (make exports ANSIBLE_CONFIG): the collection alone.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ANSIBLE_")}
+    env.update(HOME=str(HOME), PATH=os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent),
+                                                      os.environ.get("PATH", "")]))
 
     if args.only:
         return run(coll, ["--python", CONTROLLER, *(arg for test in args.only for arg in ("--test", test))], env)

@@ -29,14 +29,6 @@ description:
   - The host's manifest is untrusted input. A file name with a path, C(..), or anything but a backup
     name is refused, and nothing is ever written outside C(<archive_dir>/<host>/<name>).
 options:
-  archive_dir:
-    description: Absolute path of the archive on the controller.
-    type: path
-    required: true
-  host:
-    description: The host's inventory name; a folder of the archive.
-    type: str
-    required: true
   name:
     description: Database name. Required with O(incoming).
     type: str
@@ -97,6 +89,7 @@ notes:
   - Archive folders are created mode C(0700), files C(0600).
   - In check mode nothing is written.
 extends_documentation_fragment:
+  - sqlite_fleet_archive
   - sqlite_fleet_attributes
   - sqlite_fleet_retention
 seealso:

@@ -18,14 +18,6 @@ description:
     under the folder's lock, and listed in RV(removed_unfinished); the task then reports C(changed).
   - It creates nothing; a missing folder holds nothing (yet).
 options:
-  archive_dir:
-    description: Absolute path of the archive on the controller.
-    type: path
-    required: true
-  host:
-    description: The host's inventory name; a folder of the archive.
-    type: str
-    required: true
   name:
     description: Database name.
     type: str
@@ -37,6 +29,7 @@ options:
 notes:
   - In check mode nothing is removed and the lock is not taken.
 extends_documentation_fragment:
+  - sqlite_fleet_archive
   - sqlite_fleet_attributes
 seealso:
   - module: sqlitefleet.sqlite_fleet.sqlite_archive

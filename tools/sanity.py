@@ -89,7 +89,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only this sanity test (repeatable), on the controller's Python")
     args = parser.parse_args(argv)
 
-    coll = build_collection.assemble(VAR / "collection")
+    # ansible-test keeps its own controller environment in tests/output/.tmp/delegation: keep it across builds.
+    coll = build_collection.collection_dir(VAR / "collection")
+    kept = HOME / "tests-output"
+    if (coll / "tests" / "output").is_dir():
+        shutil.rmtree(kept, ignore_errors=True)
+        HOME.mkdir(parents=True, exist_ok=True)
+        (coll / "tests" / "output").rename(kept)
+    build_collection.assemble(VAR / "collection")
+    if kept.is_dir():
+        (coll / "tests").mkdir(exist_ok=True)
+        kept.rename(coll / "tests" / "output")
     subprocess.run(["git", "init", "-q", str(coll)], check=True)
     (coll / ".git" / "info" / "exclude").write_text("/tests/output/\n")
     install_get_pip()

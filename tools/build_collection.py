@@ -83,8 +83,9 @@ def module_utils_names() -> list[str]:
     return sorted(names)
 
 
-def rewrite_imports(text: str) -> str:
-    pattern = r"\bansible\.module_utils\.(%s)\b" % "|".join(map(re.escape, module_utils_names()))
+def rewrite_imports(text: str, names: list[str] | None = None) -> str:
+    """ansible.module_utils.<one of ours>[.<part>] -> the collection's module_utils (files and packages alike)."""
+    pattern = r"\bansible\.module_utils\.(%s)\b" % "|".join(map(re.escape, names or module_utils_names()))
     return re.sub(pattern, r"ansible_collections.%s.%s.plugins.module_utils.\1" % (NAMESPACE, NAME), text)
 
 

@@ -239,3 +239,38 @@ def test_ansible_doc_renders_every_module_in_the_repository_with_its_fragments()
     assert set(docs["sqlite_backup"]["doc"]["options"]["export"]["suboptions"]) <= \
         set(docs["sqlite_export"]["doc"]["options"])
     assert "list" not in docs["sqlite_archive"]["doc"]["options"]["state"]["choices"]
+
+
+# --------------------------------------------------------------------------- the rewrites, on their own
+
+
+def test_imports_of_the_core_are_rewritten_as_a_file_or_as_a_package() -> None:
+    text = ("from ansible.module_utils.basic import AnsibleModule\n"
+            "from ansible.module_utils.sqlite_fleet import BackupError\n"
+            "from ansible.module_utils.sqlite_fleet.snapshot import snapshot\n"
+            "import ansible.module_utils.sqlite_fleet_extra\n")
+    rewritten = build_collection.rewrite_imports(text, ["sqlite_fleet"])
+    ours = "ansible_collections.sqlitefleet.sqlite_fleet.plugins.module_utils.sqlite_fleet"
+    assert rewritten.splitlines() == [
+        "from ansible.module_utils.basic import AnsibleModule",
+        "from %s import BackupError" % ours,
+        "from %s.snapshot import snapshot" % ours,
+        "import ansible.module_utils.sqlite_fleet_extra",  # not ours: untouched
+    ]
+    assert build_collection.module_utils_names() == ["sqlite_fleet"]  # the repository's (file or package)
+
+
+def test_fragments_and_task_actions_are_rewritten_and_nothing_else() -> None:
+    doc = ("options:\n  retention:\n    description: x\nextends_documentation_fragment:\n"
+           "  - sqlite_fleet_attributes\n  - sqlite_fleet_retention.rules\n  - ansible.builtin.files\nseealso: []\n")
+    assert build_collection.rewrite_fragments(doc).splitlines()[4:7] == [
+        "  - sqlitefleet.sqlite_fleet.attributes", "  - sqlitefleet.sqlite_fleet.retention.rules",
+        "  - ansible.builtin.files"]
+    tasks = ("- name: Back up\n  sqlite_backup:\n    backup_dir: /b\n  vars:\n    sqlite_backup_dir: /b\n"
+             "- block:\n    - sqlite_verify:   # check\n        path: /b/x.db\n- ansible.builtin.debug:\n"
+             "    msg: sqlite_backup\n")
+    rewritten = build_collection.rewrite_role_tasks(tasks, {"sqlite_backup", "sqlite_verify"})
+    assert yaml.safe_load(rewritten)[0]["sqlitefleet.sqlite_fleet.sqlite_backup"] == {"backup_dir": "/b"}
+    assert yaml.safe_load(rewritten)[0]["vars"] == {"sqlite_backup_dir": "/b"}
+    assert "sqlitefleet.sqlite_fleet.sqlite_verify" in yaml.safe_load(rewritten)[1]["block"][0]
+    assert yaml.safe_load(rewritten)[2] == {"ansible.builtin.debug": {"msg": "sqlite_backup"}}

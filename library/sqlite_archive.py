@@ -47,6 +47,12 @@ options:
       - In check mode, transfers the host did not stage (no C(fetch_path)) are checked but for that field.
     type: list
     elements: raw
+  dropped:
+    description:
+      - With O(state=import), the RV(dropped) deltas of O(state=prepare) (their base failed its checksum in the
+        archive and the host staged no whole copy); each is reported as a failed import.
+    type: list
+    elements: dict
   databases:
     description:
       - With O(state=prepare) or O(state=import) with O(transfers), the databases this host backs up; a transfer
@@ -161,6 +167,18 @@ transfers:
   returned: state=prepare
   type: list
   elements: dict
+dropped:
+  description: Deltas that cannot be applied (their archive base is missing, unverified or corrupt) and have no
+    whole copy staged to fall back to, C(name), C(file), C(msg); pass them to O(state=import) as O(dropped).
+  returned: state=prepare
+  type: list
+  elements: dict
+flagged:
+  description: Archive backups found corrupt while checking the deltas' bases (C(name), C(file), C(why)), now flagged
+    unverified.
+  returned: state=prepare
+  type: list
+  elements: dict
 need_bytes:
   description: Free space the pull needs (bytes to fetch and rebuild, plus the margin).
   returned: state=prepare
@@ -208,6 +226,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sqlite_fleet import (
     CORE_VERSION,
     KIND_BAD_INPUT,
+    KIND_CORRUPT,
     KIND_IO,
     TMP_PREFIX,
     BackupError,
@@ -221,6 +240,7 @@ from ansible.module_utils.sqlite_fleet import (
     parse_backup_filename,
     retention_options,
     retention_policy,
+    settle_bases,
     validate_abs_path,
     validate_name,
 )
@@ -281,6 +301,10 @@ def import_all(module, host_dir, transfers):
                    mode=transfer["mode"], base=transfer["base"], manifest=transfer["manifest"])
         try:
             entry.update(import_pulled(one, folder), failed=False)
+            if entry.get("disputed"):
+                entry.update(failed=True, kind=KIND_CORRUPT)
+            elif entry.get("verified") is False:
+                module.warn(entry["msg"])
         except BackupError as exc:
             entry.update(changed=False, failed=True, msg=str(exc), kind=exc.kind)
         except OSError as exc:
@@ -303,6 +327,9 @@ def import_and_prune(module, host_dir):
     transfers = check_transfers(offered_transfers(params["transfers"] or [], module.check_mode),
                                 params["databases"])
     imported = import_all(module, host_dir, transfers)
+    for dropped in params["dropped"] or []:  # deltas whose base failed in state=prepare: reported, not imported
+        imported.append({"name": str(dropped.get("name")), "file": str(dropped.get("file")), "mode": "delta",
+                         "changed": False, "failed": True, "kind": KIND_CORRUPT, "msg": str(dropped.get("msg"))})
     failures = [entry for entry in imported if entry["failed"]]
     result = dict(changed=any(entry["changed"] for entry in imported), imported=imported, folder=host_dir)
     if failures:
@@ -311,14 +338,17 @@ def import_and_prune(module, host_dir):
     if policy is not None:
         result["pruned"] = []
         for name in params["databases"]:
+            fresh = [entry["file"] for entry in imported if entry["name"] == name and entry.get("verified")]
             try:
                 pruned = apply_retention(os.path.join(host_dir, validate_name(name)), name, policy,
                                          timezone=params["retention"]["timezone"], check_mode=module.check_mode,
-                                         lock_timeout=params["lock_timeout"])
+                                         lock_timeout=params["lock_timeout"], trusted=fresh)
             except (BackupError, OSError) as exc:
                 module.fail_json(msg="pruning the archive of %s failed: %s" % (name, exc),
                                  kind=getattr(exc, "kind", KIND_IO), **result)
-            pruned.setdefault("invalid", [])
+            for flagged in pruned["flagged"]:
+                module.warn("the archive's %s of %s fails its checksum (%s): flagged unverified, never deleted "
+                            "as the newest verified backup" % (flagged["file"], name, flagged["why"]))
             result["pruned"].append(dict(pruned, name=name))
             result["changed"] = result["changed"] or pruned["changed"]
             messages.append(pruned["msg"])
@@ -333,6 +363,7 @@ def main():
             name=dict(type="str"),
             state=dict(type="str", required=True, choices=["prepare", "import"]),
             transfers=dict(type="list", elements="raw"),
+            dropped=dict(type="list", elements="dict"),
             databases=dict(type="list", elements="str"),
             retention=dict(type="dict", options=retention_options()),
             incoming=dict(type="path"),
@@ -357,14 +388,25 @@ def main():
             for transfer in transfers:
                 if transfer["fetch_path"] == NOT_STAGED:
                     transfer["fetch_path"] = None
+            settled = settle_bases(host_dir, transfers, check_mode=module.check_mode)
+            transfers = settled["transfers"]
+            for problem in settled["flagged"]:
+                module.warn("the archive's %s of %s fails its checksum (%s): flagged unverified"
+                            % (problem["file"], problem["name"], problem["why"]))
+            for transfer in transfers:
+                if transfer.get("fallback"):
+                    module.warn(transfer["fallback"])
             space = check_pull_space(host_dir, transfers, params["host"])
             created = False
             for name in sorted({transfer["name"] for transfer in transfers}):  # where the files are fetched to
                 for level in (archive_dir, host_dir, os.path.join(host_dir, name)):
                     created = ensure_private_dir(level, None, check_mode=module.check_mode) or created
-            module.exit_json(changed=created, transfers=transfers, folder=host_dir,
-                             msg="%d transfer(s) checked; %d bytes needed, %d free in the archive"
-                             % (len(transfers), space["need_bytes"], space["free_bytes"]), **space)
+            result = dict(changed=created or bool(settled["flagged"] and not module.check_mode), transfers=transfers,
+                          dropped=settled["dropped"], flagged=settled["flagged"], folder=host_dir, **space)
+            for dropped in settled["dropped"]:
+                module.warn(dropped["msg"])
+            module.exit_json(msg="%d transfer(s) checked; %d bytes needed, %d free in the archive"
+                             % (len(transfers), space["need_bytes"], space["free_bytes"]), **result)
         if params["state"] == "import" and params["incoming"] is None:
             import_and_prune(module, host_dir)
         folder = os.path.join(host_dir, validate_name(params["name"]))

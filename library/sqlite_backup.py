@@ -435,11 +435,13 @@ def main():
         try:
             pruned = apply_retention(params["backup_dir"], params["name"], policy,
                                      timezone=params["retention"]["timezone"], check_mode=module.check_mode,
-                                     lock_timeout=params["lock_timeout"])
+                                     lock_timeout=params["lock_timeout"], trusted=[snap["file"]])
         except (BackupError, OSError, sqlite3.Error) as exc:
             result["msg"] = "%s, but pruning %s failed: %s" % (result["msg"], params["backup_dir"], exc)
             module.fail_json(kind=getattr(exc, "kind", KIND_IO), **result)
-        pruned.setdefault("invalid", [])
+        for flagged in pruned["flagged"]:
+            module.warn("%s fails its checksum (%s): flagged unverified, never kept as the newest verified backup"
+                        % (flagged["file"], flagged["why"]))
         result["retention"] = pruned
         result["changed"] = result["changed"] or pruned["changed"]
         result["msg"] += "; %s" % pruned["msg"]

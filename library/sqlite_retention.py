@@ -87,6 +87,14 @@ deleted:
   type: list
   elements: str
   sample: [gym_backup_20261101_030000.db]
+flagged:
+  description:
+    - Backups found, before anything was deleted, to fail their checksum while they were the newest verified one
+      (C(file), C(why)); their manifests now say C(verified=false) (in check mode they would), and the next
+      verified backup down is kept instead.
+  returned: always
+  type: list
+  elements: dict
 kept:
   description: Backup files kept, newest first.
   returned: always
@@ -194,7 +202,9 @@ def main():
     except (OSError, sqlite3.Error) as exc:
         module.fail_json(msg="pruning %s failed: %s" % (params["backup_dir"], exc), kind=KIND_IO, changed=False)
 
-    result.setdefault("invalid", [])
+    for flagged in result["flagged"]:
+        module.warn("%s fails its checksum (%s): %s unverified, never kept as the newest verified backup"
+                    % (flagged["file"], flagged["why"], "would be flagged" if module.check_mode else "flagged"))
     if module._diff:
         before = result["kept"] + result["deleted"]
         result["diff"] = {

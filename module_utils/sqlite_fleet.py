@@ -44,7 +44,7 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 TOOL_NAME = "sqlite-fleet-backup"
@@ -197,6 +197,18 @@ def parse_iso_utc(text: Any) -> _dt.datetime | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=_dt.timezone.utc)
     return moment.astimezone(_dt.timezone.utc)
+
+
+def pending_marker(filename: str) -> str:
+    """The name of the marker that says ``filename`` is being committed (removed once it is)."""
+    return "." + filename + PENDING_SUFFIX
+
+
+def pending_target(entry: str) -> str | None:
+    """The backup file a pending marker ``entry`` stands for; None when ``entry`` is no marker."""
+    if entry.startswith(".") and entry.endswith(PENDING_SUFFIX) and len(entry) > 1 + len(PENDING_SUFFIX):
+        return entry[1:-len(PENDING_SUFFIX)]
+    return None
 
 
 def utcnow() -> _dt.datetime:
@@ -643,6 +655,10 @@ def manifest_problems(manifest: Any, filename: str) -> list[str]:
     label = manifest.get("label")
     if label is not None and (not isinstance(label, str) or not LABEL_RE.fullmatch(label)):
         problems.append("label malformed")
+    flagged = manifest.get("flagged")
+    if flagged is not None and not (isinstance(flagged, dict) and flagged.get("reason") in (FLAG_CHECKSUM, FLAG_CHECK)
+                                    and manifest.get("verified") is False):
+        problems.append("flagged malformed")
     return problems
 
 
@@ -658,6 +674,39 @@ def read_sha256_sidecar(backup_path: str) -> str:
     if not match or match.group(2) != base:
         raise BackupError("checksum file %s is malformed (want '<sha256>  %s')" % (path, base), KIND_CORRUPT)
     return match.group(1)
+
+
+# Why a backup was flagged unverified after it was committed (manifest "flagged.reason").
+FLAG_CHECKSUM = "checksum"  # its bytes no longer match the checksum written at the first hop
+FLAG_CHECK = "check"  # its bytes match, but a later SQLite check of them failed
+
+
+def checksum_problem(backup: Mapping[str, Any]) -> str | None:
+    """Why a listed backup's bytes do not match its manifest (or .sha256), else None: one sha256."""
+    try:
+        actual = sha256_file(backup["path"])
+    except OSError as exc:
+        return "cannot be read: %s" % exc.strerror
+    recorded = [("its manifest", backup["sha256"])]
+    with contextlib.suppress(BackupError):
+        recorded.append(("its .sha256", read_sha256_sidecar(backup["path"])))
+    mismatched = ["%s says %s" % (who, value[:12]) for who, value in recorded if value != actual]
+    if mismatched:
+        return "sha256 of the file is %s but %s" % (actual[:12], ", ".join(mismatched))
+    return None
+
+
+# Invariant: a flagged backup stays in its series as evidence but never counts as verified again.
+def flag_unverified(backup_path: str, reason: str, why: str, now: _dt.datetime | None = None) -> dict[str, Any]:
+    """Rewrite a committed backup's manifest with ``verified: false`` and why (atomic rename)."""
+    manifest = read_manifest(backup_path)
+    manifest["verified"] = False
+    manifest["flagged"] = {"reason": reason, "why": why, "at": iso_utc(now or utcnow())}
+    st = os.stat(backup_path + ".json")
+    write_file_atomic(backup_path + ".json", (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(),
+                      0o600, (st.st_uid, st.st_gid))
+    fsync_path(os.path.dirname(backup_path), directory=True)
+    return manifest
 
 
 # --------------------------------------------------------------------------- listing
@@ -676,10 +725,10 @@ def list_backups(backup_dir: str, name: str | None = None) -> dict[str, list[dic
     except FileNotFoundError:
         return result
     present = set(entries)
-    pending = {e[1:-len(PENDING_SUFFIX)] for e in entries if e.startswith(".") and e.endswith(PENDING_SUFFIX)}
+    pending = {pending_target(e) for e in entries} - {None}
     for entry in entries:
         path = os.path.join(backup_dir, entry)
-        if entry.startswith(TMP_PREFIX) or (entry.startswith(".") and entry.endswith(PENDING_SUFFIX)):
+        if entry.startswith(TMP_PREFIX) or pending_target(entry) is not None:
             result["unfinished"].append({"file": entry, "path": path, "why": "temporary file"})
             continue
         parsed = parse_backup_filename(entry)
@@ -705,6 +754,7 @@ def list_backups(backup_dir: str, name: str | None = None) -> dict[str, list[dic
             "size_bytes": os.path.getsize(path),
             "sha256": manifest["sha256"],
             "has_checksum_file": entry + ".sha256" in present,
+            "flagged": (manifest.get("flagged") or {}).get("reason"),
             "manifest": manifest,
         })
     # sidecars whose backup is gone (a prune interrupted after removing the .db): only ours
@@ -743,9 +793,8 @@ def remove_unfinished(backup_dir: str, name: str | None = None, check_mode: bool
     removed = []
     listing = list_backups(backup_dir, name)
     for item in listing["unfinished"]:
-        entry = item["file"]
-        if entry.startswith(".") and entry.endswith(PENDING_SUFFIX):
-            target = entry[1:-len(PENDING_SUFFIX)]
+        target = pending_target(item["file"])
+        if target is not None:
             if any(b["file"] == target for b in listing["backups"]):
                 # The commit happened; only the marker's removal was lost.
                 paths = [item["path"]]
@@ -1380,38 +1429,51 @@ def count_rows_in(path: str, size: int) -> dict[str, int]:
 
 def commit_backup(tmp_path: str, backup_dir: str, name: str, created: _dt.datetime, manifest: dict[str, Any],
                   digest: str, owner: tuple[int, int], started_monotonic: float) -> str:
-    """Place the checked copy under its final name; the manifest's rename is the commit."""
+    """Place the checked copy under the first free name of its second (``_1``, ``_2`` ...) and commit it."""
     entries = set(os.listdir(backup_dir))
     seq = 0
     while True:
         final = backup_filename(name, created, seq)
-        taken = {final, final + ".sha256", final + ".json", "." + final + PENDING_SUFFIX}
-        if not taken & entries:
-            marker = os.path.join(backup_dir, "." + final + PENDING_SUFFIX)
-            try:
-                os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            except FileExistsError:
-                entries.add(os.path.basename(marker))
-                continue
-            final_path = os.path.join(backup_dir, final)
-            try:
-                os.link(tmp_path, final_path)  # fails rather than overwrite
-            except FileExistsError:
-                os.unlink(marker)
-                entries.add(final)
-                continue
+        taken = {final, final + ".sha256", final + ".json", pending_marker(final)}
+        if not taken & entries and place_backup(tmp_path, backup_dir, final):
             break
+        entries.add(final)
         seq += 1
     os.unlink(tmp_path)
-    fsync_path(backup_dir, directory=True)
-    write_file_atomic(final_path + ".sha256", ("%s  %s\n" % (digest, final)).encode("ascii"), 0o600, owner)
     manifest["file"] = final
     manifest["duration_seconds"] = round(time.monotonic() - started_monotonic, 6)
-    write_file_atomic(final_path + ".json", (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(),
+    finish_commit(backup_dir, final, digest, manifest, owner)
+    return os.path.join(backup_dir, final)
+
+
+# The commit protocol, for snapshots and archive imports alike: a pending marker, a hard link to
+# the final name (never overwriting), the .sha256, then the manifest: its rename is the commit.
+def place_backup(tmp_path: str, backup_dir: str, final: str) -> bool:
+    """Link the private, checked, fsynced ``tmp_path`` to ``final`` under its pending marker;
+    False (nothing changed) when that name or its marker is taken. Call :func:`finish_commit` next."""
+    marker = os.path.join(backup_dir, pending_marker(final))
+    try:
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return False
+    try:
+        os.link(tmp_path, os.path.join(backup_dir, final))  # fails rather than overwrite
+    except FileExistsError:
+        os.unlink(marker)
+        return False
+    fsync_path(backup_dir, directory=True)
+    return True
+
+
+def finish_commit(backup_dir: str, final: str, digest: str, manifest: Mapping[str, Any],
+                  owner: tuple[int, int] | None) -> None:
+    """Write the ``.sha256`` and rename the manifest into place (the commit), then drop the marker."""
+    final_path = os.path.join(backup_dir, final)
+    write_file_atomic(final_path + ".sha256", ("%s  %s\n" % (digest, final)).encode("ascii"), 0o600, owner)
+    write_file_atomic(final_path + ".json", (json.dumps(dict(manifest), indent=2, sort_keys=True) + "\n").encode(),
                       0o600, owner)
     fsync_path(backup_dir, directory=True)
-    os.unlink(marker)
-    return final_path
+    os.unlink(os.path.join(backup_dir, pending_marker(final)))
 
 
 def check_sidecars(backup_path: str, digest: str) -> None:
@@ -1720,9 +1782,12 @@ def month_bucket(moment: _dt.datetime, tz: _dt.tzinfo | None) -> str:
 
 
 def apply_retention(backup_dir: str, name: str, policy: Mapping[str, Any], *, now: _dt.datetime | None = None,
-                    timezone: str | None = None, check_mode: bool = False,
-                    lock_timeout: float = 600.0) -> dict[str, Any]:
-    """Prune one database's backups in ``backup_dir``; in check mode only say what would go."""
+                    timezone: str | None = None, check_mode: bool = False, lock_timeout: float = 600.0,
+                    trusted: Collection[str] = ()) -> dict[str, Any]:
+    """Prune one database's backups in ``backup_dir``; in check mode only say what would go.
+
+    ``trusted``: files whose bytes this run has just checked (a new snapshot, a fresh import).
+    """
     backup_dir = validate_abs_path(backup_dir, "backup folder")
     name = validate_name(name)
     normalise_policy(policy)
@@ -1730,12 +1795,12 @@ def apply_retention(backup_dir: str, name: str, policy: Mapping[str, Any], *, no
     now = now or utcnow()
     if not os.path.isdir(backup_dir):
         return {"changed": False, "deleted": [], "kept": [], "decisions": [], "removed_unfinished": [],
-                "msg": "backup folder %s does not exist: nothing to prune" % backup_dir}
+                "flagged": [], "invalid": [], "msg": "backup folder %s does not exist: nothing to prune" % backup_dir}
     lock = folder_lock(backup_dir, timeout=lock_timeout) if not check_mode else contextlib.nullcontext()
     with lock:
         removed = remove_unfinished(backup_dir, name, check_mode=check_mode)
-        listing = list_backups(backup_dir, name)
-        decisions = select_retention(listing["backups"], policy, now, tz)
+        listing, decisions, flagged = select_with_checked_floor(backup_dir, name, policy, now, tz, trusted,
+                                                                check_mode)
         doomed = [d["file"] for d in decisions if not d["keep"]]
         if not check_mode:
             for entry in doomed:
@@ -1749,16 +1814,52 @@ def apply_retention(backup_dir: str, name: str, policy: Mapping[str, Any], *, no
                 fsync_path(backup_dir, directory=True)
     for d in decisions:
         d["created"] = iso_utc(d["created"])
+    msg = "%s %d of %d backups of %s" % ("would delete" if check_mode else "deleted", len(doomed), len(decisions),
+                                         name)
+    if flagged:
+        msg += "; %s %s unverified: %s" % ("would flag" if check_mode else "flagged",
+                                          ", ".join(f["file"] for f in flagged), "; ".join(f["why"] for f in flagged))
     return {
-        "changed": bool(doomed or removed),
+        "changed": bool(doomed or removed or (flagged and not check_mode)),
         "deleted": doomed,
         "kept": [d["file"] for d in decisions if d["keep"]],
         "decisions": decisions,
         "removed_unfinished": removed,
+        "flagged": flagged,
         "invalid": [i["file"] for i in listing["invalid"]],
-        "msg": "%s %d of %d backups of %s" % ("would delete" if check_mode else "deleted", len(doomed),
-                                             len(decisions), name),
+        "msg": msg,
     }
+
+
+# Invariant: nothing is deleted while the backup that keeps the floor (the newest verified one)
+# has bytes that no longer match its checksum; one sha256 per prune, more only when floors fail.
+def select_with_checked_floor(backup_dir: str, name: str, policy: Mapping[str, Any], now: _dt.datetime,
+                              tz: _dt.tzinfo | None, trusted: Collection[str], check_mode: bool,
+                              ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, str]]]:
+    """:func:`select_retention` over the folder, after checking the floor's bytes when anything would go.
+
+    A floor that fails is flagged unverified (in check mode only in memory) and the next one down
+    becomes the floor. Returns the listing, the decisions and the flagged backups.
+    """
+    flagged: list[dict[str, str]] = []
+    checked = set(trusted)
+    while True:
+        listing = list_backups(backup_dir, name)
+        for backup in listing["backups"]:
+            if any(f["file"] == backup["file"] for f in flagged):
+                backup["verified"] = False  # check mode: flagged in memory only
+        decisions = select_retention(listing["backups"], policy, now, tz)
+        floor = next((d for d in decisions if d["verified"]), None)
+        if floor is None or floor["file"] in checked or all(d["keep"] for d in decisions):
+            return listing, decisions, flagged
+        checked.add(floor["file"])
+        backup = next(b for b in listing["backups"] if b["file"] == floor["file"])
+        why = checksum_problem(backup)
+        if why is None:
+            return listing, decisions, flagged
+        flagged.append({"file": backup["file"], "why": why})
+        if not check_mode:
+            flag_unverified(backup["path"], FLAG_CHECKSUM, why, now)
 
 
 # --------------------------------------------------------------------------- stats
@@ -1970,7 +2071,8 @@ def rebuild_from_delta(fd: int, base_path: str, delta: Any, target_size: int, pa
 
 
 def archived_backups(db_dir: str, clean: bool = False, lock_timeout: float = 600.0) -> dict[str, Any]:
-    """What the archive holds for one database (file and sha256), newest first.
+    """What the archive holds for one database, newest first: file, sha256, created, verified and
+    ``intact`` (False once its bytes were found not to match its checksum: the host may send it again).
 
     With ``clean``, first remove what an interrupted pull left, under the folder's lock.
     """
@@ -1978,7 +2080,8 @@ def archived_backups(db_dir: str, clean: bool = False, lock_timeout: float = 600
     if clean and os.path.isdir(db_dir):
         with folder_lock(db_dir, timeout=lock_timeout):
             removed = remove_unfinished(db_dir)
-    have = [{"file": b["file"], "sha256": b["sha256"], "created": iso_utc(b["created"])}
+    have = [{"file": b["file"], "sha256": b["sha256"], "created": iso_utc(b["created"]), "verified": b["verified"],
+             "intact": b["flagged"] != FLAG_CHECKSUM}
             for b in list_backups(db_dir)["backups"]]
     return {"have": have, "removed_unfinished": removed}
 
@@ -2057,6 +2160,8 @@ def check_transfers(transfers: Any, databases: Sequence[str] | None = None) -> l
                     or base == filename:
                 raise refuse(index, "the base %s of the delta for %s is not a backup of %s"
                              % (repr(base)[:200], filename, name))
+            if transfer["manifest"]["verified"] is not True:
+                raise refuse(index, "%s is flagged unverified: it must be sent whole, not as a delta" % filename)
         elif mode == "full":
             base = None
         else:
@@ -2071,16 +2176,91 @@ def check_transfers(transfers: Any, databases: Sequence[str] | None = None) -> l
             fetch_path = validate_abs_path(transfer.get("fetch_path"), "fetch_path")
         except BackupError as exc:
             raise refuse(index, str(exc)) from None
+        full_fetch_path = None
+        if mode == "delta" and transfer.get("full_fetch_path") is not None:
+            try:
+                full_fetch_path = validate_abs_path(transfer.get("full_fetch_path"), "full_fetch_path")
+            except BackupError as exc:
+                raise refuse(index, str(exc)) from None
         if (name, filename) in seen:
             raise refuse(index, "%s is offered twice" % filename)
         seen.add((name, filename))
         clean = {"file": filename, "name": name, "mode": mode, "base": base, "fetch_path": fetch_path,
                  "bytes": sent_bytes, "size_bytes": size_bytes, "manifest": dict(transfer["manifest"])}
+        if full_fetch_path is not None:
+            clean["full_fetch_path"] = full_fetch_path
         for extra in ("pages_changed", "pages_total"):
             if count_of(transfer.get(extra)):
                 clean[extra] = transfer[extra]
         checked.append(clean)
     return checked
+
+
+# Invariant: a delta is applied only to a base the archive holds verified and whose bytes match
+# its checksum now; a base that fails is flagged, and its delta is sent whole instead (or dropped).
+def settle_bases(host_dir: str, transfers: Sequence[Mapping[str, Any]], *, check_mode: bool = False,
+                 ) -> dict[str, Any]:
+    """Check the archive's base of every delta among the checked ``transfers`` (one sha256 per base).
+
+    A delta whose base is missing, unverified or corrupt becomes a full transfer of its
+    ``full_fetch_path`` when the host staged one, else it is dropped with a message (the next
+    run sends it against another base, or whole); so is a delta based on a dropped transfer.
+    A corrupt base is flagged unverified (not in check mode). Returns ``transfers`` (what to
+    fetch), ``dropped`` and ``flagged`` (``{file, name, why}``).
+    """
+    settled: list[dict[str, Any]] = []
+    dropped: list[dict[str, Any]] = []
+    flagged: list[dict[str, str]] = []
+    base_problem: dict[tuple[str, str], str | None] = {}
+    sent_verified: set[tuple[str, str]] = set()
+    for transfer in transfers:
+        transfer = dict(transfer)
+        name = transfer["name"]
+        if transfer["mode"] == "delta":
+            key = (name, transfer["base"])
+            if key in sent_verified:
+                why = None
+            elif key in base_problem:
+                why = base_problem[key]
+            elif any(t["name"] == name and t["file"] == transfer["base"] for t in transfers):
+                why = base_problem[key] = "it was not sent (or not verified) in this run"
+            else:
+                why = base_problem[key] = archive_base_problem(os.path.join(host_dir, name), transfer["base"],
+                                                               flagged, check_mode)
+            if why is not None:
+                message = "the base %s of the delta for %s %s" % (transfer["base"], transfer["file"], why)
+                if transfer.get("full_fetch_path"):
+                    transfer.update(mode="full", base=None, fetch_path=transfer["full_fetch_path"],
+                                    bytes=transfer["size_bytes"], fallback=message + ": sent whole instead")
+                    for extra in ("pages_changed", "pages_total"):
+                        transfer.pop(extra, None)
+                else:
+                    dropped.append({"name": name, "file": transfer["file"],
+                                    "msg": message + ": not pulled; the next run sends it whole or against "
+                                                     "another base"})
+                    continue
+        transfer.pop("full_fetch_path", None)
+        if transfer["manifest"]["verified"] is True:
+            sent_verified.add((name, transfer["file"]))
+        settled.append(transfer)
+    return {"transfers": settled, "dropped": dropped, "flagged": flagged}
+
+
+def archive_base_problem(db_dir: str, base: str, flagged: list[dict[str, str]], check_mode: bool) -> str | None:
+    """Why the archive's ``base`` cannot be a delta's base (None when it can); flags a corrupt one."""
+    found = next((b for b in list_backups(db_dir)["backups"] if b["file"] == base), None)
+    if found is None:
+        return "is not in the archive"
+    if not found["verified"]:
+        return "is flagged unverified in the archive"
+    why = checksum_problem(found)
+    if why is None:
+        return None
+    flagged.append({"name": os.path.basename(db_dir), "file": base, "why": why})
+    if not check_mode:
+        with folder_lock(db_dir):
+            flag_unverified(found["path"], FLAG_CHECKSUM, why)
+    return "is corrupt in the archive (%s)%s" % (why, "" if check_mode else ", now flagged unverified")
 
 
 def check_pull_space(host_dir: str, transfers: Sequence[Mapping[str, Any]], source_host: str) -> dict[str, Any]:
@@ -2113,6 +2293,8 @@ def check_pull_space(host_dir: str, transfers: Sequence[Mapping[str, Any]], sour
     return {"need_bytes": need, "free_bytes": free}
 
 
+# Invariant: nothing gets a final name in the archive unless its bytes are the host's (sha256);
+# what fails a check there is kept flagged unverified, never as a verified backup.
 def import_backup(incoming_path: str, manifest: Mapping[str, Any], db_dir: str, *, source_host: str,
                   integrity: str = "full", lock_timeout: float = 600.0, owner: tuple[int, int] | None = None,
                   ) -> dict[str, Any]:
@@ -2120,8 +2302,11 @@ def import_backup(incoming_path: str, manifest: Mapping[str, Any], db_dir: str, 
 
     ``incoming_path`` is a private temporary file; it is consumed (linked, then removed) on
     success and removed on failure. The host's manifest is untrusted input: its file name
-    must be a plain backup name, its sha256 must match the bytes, and the copy must pass a
-    full integrity check and the manifest's row counts before anything gets a final name.
+    must be a plain backup name and its sha256 must match the bytes, or nothing is imported.
+    A backup the host flagged unverified is kept as evidence, still unverified; one the host
+    calls verified that fails the archive's check (``integrity`` and the manifest's row counts)
+    is kept flagged unverified too, and ``disputed`` says so. A copy in the archive found
+    corrupt earlier (flagged ``checksum``) is replaced by the host's good bytes.
     """
     db_dir = validate_abs_path(db_dir, "archive folder")
     try:
@@ -2136,23 +2321,13 @@ def import_backup(incoming_path: str, manifest: Mapping[str, Any], db_dir: str, 
         if actual != manifest["sha256"]:
             raise BackupError("%s from %s: sha256 %s does not match the host's manifest (%s)"
                               % (filename, source_host, actual[:12], manifest["sha256"][:12]), KIND_CORRUPT)
-        conn = open_readonly(incoming_path, immutable=True)
-        try:
-            tune_for_checks(conn, os.path.getsize(incoming_path))
-            integrity_problems = run_integrity_check(conn, integrity)
-            counts = table_row_counts(conn) if not integrity_problems else {}
-        except sqlite3.DatabaseError as exc:
-            integrity_problems = ["cannot be read as a database: %s" % exc]
-            counts = {}
-        finally:
-            conn.close()
-        if integrity_problems:
-            raise BackupError("%s from %s fails its %s check: %s" % (filename, source_host, integrity,
-                                                                    "; ".join(integrity_problems[:5])), KIND_CORRUPT)
-        diffs = row_count_differences(manifest["tables"], counts)
-        if diffs:
-            raise BackupError("%s from %s: row counts differ from the manifest: %s"
-                              % (filename, source_host, "; ".join(diffs[:5])), KIND_CORRUPT)
+        problems, counts = archive_check(incoming_path, integrity, manifest)
+        record = dict(manifest)
+        disputed = bool(problems) and manifest["verified"] is True
+        if disputed:
+            record.update(verified=False, flagged={"reason": FLAG_CHECK, "at": iso_utc(utcnow()),
+                                                   "why": "the archive's %s check: %s" % (integrity,
+                                                                                         "; ".join(problems[:5]))})
         os.chmod(incoming_path, 0o600)
         if owner is not None:
             chown_if_needed(incoming_path, owner)
@@ -2160,29 +2335,66 @@ def import_backup(incoming_path: str, manifest: Mapping[str, Any], db_dir: str, 
         # No leftover cleanup here: the other files fetched in this run wait beside this one.
         # Listing the archive before a pull (archive_listing) and pruning after it clean up.
         with folder_lock(db_dir, timeout=lock_timeout):
-            if os.path.lexists(final_path):
-                existing = list_backups(db_dir)["backups"]
-                if any(b["file"] == filename and b["sha256"] == actual for b in existing):
-                    return {"changed": False, "file": filename, "path": final_path, "sha256": actual,
-                            "msg": "%s is already in the archive" % filename}
-                raise BackupError("the archive already holds a different %s: refusing to overwrite it" % filename,
-                                  KIND_CORRUPT)
-            marker = os.path.join(db_dir, "." + filename + PENDING_SUFFIX)
-            os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            os.link(incoming_path, final_path)
-            fsync_path(db_dir, directory=True)
-            write_file_atomic(final_path + ".sha256", ("%s  %s\n" % (actual, filename)).encode("ascii"), 0o600,
-                              owner)
-            write_file_atomic(final_path + ".json",
-                              (json.dumps(dict(manifest), indent=2, sort_keys=True) + "\n").encode(), 0o600, owner)
-            fsync_path(db_dir, directory=True)
-            os.unlink(marker)
+            repaired = os.path.lexists(final_path) and replace_corrupt_copy(incoming_path, db_dir, filename, actual)
+            if repaired is None:
+                return {"changed": False, "file": filename, "path": final_path, "sha256": actual,
+                        "verified": True, "msg": "%s is already in the archive" % filename}
+            if repaired:
+                write_file_atomic(final_path + ".json",
+                                  (json.dumps(record, indent=2, sort_keys=True) + "\n").encode(), 0o600, owner)
+                fsync_path(db_dir, directory=True)
+            elif place_backup(incoming_path, db_dir, filename):
+                finish_commit(db_dir, filename, actual, record, owner)
+            else:
+                raise BackupError("%s is being committed in the archive by another run" % filename, KIND_LOCKED)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(incoming_path)
+    verified = record["verified"] is True
+    if verified:
+        msg = "%s from %s archived and verified (%s check)" % (filename, source_host, integrity)
+    elif disputed:
+        msg = ("%s from %s is verified on the host but FAILS the archive's %s check (%s): kept flagged unverified"
+               % (filename, source_host, integrity, "; ".join(problems[:5])))
+    else:
+        msg = ("%s from %s was flagged unverified on the host: archived whole as evidence, never used as a "
+               "verified backup" % (filename, source_host))
+    if repaired:
+        msg += "; it replaces the archive's corrupt copy"
     return {"changed": True, "file": filename, "path": final_path, "sha256": actual, "integrity": integrity,
-            "tables": counts, "msg": "%s from %s archived and verified (%s check)" % (filename, source_host,
-                                                                                      integrity)}
+            "tables": counts, "verified": verified, "disputed": disputed, "problems": problems,
+            "repaired": bool(repaired), "msg": msg}
+
+
+def archive_check(path: str, integrity: str, manifest: Mapping[str, Any]) -> tuple[list[str], dict[str, int]]:
+    """The archive's SQLite check of a pulled copy: its problems ([] when it passes) and row counts."""
+    try:
+        conn = open_readonly(path, immutable=True)
+        try:
+            tune_for_checks(conn, os.path.getsize(path))
+            problems = ["%s check: %s" % (integrity, p) for p in run_integrity_check(conn, integrity)]
+            counts = table_row_counts(conn) if not problems else {}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        return ["cannot be read as a database: %s" % exc], {}
+    if not problems:
+        problems = ["row counts: %s" % d for d in row_count_differences(manifest["tables"], counts)]
+    return problems, counts
+
+
+def replace_corrupt_copy(incoming_path: str, db_dir: str, filename: str, digest: str) -> bool | None:
+    """With the archive's lock held and ``filename`` present: True after replacing a copy flagged
+    corrupt whose manifest records ``digest``; None when the archive holds it already; raises else."""
+    existing = next((b for b in list_backups(db_dir)["backups"] if b["file"] == filename), None)
+    if existing is not None and existing["sha256"] == digest:
+        if existing["flagged"] != FLAG_CHECKSUM:
+            return None
+        os.replace(incoming_path, os.path.join(db_dir, filename))
+        fsync_path(db_dir, directory=True)
+        return True
+    raise BackupError("the archive already holds a different %s: refusing to overwrite it" % filename,
+                      KIND_CORRUPT)
 
 
 # --------------------------------------------------------------------------- host side of a pull
@@ -2192,16 +2404,21 @@ STAGING_HOME_PREFIX = ".sqlite-fleet-staging-"  # + the backup folder's name, be
 STAGING_HOME_MODE = 0o711
 
 
+# Invariant: a delta is based only on a backup verified on the host that the archive holds verified
+# and intact (or sends verified in this same plan); an unverified backup is always sent whole.
 def plan_export(backup_dir: str, name: str, have: Sequence[Mapping[str, Any]], *, delta: bool = True,
                 staging_dir: str | None = None, max_backups: int = 0,
                 min_delta_saving: float = 0.1) -> dict[str, Any]:
     """Work out, and with ``staging_dir`` prepare, what the controller lacks of ``name``.
 
-    ``have``: the archive's ``{file, sha256}`` for this database. Every finished backup the
-    archive lacks is sent, oldest first, as a delta against the newest older backup that both
-    sides hold (or one sent earlier in this plan), else whole. With a staging folder, full
-    copies are hard-linked there (a prune cannot pull them away mid-transfer) and deltas
-    written there. Without one (check mode) nothing is written.
+    ``have``: the archive's ``{file, sha256, verified, intact}`` for this database
+    (:func:`archived_backups`). Every finished backup the archive lacks is sent, oldest first, as a
+    delta against the newest older base (see the invariant above), else whole; so is one whose
+    archive copy was found corrupt (``intact`` false) while the host's copy is verified. With a
+    staging folder, full copies are hard-linked there (a prune cannot pull them away
+    mid-transfer) and deltas written there, beside a hard link of the whole file when that is
+    free (``full_fetch_path``: the controller falls back to it when a base fails its checksum).
+    Without one (check mode) nothing is written.
 
     What is written there belongs to the staging folder's owner (the fetch_user of
     :func:`new_staging_dir`), mode 0600; a backup that owner could not read is copied there
@@ -2210,62 +2427,88 @@ def plan_export(backup_dir: str, name: str, have: Sequence[Mapping[str, Any]], *
     """
     backup_dir = validate_abs_path(backup_dir, "backup folder")
     name = validate_name(name)
-    held = {}
+    held: dict[str, Mapping[str, Any]] = {}
     for item in have:
         if not isinstance(item, Mapping) or not isinstance(item.get("file"), str):
             raise BackupError("have must be a list of {file, sha256}", KIND_BAD_INPUT)
-        held[item["file"]] = item.get("sha256")
+        held[item["file"]] = item
     listing = list_backups(backup_dir, name)
     finished = sorted(listing["backups"], key=lambda b: (b["created"], b["file"]))
-    conflicts = [b["file"] for b in finished if b["file"] in held and held[b["file"]] != b["sha256"]]
-    missing = [b for b in finished if b["file"] not in held]
+
+    def archived(backup: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        item = held.get(backup["file"])
+        return item if item is not None and item.get("sha256") == backup["sha256"] else None
+
+    def good_base(backup: Mapping[str, Any]) -> bool:
+        item = archived(backup)
+        return bool(backup["verified"] and item and item.get("verified", True) is not False
+                    and item.get("intact", True) is not False)
+
+    def to_send(backup: Mapping[str, Any]) -> bool:
+        item = archived(backup)
+        if backup["file"] not in held:
+            return True
+        return bool(item and item.get("intact", True) is False and backup["verified"])
+
+    conflicts = [b["file"] for b in finished if b["file"] in held and archived(b) is None]
+    missing = [b for b in finished if to_send(b)]
     if max_backups:
         missing = missing[-max_backups:]
-    shared = [b for b in finished if held.get(b["file"]) == b["sha256"]]
+    bases = [b for b in finished if good_base(b)]
     staging_owner = None
     if staging_dir is not None:
         staging_stat = os.stat(staging_dir)
         staging_owner = (staging_stat.st_uid, staging_stat.st_gid)
     transfers = []
     for backup in missing:
-        older = [b for b in shared if (b["created"], b["file"]) < (backup["created"], backup["file"])]
-        base = older[-1] if (delta and older) else None
+        older = [b for b in bases if (b["created"], b["file"]) < (backup["created"], backup["file"])]
+        base = max(older, key=lambda b: (b["created"], b["file"])) if delta and older and backup["verified"] else None
         transfer: dict[str, Any] = {"file": backup["file"], "name": name, "manifest": backup["manifest"],
                                     "size_bytes": backup["size_bytes"], "base": base["file"] if base else None,
                                     "mode": "delta" if base else "full", "fetch_path": None,
                                     "bytes": backup["size_bytes"]}
         if staging_dir is not None:
-            if base is not None:
-                delta_path = os.path.join(staging_dir, backup["file"] + ".delta")
-                try:
-                    stats = make_delta(base["path"], backup["path"], delta_path,
-                                       base_sha256=base["sha256"], target_sha256=backup["sha256"])
-                except BackupError:
-                    stats = None  # page size changed (VACUUM): send it whole
-                except OSError as exc:
-                    if exc.errno != errno.ENOSPC:
-                        raise
-                    raise BackupError("no space left in %s for the delta of %s to send"
-                                      % (staging_dir, backup["file"]), KIND_NO_SPACE) from None
-                if stats and stats["delta_bytes"] <= backup["size_bytes"] * (1 - min_delta_saving):
-                    os.chmod(delta_path, 0o600)
-                    chown_if_needed(delta_path, staging_owner)
-                    transfer.update(fetch_path=delta_path, bytes=stats["delta_bytes"],
-                                    pages_changed=stats["pages_changed"], pages_total=stats["pages_total"])
-                else:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(delta_path)
-                    transfer.update(mode="full", base=None)
-            if transfer["mode"] == "full":
-                staged = os.path.join(staging_dir, backup["file"])
-                readable = staging_owner[0] in (0, os.stat(backup["path"]).st_uid)
-                if not (readable and link_if_same_filesystem(backup["path"], staged)):
-                    copy_for_fetch_user(backup["path"], staged, backup["size_bytes"], staging_owner)
-                transfer["fetch_path"] = staged
+            stage_transfer(transfer, backup, base, staging_dir, staging_owner, min_delta_saving)
         transfers.append(transfer)
-        shared.append(backup)
+        if backup["verified"]:
+            bases.append(backup)
     return {"transfers": transfers, "conflicts": conflicts, "staging_dir": staging_dir,
             "invalid": [i["file"] for i in listing["invalid"]], "host_backups": len(finished)}
+
+
+def stage_transfer(transfer: dict[str, Any], backup: Mapping[str, Any], base: Mapping[str, Any] | None,
+                   staging_dir: str, staging_owner: tuple[int, int], min_delta_saving: float) -> None:
+    """Write one planned transfer into the staging folder and set its fetch paths and size."""
+    if base is not None:
+        delta_path = os.path.join(staging_dir, backup["file"] + ".delta")
+        try:
+            stats = make_delta(base["path"], backup["path"], delta_path,
+                               base_sha256=base["sha256"], target_sha256=backup["sha256"])
+        except BackupError:
+            stats = None  # page size changed (VACUUM): send it whole
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise BackupError("no space left in %s for the delta of %s to send"
+                              % (staging_dir, backup["file"]), KIND_NO_SPACE) from None
+        if stats and stats["delta_bytes"] <= backup["size_bytes"] * (1 - min_delta_saving):
+            os.chmod(delta_path, 0o600)
+            chown_if_needed(delta_path, staging_owner)
+            transfer.update(fetch_path=delta_path, bytes=stats["delta_bytes"],
+                            pages_changed=stats["pages_changed"], pages_total=stats["pages_total"])
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(delta_path)
+            transfer.update(mode="full", base=None)
+    staged = os.path.join(staging_dir, backup["file"])
+    readable = staging_owner[0] in (0, os.stat(backup["path"]).st_uid)
+    linked = readable and link_if_same_filesystem(backup["path"], staged)
+    if transfer["mode"] == "full":
+        if not linked:
+            copy_for_fetch_user(backup["path"], staged, backup["size_bytes"], staging_owner)
+        transfer["fetch_path"] = staged
+    elif linked:
+        transfer["full_fetch_path"] = staged
 
 
 def stage_export(backup_dir: str, name: str, have: Sequence[Mapping[str, Any]], *, delta: bool = True,

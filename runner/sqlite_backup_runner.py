@@ -308,8 +308,11 @@ def cmd_backup(config: dict[str, Any], args: argparse.Namespace) -> list[dict[st
                 record["kind"] = core.KIND_CORRUPT
             if args.cleanup:
                 pruned = core.apply_retention(config["backup_dir"], db["name"], policy,
-                                              timezone=config.get("timezone"), lock_timeout=lock_timeout_of(config))
+                                              timezone=config.get("timezone"), lock_timeout=lock_timeout_of(config),
+                                              trusted=[snap["file"]] if snap["verified"] else [])
                 record["deleted"] = pruned["deleted"]
+                if pruned["flagged"]:
+                    record["msg"] += "; %s" % pruned["msg"].split("; ", 1)[1]
             stats = core.folder_stats(config["backup_dir"], db["name"])
             values = {"sqlite_backup_last_run_timestamp_seconds": round(time.time(), 3),
                       "sqlite_backup_last_run_success": bool(snap["verified"]),

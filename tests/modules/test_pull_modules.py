@@ -32,7 +32,7 @@ from module_test_helpers import (  # tests/modules/conftest.py
 
 NOBODY = 65534
 DAEMON = 1
-RETENTION_KEYS = {"changed", "deleted", "kept", "decisions", "removed_unfinished", "invalid", "msg"}
+RETENTION_KEYS = {"changed", "deleted", "kept", "decisions", "removed_unfinished", "invalid", "flagged", "msg"}
 TRANSFER_KEYS = {"file", "name", "manifest", "size_bytes", "base", "mode", "fetch_path", "bytes"}
 INCOMING = ".sqlite-backup-tmp.incoming."
 
@@ -97,12 +97,16 @@ def test_one_backup_run_snapshots_prunes_and_stages_as_retention_and_export_do(p
     assert TRANSFER_KEYS <= set(transfer) and set(transfer) == set(alone["transfers"][0])
     assert transfer["file"] == new and transfer["mode"] == "delta" and transfer["base"] == newer
     assert transfer["bytes"] < transfer["size_bytes"]
-    assert {k: v for k, v in transfer.items() if k != "fetch_path"} == \
-        {k: v for k, v in alone["transfers"][0].items() if k != "fetch_path"}
+    staged_paths = ("fetch_path", "full_fetch_path")
+    assert {k: v for k, v in transfer.items() if k not in staged_paths} == \
+        {k: v for k, v in alone["transfers"][0].items() if k not in staged_paths}
     staging = Path(taken["staging_dir"])
     assert staging.parent == bk and staging.name.startswith(core.EXPORT_PREFIX)
     assert stat.S_IMODE(staging.stat().st_mode) == 0o700
     assert Path(transfer["fetch_path"]).parent == staging
+    # beside the delta, the whole file (a hard link) for the controller to fall back to
+    assert Path(transfer["full_fetch_path"]).parent == staging
+    assert os.path.samefile(transfer["full_fetch_path"], bk / new)
     assert stat.S_IMODE(os.stat(transfer["fetch_path"]).st_mode) == 0o600
     assert taken["export"]["conflicts"] == [] and taken["export"]["host_backups"] == 2
     assert "deleted 1 of 3 backups of gym" in taken["msg"] and "1 backup(s) of gym to send" in taken["msg"]

@@ -1,0 +1,117 @@
+"""The nights after a fault, on real SSH hosts: three `backup.yml` nights follow each event and
+the archive gets every new verified backup, with nothing good deleted.
+
+- After the documented corrupt-database restore (docs/scenarios.md (b)), the restore's safety
+  backup of the corrupt file is unverified: it is pulled whole and kept flagged unverified, and
+  no later backup is sent as a delta based on it (it used to stop every later pull of the host).
+- After a flipped bit in the archive's newest copy, the next delta based on it is sent whole
+  instead, the corrupt copy is flagged, and the night after the host's good copy replaces it
+  (it used to fail two nights and freeze the archive).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from backup_files import backups_in, integrity_check, manifest_of, sha256_of
+from test_restore import BACKUP_DIR, Site, corrupt_table_pages
+
+pytestmark = pytest.mark.integration
+NIGHTS = 3
+
+
+@pytest.fixture
+def site(make_fleet: Any, tmp_path: Path) -> Iterator[Site]:
+    yield Site(make_fleet(1), tmp_path)
+
+
+def add_members(db: Path, count: int) -> None:
+    """What the app does during a day: new rows (so each night's backup differs)."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        for _ in range(count):
+            conn.execute("INSERT INTO members (name, joined_at) VALUES ('new member', '2026-12-06')")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def newest_host_backup(site: Site) -> str:
+    return backups_in(site.fleet["pi1"].path(BACKUP_DIR))[-1]
+
+
+def assert_archived_and_verified(site: Site, backup: str) -> None:
+    archived = site.archive_folder("pi1") / backup
+    assert archived.exists(), (backup, backups_in(site.archive_folder("pi1")))
+    manifest = manifest_of(archived)
+    assert manifest["verified"] is True and sha256_of(archived) == manifest["sha256"], manifest
+
+
+def nights(site: Site, inventory: Path, db: Path) -> list[Any]:
+    """Three nights: the app adds rows, then backup.yml runs; each must pull its new verified backup."""
+    runs = []
+    for night in range(NIGHTS):
+        add_members(db, 5 + night)
+        runs.append(site.backup(inventory))  # asserts exit 0
+        assert_archived_and_verified(site, newest_host_backup(site))
+    return runs
+
+
+def test_after_a_corrupt_database_is_restored_the_nights_go_on(site: Site) -> None:
+    host = site.fleet["pi1"]
+    db = site.create_database(host)
+    inventory = site.inventory()
+    site.backup(inventory)
+    (first,) = backups_in(site.archive_folder("pi1"))
+    corrupt_table_pages(db)
+    restore = site.run("ansible-playbook restore.yml -e restore_hosts=pi1 -e restore_database=gym",
+                       inventory=inventory)
+    assert restore.rc == 0, restore.explain()
+    (safety,) = [name for name in backups_in(host.path(BACKUP_DIR)) if name != first]
+    assert manifest_of(host.path(BACKUP_DIR) / safety)["verified"] is False
+
+    runs = nights(site, inventory, db)
+
+    # The safety backup is in the archive, whole, as evidence: flagged unverified, never a base.
+    kept = site.archive_folder("pi1") / safety
+    assert manifest_of(kept)["verified"] is False and integrity_check(kept) != ["ok"]
+    assert "evidence" in runs[0].output, runs[0].explain()
+    assert f"{safety} (delta)" not in runs[0].output
+    # Nothing good was deleted: the first backup and every night's are still there, verified.
+    archived = backups_in(site.archive_folder("pi1"))
+    assert first in archived and len(archived) == 2 + NIGHTS, archived
+
+
+def flip_bit(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_after_a_flipped_bit_in_the_archives_newest_copy_the_nights_go_on(site: Site) -> None:
+    host = site.fleet["pi1"]
+    db = site.create_database(host)
+    inventory = site.inventory()
+    site.backup(inventory)
+    add_members(db, 3)
+    site.backup(inventory)
+    first, second = backups_in(site.archive_folder("pi1"))
+    damaged = site.archive_folder("pi1") / second
+    flip_bit(damaged, damaged.stat().st_size // 2)
+    good_sha = manifest_of(damaged)["sha256"]
+    assert sha256_of(damaged) != good_sha
+
+    runs = nights(site, inventory, db)
+
+    # Night 1: the delta based on the damaged copy was sent whole instead, and the copy flagged.
+    assert "is corrupt in the archive" in runs[0].output and "sent whole instead" in runs[0].output, \
+        runs[0].explain()
+    # Night 2: the host's good copy replaced the damaged one.
+    assert sha256_of(damaged) == good_sha and manifest_of(damaged)["verified"] is True
+    archived = backups_in(site.archive_folder("pi1"))
+    assert first in archived and len(archived) == 2 + NIGHTS, archived

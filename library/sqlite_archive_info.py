@@ -60,11 +60,14 @@ EXAMPLES = r"""
 
 RETURN = r"""
 have:
-  description: The archive's backups of this database (C(file), C(sha256), C(created)), newest first.
+  description:
+    - The archive's backups of this database, newest first - C(file), C(sha256), C(created), C(verified) and
+      C(intact) (false once the archive found its bytes no longer match its checksum; the host may send it again).
   returned: always
   type: list
   elements: dict
-  sample: [{"file": "gym_backup_20261122_030000.db", "sha256": "9f86d0...", "created": "2026-11-22T03:00:00Z"}]
+  sample: [{"file": "gym_backup_20261122_030000.db", "sha256": "9f86d0...", "created": "2026-11-22T03:00:00Z",
+            "verified": true, "intact": true}]
 removed_unfinished:
   description: What an interrupted earlier pull left in the folder, removed before listing (none in check mode).
   returned: always

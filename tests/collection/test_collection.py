@@ -196,8 +196,8 @@ def test_another_playbook_runs_a_whole_pull_and_a_role_by_fqcn(user_env: dict[st
     assert [t["file"] for t in taken["transfers"]] == [taken["file"]]
     assert got["fetched"]["bytes"] == taken["size_bytes"]
     assert [entry["file"] for entry in got["imported"]["imported"]] == [taken["file"]]
-    assert got["relisted"]["have"] == [{"file": taken["file"], "sha256": taken["sha256"],
-                                        "created": got["relisted"]["have"][0]["created"]}]
+    (have,) = got["relisted"]["have"]
+    assert (have["file"], have["sha256"], have["verified"]) == (taken["file"], taken["sha256"], True)
     archived = archive / "local" / "app" / taken["file"]
     assert sha256_of(archived) == taken["sha256"]
     assert got["info"]["database"]["tables"]["members"] == 300 and got["info"]["backups"]["count"] == 1

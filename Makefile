@@ -21,11 +21,12 @@ setup: system $(VENV)/.installed
 system:
 	tools/setup-system.sh test
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	tools/setup-system.sh demo
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q -e .   # the sqlite-fleet command, editable: it runs this checkout's playbooks
 	touch $@
 
 lint: $(VENV)/.installed

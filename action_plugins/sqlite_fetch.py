@@ -11,9 +11,12 @@ manifest is checked when the archive imports the files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
+import resource
 import shlex
+import signal
 
 from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure, AnsibleError
 from ansible.module_utils.common.text.converters import to_text
@@ -73,6 +76,24 @@ def staging_folder(path, backup_dir):
     return folder
 
 
+# Invariant: a fetch never writes more than the host announced. The transfer runs with the file
+# size limit (RLIMIT_FSIZE) set to the announced size, in this worker process and in the sftp or
+# scp it starts: a bigger file gets EFBIG instead of filling the archive's disk. Ansible's last
+# fallback ("piped": the whole file read into memory) is never used.
+@contextlib.contextmanager
+def announced_size_limit(size):
+    """While inside, no file written by this process or its children grows past ``size`` bytes."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    limit = size if hard == resource.RLIM_INFINITY else min(size, hard)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails, nothing dies
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
 def plain_name(value, what):
     if not isinstance(value, str) or not value or value in (".", "..") or "/" in value or "\x00" in value:
         raise AnsibleActionFail("%s %r is not a plain file name" % (what, value))
@@ -101,6 +122,7 @@ class ActionModule(ActionBase):
             return result
 
         fetched, failure = [], None
+        self.bounded_transfer_method()
         try:
             for entry in plan:
                 failure = self.fetch(entry)
@@ -147,7 +169,8 @@ class ActionModule(ActionBase):
     def fetch(self, entry):
         """Copy one staged file to the controller; a message when it failed (nothing left behind)."""
         try:
-            self._connection.fetch_file(entry["src"], entry["dest"])
+            with announced_size_limit(entry["bytes"]):
+                self._connection.fetch_file(entry["src"], entry["dest"])
             got = os.path.getsize(entry["dest"])
             if got != entry["bytes"]:
                 raise AnsibleError("got %d bytes, expected %d" % (got, entry["bytes"]))
@@ -156,12 +179,22 @@ class ActionModule(ActionBase):
             self.discard(entry["dest"])
             raise
         except (AnsibleError, OSError) as exc:
+            grew = os.path.exists(entry["dest"]) and os.path.getsize(entry["dest"]) >= entry["bytes"]
             self.discard(entry["dest"])
+            if grew:
+                return ("the host served more than the %d bytes it announced for %s: stopped there, nothing kept (%s)"
+                        % (entry["bytes"], entry["src"], to_text(exc).strip()))
             hint = ""
             if self._connection.become:
                 hint = (" (the login user must be able to read the staged files: with become, the role passes it to "
                         "the backup as export.fetch_user - see sqlite_archive_fetch_user)")
             return "fetching %s from the host failed: %s%s" % (entry["src"], to_text(exc).strip(), hint)
+
+    def bounded_transfer_method(self):
+        """sftp (or scp when so configured) for the ssh connection, never "smart"'s piped fallback."""
+        with contextlib.suppress(KeyError, AttributeError, AnsibleError):
+            if self._connection.get_option("ssh_transfer_method") not in ("sftp", "scp"):
+                self._connection.set_option("ssh_transfer_method", "sftp")
 
     @staticmethod
     def discard(path):

@@ -94,6 +94,10 @@ options:
 notes:
   - Archive folders are created mode C(0700), files C(0600).
   - In check mode nothing is written.
+attributes:
+  diff_mode:
+    support: partial
+    details: with O(state=import) and O(retention), each database's archived backups before and after.
 extends_documentation_fragment:
   - sqlite_fleet_archive
   - sqlite_fleet_attributes
@@ -209,6 +213,11 @@ pruned:
   returned: state=import with retention, when no import failed
   type: list
   elements: dict
+diff:
+  description: With O(state=import) and O(retention), per database the archived backups before and after.
+  returned: in diff mode
+  type: list
+  elements: dict
 outdated_runner:
   description: Set (and warned) when the host's on-host runner made the backup with another core than the repository's.
   returned: when it differs
@@ -318,6 +327,17 @@ def import_all(module, host_dir, transfers):
     return results
 
 
+def archive_diff(host_dir, name, imported, pruned, check_mode):
+    """What --diff shows for one database: its archived backups before and after this import and prune."""
+    present = [d["file"] for d in pruned["decisions"]]
+    new = [e["file"] for e in imported if e["name"] == name and not e["failed"]]
+    before = [f for f in present if f not in new] if not check_mode else present
+    after = pruned["kept"] + (new if check_mode else [])
+    header = "%s (archived backups)" % os.path.join(host_dir, name)
+    return {"before_header": header, "after_header": header, "before": "".join("%s\n" % f for f in sorted(before)),
+            "after": "".join("%s\n" % f for f in sorted(set(after)))}
+
+
 def import_and_prune(module, host_dir):
     """state=import with transfers and/or retention: one run for the whole pull of a host."""
     params = module.params
@@ -350,6 +370,8 @@ def import_and_prune(module, host_dir):
                 module.warn("the archive's %s of %s fails its checksum (%s): flagged unverified, never deleted "
                             "as the newest verified backup" % (flagged["file"], name, flagged["why"]))
             result["pruned"].append(dict(pruned, name=name))
+            if module._diff:
+                result.setdefault("diff", []).append(archive_diff(host_dir, name, imported, pruned, module.check_mode))
             result["changed"] = result["changed"] or pruned["changed"]
             messages.append(pruned["msg"])
     module.exit_json(msg="; ".join(messages), **result)

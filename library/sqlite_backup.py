@@ -129,6 +129,10 @@ notes:
   - In check mode nothing is written; the planned file name is returned, with what O(retention) would delete
     and what O(export) would send (among the backups already there).
   - Relative paths are refused.
+attributes:
+  diff_mode:
+    support: full
+    details: the backup files of O(name) in O(backup_dir) before and after (the new one, the pruned ones).
 extends_documentation_fragment:
   - sqlite_fleet_attributes
   - sqlite_fleet_retention
@@ -276,6 +280,10 @@ export:
   description: The rest of what O(export) found - C(conflicts), C(invalid), C(host_backups) - and its C(msg).
   returned: when O(export) is set and the backup was taken
   type: dict
+diff:
+  description: The backup files of O(name) before and after, one per line (in check mode, the planned ones).
+  returned: in diff mode
+  type: dict
 kind:
   description: Sort of failure (V(bad_input), V(locked), V(no_space), V(corrupt), V(io)).
   returned: failure
@@ -293,10 +301,13 @@ from ansible.module_utils.sqlite_fleet import (
     BackupError,
     apply_retention,
     checkpoint,
+    list_backups,
     retention_options,
     retention_policy,
     snapshot,
     stage_export,
+    validate_busy_timeout,
+    validate_lock_timeout,
 )
 
 EXPORT_OPTIONS = dict(
@@ -334,6 +345,13 @@ def backup_result(snap):
                 % (result["journal_mode"], result["writers_held_off_seconds"])
             )
     return result
+
+
+def folder_diff(params, before, after):
+    """What --diff shows: the database's backup files in the folder, before and after."""
+    header = "%s (%s backups)" % (params["backup_dir"], params["name"])
+    return {"before_header": header, "after_header": header, "before": "".join("%s\n" % f for f in sorted(before)),
+            "after": "".join("%s\n" % f for f in sorted(after))}
 
 
 def check_export(export):
@@ -381,9 +399,11 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    if params["lock_timeout"] < 0:
-        module.fail_json(msg="lock_timeout must be 0 or more seconds, got %s" % params["lock_timeout"],
-                         kind=KIND_BAD_INPUT, changed=False)
+    try:
+        validate_lock_timeout(params["lock_timeout"])
+        validate_busy_timeout(params["busy_timeout_ms"])
+    except BackupError as exc:
+        module.fail_json(msg="%s; nothing was backed up" % exc, kind=exc.kind, changed=False)
     # A bad policy or export fails here, before any backup is taken.
     policy = None
     try:
@@ -464,6 +484,16 @@ def main():
                                   host_backups=plan["host_backups"], msg=export_msg))
         result["changed"] = result["changed"] or bool(plan["staging_dir"])
         result["msg"] += "; %s" % export_msg
+    if module._diff:
+        if policy is not None:
+            present = [d["file"] for d in result["retention"]["decisions"]]
+            kept = result["retention"]["kept"]
+        else:
+            present = kept = [b["file"] for b in list_backups(params["backup_dir"], params["name"])["backups"]]
+        if module.check_mode:
+            result["diff"] = folder_diff(params, present, kept + [result["file"]])
+        else:
+            result["diff"] = folder_diff(params, [f for f in present if f != result["file"]], kept)
     module.exit_json(**result)
 
 

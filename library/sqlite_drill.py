@@ -22,7 +22,9 @@ description:
     of any database is older than O(unreached_days) are listed as not reached.
   - Appends one JSON line per drill to O(drill_log), and writes C(drill-report.md) and C(drill-report.html)
     into O(report_dir) (atomically, C(0600); a missing folder is created C(0700)). The HTML page is
-    self-contained (inline CSS, no script, no external resource), problems first and in colour.
+    self-contained (inline CSS, no script, no external resource), problems first and in colour. It links to
+    the fleet's history page C(<archive_dir>/fleet-report.html) that C(sqlite-fleet report) writes (a relative
+    link when O(report_dir) is inside the archive).
   - The task B(fails), after writing the log and the reports, when any drill failed or any newest backup
     is stale; its message names them.
   - Each database folder is drilled under its lock, so a pull or a prune of the archive never removes a
@@ -270,6 +272,7 @@ kind:
 
 import json
 import os
+import pathlib
 import sqlite3
 import traceback
 
@@ -280,8 +283,10 @@ from ansible.module_utils.sqlite_fleet import (
     KIND_IO,
     BackupError,
     choose_backup,
+    dated_in_future,
     drill,
     folder_lock,
+    future_warning,
     human_age,
     human_bytes,
     iso_utc,
@@ -308,6 +313,7 @@ STATUS_RANK = {"fail": 0, "stale": 1, "ok": 2}
 STATUS_WORD = {"fail": "FAILED", "stale": "STALE", "ok": "OK"}
 REPORT_MD = "drill-report.md"
 REPORT_HTML = "drill-report.html"
+FLEET_REPORT = "fleet-report.html"  # the fleet's history page, written into the archive by `sqlite-fleet report`
 MAX_FALLBACKS = 3
 KIND_STALE = "stale"
 
@@ -391,15 +397,17 @@ def new_entry(host, name, folder):
             "backup": None, "created": None, "label": None, "size_bytes": None, "newest": None,
             "newest_created": None, "age_seconds": None, "verified": None, "count": 0, "sizes": [],
             "problems": [], "probes": [], "seconds": None, "restore_seconds": None, "last_good": None,
-            "drill_ok": None}
+            "drill_ok": None, "warnings": []}
 
 
 def newest_of(listing):
-    """The newest file named like a backup, with or without a valid manifest: (created, file, backup|None).
+    """The newest file named like a backup, with or without a valid manifest: (created, file, backup|None);
+    backups dated after now are left out (their date says nothing).
 
     Ordered by what the names say (UTC second, then sequence number), for valid and broken files alike: a
     manifest's microseconds would otherwise put a valid backup after a broken one taken later in that second."""
-    candidates = [(b["created"], b["file"], b) for b in listing["backups"]]
+    future = {b["file"] for b in dated_in_future(listing["backups"])}
+    candidates = [(b["created"], b["file"], b) for b in listing["backups"] if b["file"] not in future]
     for item in listing["invalid"]:
         parsed = parse_backup_filename(item["file"])
         if parsed:
@@ -417,6 +425,9 @@ def examine(entry, listing, now, trend_count):
     backups = listing["backups"]
     entry["count"] = len(backups)
     entry["sizes"] = [b["size_bytes"] for b in backups[:trend_count]][::-1]
+    future = future_warning(dated_in_future(backups), now)
+    if future:
+        entry["warnings"].append(future)
     newest = newest_of(listing)
     if newest is None:
         return None
@@ -440,7 +451,7 @@ def drill_database(entry, probes, scratch_dir, now, trend_count, lock_timeout):
         listing = list_backups(folder)
         newest = examine(entry, listing, now, trend_count)
         try:
-            chosen = choose_backup(listing["backups"])
+            chosen = choose_backup(listing["backups"], now=now)
         except BackupError:
             chosen = None
             entry["problems"].append("no verified backup to drill in %s%s" % (
@@ -580,6 +591,15 @@ def markdown_text(value):
                      ("`", "\\`"), ("[", "\\["), ("]", "\\]"), ("\r", " "), ("\n", " ")):
         text = text.replace(old, new)
     return text
+
+
+def fleet_report_link(archive_dir, report_dir):
+    """Where the drill report links to the fleet's history page: relative when both live in the archive."""
+    page = os.path.join(archive_dir, FLEET_REPORT)
+    archive = os.path.abspath(archive_dir)
+    inside = os.path.commonpath([os.path.abspath(report_dir), archive]) == archive
+    return {"href": os.path.relpath(page, report_dir) if inside else pathlib.Path(page).as_uri(),
+            "exists": os.path.isfile(page)}
 
 
 def render_reports(templates_dir, context):
@@ -751,6 +771,8 @@ def main():
             except (BackupError, OSError, sqlite3.Error) as exc:  # a lock held too long, an unreadable folder
                 entry["problems"].append("the drill of %s could not run: %s" % (folder, exc))
             entries.append(settle(entry, params["max_age_hours"]))
+            for warning in entry["warnings"]:
+                module.warn("%s/%s: %s" % (host, name, warning))
     finally:
         if not scratch_existed:
             try:
@@ -781,6 +803,7 @@ def main():
             context = {"entries": entries, "unreached": unreached, "ignored": ignored, "counts": counts,
                        "overall": overall, "overall_word": STATUS_WORD[overall], "status_word": STATUS_WORD,
                        "generated": iso_utc(finished), "archive_dir": archive_dir, "drill_log": drill_log,
+                       "fleet_report": fleet_report_link(archive_dir, report_dir),
                        "max_age_hours": "%g" % params["max_age_hours"],
                        "unreached_days": "%g" % params["unreached_days"], "trend_count": params["trend_count"]}
             markdown, html = render_reports(params["templates_dir"], context)

@@ -319,6 +319,8 @@ from ansible.module_utils.sqlite_fleet import (
     BackupError,
     choose_backup,
     chown_if_needed,
+    dated_in_future,
+    future_warning,
     iso_utc,
     list_backups,
     parse_backup_filename,
@@ -495,6 +497,9 @@ def main():
             select = normalise_select(params["select"])
             backup_path, backups = choose_in_folder(backup_dir, name, select)
             result["available"] = available(backups)
+            future = future_warning(dated_in_future(backups))
+            if future:
+                module.warn(future)
         else:
             backup_path = validate_abs_path(params["backup"], "backup")
             if parse_backup_filename(os.path.basename(backup_path)) is None:

@@ -164,6 +164,7 @@ from ansible.module_utils.sqlite_fleet import (
     parse_iso_utc,
     retention_options,
     retention_policy,
+    validate_lock_timeout,
 )
 
 
@@ -183,9 +184,10 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    if params["lock_timeout"] < 0:
-        module.fail_json(msg="lock_timeout must be 0 or more seconds, got %s" % params["lock_timeout"],
-                         kind=KIND_BAD_INPUT, changed=False)
+    try:
+        validate_lock_timeout(params["lock_timeout"])
+    except BackupError as exc:
+        module.fail_json(msg=str(exc), kind=exc.kind, changed=False)
     now = None
     if params["now"] is not None:
         now = parse_iso_utc(params["now"])

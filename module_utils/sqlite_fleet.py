@@ -126,6 +126,29 @@ def validate_abs_path(path: Any, what: str) -> str:
     return os.path.normpath(path)
 
 
+# SQLite keeps its busy timeout in a C int; more is read back as 0 (no waiting at all).
+BUSY_TIMEOUT_MAX_MS = 2 ** 31 - 1
+# A lock wait longer than a week is a mistake, and NaN or infinity would wait forever.
+LOCK_TIMEOUT_MAX = 7 * 86400.0
+# Retention horizons beyond this many days (a century) are mistakes that overflow date arithmetic.
+RETENTION_DAYS_MAX = 36525
+ID_MAX = 2 ** 32 - 2  # largest valid uid/gid (-1 means "unchanged" to chown)
+
+
+def validate_busy_timeout(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= BUSY_TIMEOUT_MAX_MS:
+        raise BackupError("busy_timeout_ms must be a whole number of milliseconds from 0 to %d, got %r"
+                          % (BUSY_TIMEOUT_MAX_MS, value), KIND_BAD_INPUT)
+    return value
+
+
+def validate_lock_timeout(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= LOCK_TIMEOUT_MAX:
+        raise BackupError("lock_timeout must be a number of seconds from 0 to %d, got %r"
+                          % (LOCK_TIMEOUT_MAX, value), KIND_BAD_INPUT)  # NaN fails every comparison
+    return float(value)
+
+
 def check_database_file(path: str) -> os.stat_result:
     """Refuse anything that is not an existing, non-empty SQLite database file."""
     try:
@@ -187,16 +210,38 @@ def iso_utc(moment: _dt.datetime) -> str:
     return moment.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# Times outside these years are malformed: no backup was taken before 2000, and calendar arithmetic
+# (local time zones, retention horizons) near the ends of datetime's range would overflow.
+PLAUSIBLE_YEARS = (2000, 9000)
+
+
 def parse_iso_utc(text: Any) -> _dt.datetime | None:
-    if not isinstance(text, str):
+    """An ISO 8601 time as an aware UTC datetime (no zone means UTC); None when malformed or implausible."""
+    if not isinstance(text, str) or len(text) > 64:
         return None
     try:
         moment = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=_dt.timezone.utc)
+        moment = moment.astimezone(_dt.timezone.utc)
+    except (ValueError, OverflowError):
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=_dt.timezone.utc)
-    return moment.astimezone(_dt.timezone.utc)
+    return moment if PLAUSIBLE_YEARS[0] <= moment.year <= PLAUSIBLE_YEARS[1] else None
+
+
+# Hidden names of what this tool keeps beside backups: the lock, temporary and staging files, the
+# runner's metrics state, a restore's staging folder.
+OUR_HIDDEN_PREFIXES = (".sqlite-backup", ".sqlite-export.", ".sqlite-restore", ".sqlite-fleet-")
+
+
+def named_by_us(entry: str) -> bool:
+    """Whether a folder entry is named the way this tool names what it writes into backup folders."""
+    if entry.startswith(OUR_HIDDEN_PREFIXES) or pending_target(entry):
+        return True
+    for suffix in ("", ".sha256", ".json"):
+        if entry.endswith(suffix) and parse_backup_filename(entry[:len(entry) - len(suffix)]):
+            return True
+    return False
 
 
 def pending_marker(filename: str) -> str:
@@ -269,6 +314,8 @@ def resolve_owner(owner: Any, group: Any, reference: os.stat_result) -> tuple[in
         if value is None or value == "":
             return default
         if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+            if not 0 <= int(value) <= ID_MAX:
+                raise BackupError("%s %r is not a valid id (0 to %d)" % (what, value, ID_MAX), KIND_BAD_INPUT)
             return int(value)
         try:
             entry = table(value)
@@ -302,7 +349,9 @@ def ensure_private_dir(path: str, owner: tuple[int, int] | None, mode: int = 0o7
     if os.path.exists(path) and not os.path.isdir(path):
         raise BackupError("backup folder %s exists and is not a directory" % path, KIND_BAD_INPUT)
     changed = False
-    if not os.path.isdir(path):
+    if os.path.isdir(path):
+        refuse_foreign_shared_dir(path, mode)
+    else:
         changed = True
         if check_mode:
             return True
@@ -320,6 +369,23 @@ def ensure_private_dir(path: str, owner: tuple[int, int] | None, mode: int = 0o7
         if not check_mode:
             chown_if_needed(path, owner)
     return changed
+
+
+# Invariant: we never change the mode of a folder we did not make that holds others' files: a
+# shared folder (/tmp, 1777) made private would lock its other users out.
+def refuse_foreign_shared_dir(path: str, mode: int) -> None:
+    """Refuse an existing folder that is not ``mode`` already and holds anything this tool does not name."""
+    st = os.stat(path)
+    if stat.S_IMODE(st.st_mode) == mode:
+        return
+    try:
+        foreign = [entry for entry in os.listdir(path) if not named_by_us(entry)]
+    except OSError:
+        foreign = ["?"]
+    if foreign:
+        raise BackupError("folder %s exists with mode %04o and holds files that are not ours: refusing to make it "
+                          "private (%04o); give the backups a folder of their own"
+                          % (path, stat.S_IMODE(st.st_mode), mode), KIND_BAD_INPUT)
 
 
 def check_writable_dir(path: str) -> None:
@@ -352,6 +418,7 @@ def check_free_space(directory: str, needed: int, what: str) -> None:
 @contextlib.contextmanager
 def folder_lock(directory: str, timeout: float = 600.0, poll: float = 0.1) -> Iterator[str]:
     """Hold the folder's flock: one writer at a time (cron runner, Ansible, prune)."""
+    timeout = validate_lock_timeout(timeout)
     lock_path = os.path.join(directory, LOCK_FILE)
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
@@ -485,6 +552,7 @@ def database_facts(db_path: str, count_rows: bool = True, busy_timeout_ms: int =
     update the ``-shm`` index, never the data).
     """
     db_path = validate_abs_path(db_path, "database path")
+    validate_busy_timeout(busy_timeout_ms)
     st = check_database_file(db_path)
     wal_path = db_path + "-wal"
     existed = side_files_present(db_path)
@@ -560,6 +628,7 @@ def checkpoint(db_path: str, mode: str = "PASSIVE", busy_timeout_ms: int = 5000,
                check_mode: bool = False) -> dict[str, Any]:
     """``PRAGMA wal_checkpoint(mode)``; nothing to do on a database not in WAL mode."""
     db_path = validate_abs_path(db_path, "database path")
+    validate_busy_timeout(busy_timeout_ms)
     mode = str(mode).upper()
     if mode not in CHECKPOINT_MODES:
         raise BackupError("checkpoint mode must be one of %s" % ", ".join(CHECKPOINT_MODES), KIND_BAD_INPUT)
@@ -618,6 +687,8 @@ def read_manifest(backup_path: str) -> dict[str, Any]:
     try:
         with open(manifest_path, "rb") as handle:
             manifest = json.loads(handle.read(MANIFEST_MAX_BYTES + 1).decode("utf-8"))
+    except RecursionError:
+        raise BackupError("manifest %s is not valid JSON: nested too deeply" % manifest_path, KIND_CORRUPT) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BackupError("manifest %s is not valid JSON: %s" % (manifest_path, exc), KIND_CORRUPT) from None
     problems = manifest_problems(manifest, base)
@@ -782,7 +853,7 @@ def is_our_sidecar(path: str, db_entry: str) -> bool:
         return re.fullmatch(rb"[0-9a-f]{64}  " + re.escape(db_entry.encode()) + rb"\n", data) is not None
     try:
         manifest = json.loads(data.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return False
     return isinstance(manifest, dict) and manifest.get("file") == db_entry and \
         (manifest.get("tool") or {}).get("name") == TOOL_NAME
@@ -848,8 +919,8 @@ def snapshot(
         raise BackupError("method must be one of %s" % ", ".join(METHODS), KIND_BAD_INPUT)
     if integrity not in INTEGRITY_LEVELS:
         raise BackupError("integrity must be one of %s" % ", ".join(INTEGRITY_LEVELS), KIND_BAD_INPUT)
-    if not isinstance(busy_timeout_ms, int) or busy_timeout_ms < 0:
-        raise BackupError("busy_timeout_ms must be a non-negative integer", KIND_BAD_INPUT)
+    validate_busy_timeout(busy_timeout_ms)
+    validate_lock_timeout(lock_timeout)
     db_stat = check_database_file(db_path)
     if os.path.dirname(db_path) == backup_dir and parse_backup_filename(os.path.basename(db_path)):
         raise BackupError("the database %s is itself a backup in %s" % (db_path, backup_dir), KIND_BAD_INPUT)
@@ -1659,6 +1730,8 @@ def normalise_policy(policy: Mapping[str, Any]) -> dict[str, Any]:
             value = 0
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise BackupError("%s must be a non-negative integer, got %r" % (rule, value), KIND_BAD_INPUT)
+        if rule == "keep_days" and value > RETENTION_DAYS_MAX:
+            raise BackupError("keep_days %d is over %d (a century)" % (value, RETENTION_DAYS_MAX), KIND_BAD_INPUT)
         clean[rule] = value
     if not any(clean[rule] for rule in RETENTION_RULES):
         raise BackupError(
@@ -1672,8 +1745,9 @@ def normalise_policy(policy: Mapping[str, Any]) -> dict[str, Any]:
     clean["keep_label_days"] = {}
     for label, days in labels.items():
         validate_label(label)
-        if isinstance(days, bool) or not isinstance(days, int) or days < 0:
-            raise BackupError("keep_label_days[%s] must be a non-negative integer" % label, KIND_BAD_INPUT)
+        if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= RETENTION_DAYS_MAX:
+            raise BackupError("keep_label_days[%s] must be a whole number of days from 0 to %d, got %r"
+                              % (label, RETENTION_DAYS_MAX, days), KIND_BAD_INPUT)
         clean["keep_label_days"][label] = days
     return clean
 
@@ -2023,7 +2097,7 @@ def apply_delta(base_path: str, delta_path: str, out_path: str) -> dict[str, Any
             page_size = int(header["page_size"])
             target_size = int(header["target_size"])
             base_sha256 = str(header["base_sha256"])
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
             raise BackupError("delta header of %s is malformed" % name, KIND_CORRUPT) from None
         if page_size < 512 or page_size > 65536 or page_size & (page_size - 1) or target_size < 0 \
                 or target_size % page_size:
@@ -2099,7 +2173,7 @@ def vet_host_manifest(manifest: Any) -> str:
         raise BackupError("the host's manifest names an unacceptable file %s" % repr(filename)[:200], KIND_CORRUPT)
     try:
         encoded = len((json.dumps(dict(manifest), indent=2, sort_keys=True) + "\n").encode())
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise BackupError("the host's manifest for %s cannot be written as JSON: %s" % (filename, exc),
                           KIND_CORRUPT) from None
     if encoded > MANIFEST_MAX_BYTES:
@@ -2433,7 +2507,12 @@ def plan_export(backup_dir: str, name: str, have: Sequence[Mapping[str, Any]], *
             raise BackupError("have must be a list of {file, sha256}", KIND_BAD_INPUT)
         held[item["file"]] = item
     listing = list_backups(backup_dir, name)
-    finished = sorted(listing["backups"], key=lambda b: (b["created"], b["file"]))
+    future = {b["file"] for b in dated_in_future(listing["backups"])}
+    # Oldest first; backups dated after now come first of all: their date says nothing of when they were taken.
+    finished = sorted(listing["backups"], key=lambda b: (b["file"] not in future, b["created"], b["file"]))
+
+    def order(backup: Mapping[str, Any]) -> tuple[bool, _dt.datetime, str]:
+        return (backup["file"] not in future, backup["created"], backup["file"])
 
     def archived(backup: Mapping[str, Any]) -> Mapping[str, Any] | None:
         item = held.get(backup["file"])
@@ -2461,8 +2540,8 @@ def plan_export(backup_dir: str, name: str, have: Sequence[Mapping[str, Any]], *
         staging_owner = (staging_stat.st_uid, staging_stat.st_gid)
     transfers = []
     for backup in missing:
-        older = [b for b in bases if (b["created"], b["file"]) < (backup["created"], backup["file"])]
-        base = max(older, key=lambda b: (b["created"], b["file"])) if delta and older and backup["verified"] else None
+        older = [b for b in bases if order(b) < order(backup)]
+        base = max(older, key=order) if delta and older and backup["verified"] else None
         transfer: dict[str, Any] = {"file": backup["file"], "name": name, "manifest": backup["manifest"],
                                     "size_bytes": backup["size_bytes"], "base": base["file"] if base else None,
                                     "mode": "delta" if base else "full", "fetch_path": None,
@@ -2473,7 +2552,8 @@ def plan_export(backup_dir: str, name: str, have: Sequence[Mapping[str, Any]], *
         if backup["verified"]:
             bases.append(backup)
     return {"transfers": transfers, "conflicts": conflicts, "staging_dir": staging_dir,
-            "invalid": [i["file"] for i in listing["invalid"]], "host_backups": len(finished)}
+            "invalid": [i["file"] for i in listing["invalid"]], "host_backups": len(finished),
+            "dated_in_future": sorted(future)}
 
 
 def stage_transfer(transfer: dict[str, Any], backup: Mapping[str, Any], base: Mapping[str, Any] | None,
@@ -2824,17 +2904,42 @@ RESTORE_MODES = ("replace", "live")
 STAMP_RE = re.compile(r"^\d{8}_\d{6}$")
 
 
-def choose_backup(backups: Sequence[Mapping[str, Any]], selector: str = "latest") -> Mapping[str, Any]:
+# A host's clock may have run ahead when it took a backup: a date later than "now" (beyond this
+# skew between clocks) orders nothing. Such backups are reported by name, never picked by date.
+CLOCK_SKEW = _dt.timedelta(minutes=5)
+
+
+def dated_in_future(backups: Sequence[Mapping[str, Any]], now: _dt.datetime | None = None) -> list[Mapping[str, Any]]:
+    """The backups whose ``created`` is later than ``now`` plus :data:`CLOCK_SKEW`."""
+    horizon = (now or utcnow()) + CLOCK_SKEW
+    return [b for b in backups if b["created"] > horizon]
+
+
+def future_warning(future: Sequence[Mapping[str, Any]], now: _dt.datetime | None = None) -> str | None:
+    """One line naming backups dated in the future, or None when there are none."""
+    if not future:
+        return None
+    return ("%s dated after now (%s): the clock of the host was ahead when it was taken; never chosen by date "
+            "(name the file to use it)" % (", ".join("%s (%s)" % (b["file"], iso_utc(b["created"])) for b in future),
+                                           iso_utc(now or utcnow())))
+
+
+# Invariant: "latest" and a time never pick an unverified backup, a pre-restore safety snapshot
+# (for "latest"), or a backup dated after now.
+def choose_backup(backups: Sequence[Mapping[str, Any]], selector: str = "latest",
+                  now: _dt.datetime | None = None) -> Mapping[str, Any]:
     """Pick from ``list_backups`` output: ``latest`` (newest verified, not a pre-restore safety
-    snapshot), a ``YYYYMMDD_HHMMSS``
-    stamp (the newest verified backup taken at or before it), or an exact file name."""
-    verified = [b for b in backups if b["verified"]]
+    snapshot), a ``YYYYMMDD_HHMMSS`` stamp (the newest verified backup taken at or before it), or
+    an exact file name. Backups dated after ``now`` are only ever chosen by name."""
+    future = {b["file"] for b in dated_in_future(backups, now)}
+    verified = [b for b in backups if b["verified"] and b["file"] not in future]
     if selector in (None, "", "latest"):
         # A pre-restore safety snapshot holds the state a restore replaced: "latest" never
         # means "undo the last restore" (name it by file or time for that).
         candidates = [b for b in verified if b.get("label") != "pre-restore"]
         if not candidates:
-            raise BackupError("there is no verified backup to restore", KIND_BAD_INPUT)
+            raise BackupError("there is no verified backup to restore%s" % (
+                " dated before now" if future else ""), KIND_BAD_INPUT)
         return candidates[0]
     if STAMP_RE.match(selector):
         moment = _dt.datetime.strptime(selector, "%Y%m%d_%H%M%S").replace(tzinfo=_dt.timezone.utc)
@@ -2934,6 +3039,7 @@ def restore_backup(backup_path: str, target: str, *, mode: str = "replace", safe
     """
     backup_path = validate_abs_path(backup_path, "backup")
     target = validate_abs_path(target, "restore target")
+    validate_busy_timeout(busy_timeout_ms)
     if mode not in RESTORE_MODES:
         raise BackupError("mode must be one of %s" % ", ".join(RESTORE_MODES), KIND_BAD_INPUT)
     checked = verify_backup(backup_path, integrity=integrity)

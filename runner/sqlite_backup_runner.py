@@ -87,15 +87,17 @@ def load_config(path: str) -> dict[str, Any]:
             raise core.BackupError("every database in %s needs a name and a path" % path, core.KIND_BAD_INPUT)
         core.validate_name(db["name"])
         core.validate_abs_path(db["path"], "database path of %s" % db["name"])
+    names = [db["name"] for db in databases]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise core.BackupError("config file %s names database %s twice: each needs its own name (its backups "
+                               "form one series)" % (path, ", ".join(twice)), core.KIND_BAD_INPUT)
     core.validate_abs_path(config.get("backup_dir"), "backup_dir")
-    lock_timeout = config.get("lock_timeout", DEFAULT_LOCK_TIMEOUT)
-    if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) or lock_timeout < 0:
-        raise core.BackupError("lock_timeout in %s must be a number of seconds (0 or more), got %r"
-                               % (path, lock_timeout), core.KIND_BAD_INPUT)
-    busy_timeout_ms = config.get("busy_timeout_ms", 5000)
-    if isinstance(busy_timeout_ms, bool) or not isinstance(busy_timeout_ms, int) or busy_timeout_ms < 0:
-        raise core.BackupError("busy_timeout_ms in %s must be a whole number of milliseconds (0 or more), got %r"
-                               % (path, busy_timeout_ms), core.KIND_BAD_INPUT)
+    try:
+        core.validate_lock_timeout(config.get("lock_timeout", DEFAULT_LOCK_TIMEOUT))
+        core.validate_busy_timeout(config.get("busy_timeout_ms", 5000))
+    except core.BackupError as exc:
+        raise core.BackupError("%s in %s" % (exc, path), core.KIND_BAD_INPUT) from None
     return config
 
 

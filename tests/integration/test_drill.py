@@ -15,32 +15,32 @@ import json
 import os
 import re
 import sqlite3
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import amber, decode_png, first_row_with, green, red, require_chromium, run_chromium
 from fleet import Fleet
 
 REPO = Path(__file__).resolve().parents[2]
-for extra in (REPO / "tools", REPO / "module_utils"):
+for extra in (REPO, REPO / "tools", REPO / "module_utils"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
 import sqlite_fleet as core  # noqa: E402
 from demo_db import create_demo_db  # noqa: E402
 
+from sqlite_fleet_cli.report_page import write_report  # noqa: E402
+
 pytestmark = pytest.mark.integration
 
 ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
 ANSIBLE_CFG = REPO / "ansible.cfg"
-CHROMIUM = "/usr/bin/chromium"
 DB_NAME = "gym"
 DB_PATH = "/srv/app/gym.db"
 MEMBERS = 60
@@ -132,85 +132,6 @@ def age_backup(backup: Path, days: float) -> Path:
     return renamed
 
 
-# ------------------------------------------------------------------------- PNG, in pure Python
-
-
-def decode_png(path: Path) -> tuple[int, int, list[bytes]]:
-    """Width, height and rows of RGB bytes of an 8-bit RGB or RGBA, non-interlaced PNG."""
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
-    position, idat, header = 8, [], None
-    while position < len(data):
-        (length,) = struct.unpack(">I", data[position:position + 4])
-        kind = data[position + 4:position + 8]
-        body = data[position + 8:position + 8 + length]
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"IEND":
-            break
-        position += 12 + length
-    assert header is not None, "no IHDR"
-    width, height, depth, colour, _, _, interlace = header
-    assert depth == 8 and colour in (2, 6) and interlace == 0, f"unsupported PNG layout {header}"
-    channels = 3 if colour == 2 else 4
-    raw = zlib.decompress(b"".join(idat))
-    stride = width * channels
-    rows: list[bytes] = []
-    previous = bytearray(stride)
-    for y in range(height):
-        start = y * (stride + 1)
-        kind, line = raw[start], bytearray(raw[start + 1:start + 1 + stride])
-        if kind == 1:
-            for i in range(channels, stride):
-                line[i] = (line[i] + line[i - channels]) & 0xFF
-        elif kind == 2:
-            line = bytearray((a + b) & 0xFF for a, b in zip(line, previous))
-        elif kind == 3:
-            for i in range(stride):
-                left = line[i - channels] if i >= channels else 0
-                line[i] = (line[i] + ((left + previous[i]) >> 1)) & 0xFF
-        elif kind == 4:
-            for i in range(stride):
-                a = line[i - channels] if i >= channels else 0
-                b, c = previous[i], previous[i - channels] if i >= channels else 0
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 0xFF
-        previous = line
-        rows.append(bytes(line) if channels == 3 else bytes(b for i, b in enumerate(line) if i % 4 != 3))
-    return width, height, rows
-
-
-def first_row_with(rows: list[bytes], columns: range, wanted, min_pixels: int = 20) -> int | None:
-    """The first y whose pixels in ``columns`` include ``min_pixels`` for which wanted(r, g, b) holds."""
-    for y, row in enumerate(rows):
-        hits = sum(1 for x in columns if wanted(row[3 * x], row[3 * x + 1], row[3 * x + 2]))
-        if hits >= min_pixels:
-            return y
-    return None
-
-
-def red(r: int, g: int, b: int) -> bool:
-    return r >= 170 and g <= 90 and b <= 90
-
-
-def amber(r: int, g: int, b: int) -> bool:
-    return r >= 200 and 120 <= g <= 190 and b <= 70
-
-
-def green(r: int, g: int, b: int) -> bool:
-    return r <= 90 and g >= 100 and b <= 100 and g - r >= 40
-
-
-def run_chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess[str]:
-    argv = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={profile}", *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-
-
 # ------------------------------------------------------------------------- fixtures
 
 
@@ -286,11 +207,7 @@ def test_restore_drill_after_backup_then_a_corrupted_archive_file_fails(fleet_ho
 
 
 def test_the_report_in_a_real_headless_browser(tmp_path: Path) -> None:
-    if not os.access(CHROMIUM, os.X_OK):
-        reason = f"{CHROMIUM} is missing (apt-get install chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+    require_chromium()
     # A real archive: alpha healthy, bravo's newest backup corrupted, charlie last pulled 5 days ago.
     archive = tmp_path / "archive"
     for index, host in enumerate(("alpha", "bravo", "charlie")):
@@ -343,3 +260,10 @@ def test_the_report_in_a_real_headless_browser(tmp_path: Path) -> None:
     assert statuses == [("fail", "FAILED"), ("stale", "STALE"), ("ok", "OK")]
     assert "not reached for 5 days" in text and "charlie" in text
     assert "<script" not in text.lower()
+
+    # The drill report and the fleet's history page link to each other, relative, inside the archive.
+    drill_page = report.read_text()
+    assert '<a href="../fleet-report.html">' in drill_page and "not written yet" in drill_page
+    fleet_page = Path(write_report(str(archive)))
+    assert fleet_page == (report.parent / "../fleet-report.html").resolve()
+    assert '<a class="drill-report" href="drills/drill-report.html">' in fleet_page.read_text()

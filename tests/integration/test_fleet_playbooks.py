@@ -87,23 +87,11 @@ class PlaybookRun:
                 f"--- stdout\n{self.stdout[-12000:]}\n--- stderr\n{self.stderr[-4000:]}")
 
 
-def debug_result(stdout: str, task: str, host: str = "localhost") -> dict[str, Any]:
-    """What the default callback printed for an ``ansible.builtin.debug`` task on host."""
-    start = stdout.find(f"TASK [{task}]")
-    assert start >= 0, f"task {task!r} not in the output:\n{stdout[-6000:]}"
-    lines = stdout[start:].splitlines()
-    opener = f"ok: [{host}] => {{"
-    first = lines.index(opener)
-    body = ["{"]
-    for line in lines[first + 1:]:
-        body.append(line)
-        if line == "}":
-            break
-    return json.loads("\n".join(body))
-
-
 def summary_lines(run: PlaybookRun) -> list[str]:
-    return debug_result(run.stdout, "Show one line per host and database")["msg"]
+    """The SUMMARY the sqlite_fleet_record callback prints after the recap: one line per host and database."""
+    assert "SUMMARY *" in run.stdout, f"no summary in the output:\n{run.stdout[-6000:]}"
+    block = run.stdout.rsplit("SUMMARY *", 1)[1].splitlines()[1:]
+    return [line for line in block if line.strip() and " (exit " not in line and not line.startswith("record: ")]
 
 
 def private_tree_problems(root: Path) -> list[str]:
@@ -143,18 +131,26 @@ def tree_state(root: Path) -> dict[str, tuple[Any, ...]]:
     return state
 
 
-def run_records(archive: Path, kind: str) -> list[dict[str, Any]]:
+def run_records(archive: Path, command: str) -> list[dict[str, Any]]:
+    """The run records (docs/cli.md) of one command, oldest first."""
     runs = archive / "runs"
     if not runs.is_dir():
         return []
-    return [json.loads(path.read_text()) for path in sorted(runs.glob(f"{kind}-*.json"))]
+    records = [json.loads(path.read_text()) for path in sorted(runs.glob("*.json"))]
+    return [record for record in records if record["command"] == command]
 
 
 def rows_by_host(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per host, its one database's row of the record, with the host's outcome folded into ``ok``."""
     rows: dict[str, dict[str, Any]] = {}
-    for row in record["rows"]:
-        assert row["host"] not in rows, f"two rows for {row['host']}: {record['rows']}"
-        rows[row["host"]] = row
+    for host, row in record["hosts"].items():
+        databases = list(row["databases"].values())
+        assert len(databases) <= 1, f"{host}: one database expected: {row}"
+        db = dict(databases[0]) if databases else {}
+        db["ok"] = row["outcome"] == "ok" and db.get("outcome") == "ok"
+        db["transfers"] = [f"{p['file']} ({p['mode']})" for p in db.get("pulled") or []]
+        db["transferred_bytes"] = db.get("bytes_sent")
+        rows[host] = db
     return rows
 
 
@@ -341,7 +337,7 @@ def test_backup_while_the_app_writes_archives_consistent_verified_backups(site: 
     lines = summary_lines(run)
     assert len(lines) == len(site.hosts), lines
     (record,) = run_records(site.archive, "backup")
-    assert record["ok"] and record["failed_hosts"] == [], record
+    assert record["outcome"] == "ok" and record["via"] == "ansible-playbook", record
     rows = rows_by_host(record)
     assert sorted(rows) == [host.name for host in site.hosts]
 
@@ -499,8 +495,8 @@ def test_pre_upgrade_fails_when_a_host_is_unreachable(site: Site) -> None:
 
     assert run.rc != 0, run.explain()
     assert re.search(r"^fatal: \[pi3\]: UNREACHABLE!", run.stdout, re.M), run.explain()
-    assert "pi3: FAILED - unreachable, or failed before reporting" in summary_lines(run)
-    assert "failed hosts: pi3" in run.output
+    assert [line for line in summary_lines(run) if line.startswith("pi3: UNREACHABLE - ")], summary_lines(run)
+    assert "no pre-upgrade backup on: pi3: stop before upgrading" in run.output
     assert backups_in(site.host_backup_folder(down)) == []
     for host in site.hosts[:2]:
         (backup,) = backups_in(site.host_backup_folder(host))
@@ -509,8 +505,10 @@ def test_pre_upgrade_fails_when_a_host_is_unreachable(site: Site) -> None:
         assert manifest["integrity"]["check"] == "full" and manifest["verified"] is True
         assert backups_in(site.archive_folder(host.name)) == [backup], "the emergency backup was not pulled"
         assert manifest_of(site.archive_folder(host.name) / backup)["label"] == "pre-upgrade"
-    (record,) = run_records(site.archive, "pre_upgrade")
-    assert record["failed_hosts"] == ["pi3"] and not record["ok"], record
+    (record,) = run_records(site.archive, "pre-upgrade")
+    assert record["outcome"] == "failed" and record["hosts"]["pi3"]["outcome"] == "unreachable", record
+    assert [h for h, row in record["hosts"].items() if row["outcome"] == "ok"] == ["pi1", "pi2"], record
+    assert record["message"] == "no pre-upgrade backup on: pi3: stop before upgrading"
 
 
 def test_pre_upgrade_imported_first_stops_the_upgrade_everywhere(site: Site) -> None:
@@ -523,7 +521,7 @@ def test_pre_upgrade_imported_first_stops_the_upgrade_everywhere(site: Site) -> 
     run = site.run(str(upgrade), inventory=inventory)
 
     assert run.rc != 0, run.explain()
-    assert "failed hosts: pi2" in run.output, run.explain()
+    assert "no pre-upgrade backup on: pi2: stop before upgrading" in run.output, run.explain()
     assert "TASK [Upgrade the app (leaves a marker)]" not in run.stdout, run.explain()
     for host in site.hosts:
         assert not host.path(UPGRADE_MARKER).exists(), f"{host.name} was upgraded"
@@ -580,6 +578,9 @@ def test_stats_changes_nothing_and_prints_a_table_or_json(backed_up: Site) -> No
 
     def snapshot() -> dict[str, dict[str, tuple[Any, ...]]]:
         states = {name: tree_state(root) for name, root in roots.items()}
+        # what a run adds beside the backups: its run record, and with format json the stats file
+        states["archive"] = {path: state for path, state in states["archive"].items()
+                             if path not in (".", "runs", "stats.json") and not path.startswith("runs/")}
         for host in site.hosts:
             # Any reader of a live WAL database, the app's own included, may rewrite SQLite's
             # shared-memory index (-shm) with the same bytes: its mtime is not compared.
@@ -604,11 +605,11 @@ def test_stats_changes_nothing_and_prints_a_table_or_json(backed_up: Site) -> No
         for host in site.hosts:
             assert re.search(rf"^{host.name}\s*: ok=\d+\s+changed=0\s", run.stdout, re.M), run.explain()
 
-    table = debug_result(table_run.stdout, "Show the statistics")["msg"]
+    table = summary_lines(table_run)
     assert table[0].split()[:3] == ["host", "db", "size"], table
     assert [line.split()[:2] for line in table[1:]] == [[host.name, DB_NAME] for host in site.hosts], table
 
-    rows = json.loads("\n".join(debug_result(json_run.stdout, "Show the statistics")["msg"]))
+    rows = json.loads((site.archive / "stats.json").read_text())
     assert [(row["host"], row["database"]) for row in rows] == [(host.name, DB_NAME) for host in site.hosts]
     for row in rows:
         host = site.fleet[row["host"]]
@@ -668,9 +669,11 @@ def test_a_failing_host_does_not_stop_the_others(site: Site) -> None:
     assert len(lines) == 3, lines
     [pi2_line] = [line for line in lines if line.startswith("pi2 ")]
     assert "FAILED" in pi2_line and f"database {missing} does not exist" in pi2_line, pi2_line
-    assert "failed hosts: pi2" in run.output
+    assert "TASK [Fail this host" not in run.stdout, "the failure is reported by its own task only"
     (record,) = run_records(site.archive, "backup")
-    assert record["failed_hosts"] == ["pi2"] and not record["ok"]
+    assert record["outcome"] == "failed" and record["exit_code"] == 1
+    assert {host: row["outcome"] for host, row in record["hosts"].items()} == {"pi1": "ok", "pi2": "failed",
+                                                                              "pi3": "ok"}
 
 
 # ------------------------------------------------------------------------- 7
@@ -680,9 +683,8 @@ def test_guard_fails_without_hosts_or_without_the_repository_config(site: Site) 
     site.create_databases()
     no_hosts = "the inventory has no host in group sqlite_hosts"
     no_cfg = "no ansible.cfg was loaded"
-    # Playbooks with roles fail before any play when the repository's ansible.cfg (roles_path)
-    # is missing: Ansible resolves static roles first. stats.yml has no role and reaches the guard.
-    no_role = "the role 'sqlite_archive' was not found"  # the first role backup_and_archive.yml imports
+    # Without the repository's ansible.cfg, Ansible still finds the roles and modules through
+    # playbooks/{roles,library,...} (links to the repository's folders): the guard says what is wrong.
     elsewhere = site.inventory("elsewhere.yml", group="other_hosts")
     empty_group = site.tmp / "empty_group.yml"
     empty_group.write_text(json.dumps({"all": {"children": {"sqlite_hosts": {"hosts": {}}}}}))
@@ -702,12 +704,12 @@ def test_guard_fails_without_hosts_or_without_the_repository_config(site: Site) 
           for playbook in ("backup.yml", "sync.yml", "stats.yml", "pre_upgrade.yml")),
         ("backup.yml: empty sqlite_hosts", ("backup.yml",), {"inventory": empty_group}, no_hosts),
         ("backup.yml: ANSIBLE_CONFIG=<empty file>, no -i", ("backup.yml",),
-         {"inventory": None, "env": empty_cfg_env}, no_role),
+         {"inventory": None, "env": empty_cfg_env}, no_hosts),
         ("stats.yml: ANSIBLE_CONFIG=<empty file>, no -i", ("stats.yml",),
          {"inventory": None, "env": empty_cfg_env}, no_hosts),
         # As from a cron job: ansible-playbook -i <inventory> <repo>/backup.yml, from $HOME.
         ("backup.yml: another cwd, no ansible.cfg, -i", (entry("backup.yml"),),
-         {"inventory": inventory, "env": no_cfg_env, "cwd": other_cwd}, no_role),
+         {"inventory": inventory, "env": no_cfg_env, "cwd": other_cwd}, no_cfg),
         ("stats.yml: another cwd, no ansible.cfg, -i", (entry("stats.yml"),),
          {"inventory": inventory, "env": no_cfg_env, "cwd": other_cwd}, no_cfg),
     ]
@@ -791,7 +793,7 @@ def test_a_login_user_with_become_fetches_over_sftp_without_slurp(make_fleet, tm
     for run in runs:
         assert run.rc == 0, run.explain()
         modules = sorted({Path(m["path"]).name for m in MODULE_FILE.finditer(run.stdout)})
-        assert modules == [*PULL_MODULES, "sqlite_report.py"], modules
+        assert modules == PULL_MODULES, modules
         assert re.search(r"SSH: EXEC sftp .*User=\W*pi\W", run.stdout), "no sftp as pi"
         assert re.search(rf"FETCH {re.escape(BACKUP_DIR)}/\.sqlite-export\.\S+/gym_backup_", run.stdout)
         assert re.search(r"sudo -H -S -n\s+-u root /bin/sh -c .*rm -rf -- ", run.stdout), "no rm -rf with sudo"
@@ -813,7 +815,8 @@ def test_a_login_user_with_become_fetches_over_sftp_without_slurp(make_fleet, tm
     assert refused.rc != 0, refused.explain()
     line = next(line for line in refused.stdout.splitlines() if line.startswith(f"fatal: [{host.name}]: FAILED!")
                 and "Fetch the prepared files" in line)
-    assert "fetching /var/backups/sqlite/.sqlite-export." in line and "Permission denied" in line, line
+    assert "fetching /var/backups/sqlite/.sqlite-export." in line, line
+    assert "the login user must be able to read the staged files" in line, line  # sftp only: no scp retry
     assert "sqlite_archive_fetch_user" in line, line
     assert not [e for e in os.listdir(folder) if e.startswith(".sqlite-export.")], os.listdir(folder)
     assert not [e for e in os.listdir(site.archive_folder(host.name)) if e.startswith(".sqlite-backup-tmp")]
@@ -834,7 +837,7 @@ def test_a_login_user_with_become_fetches_over_sftp_without_slurp(make_fleet, tm
     for run in as_root:
         assert run.rc == 0, run.explain()
         modules = sorted({Path(m["path"]).name for m in MODULE_FILE.finditer(run.stdout)})
-        assert modules == [*PULL_MODULES, "sqlite_report.py"], modules
+        assert modules == PULL_MODULES, modules
         assert "slurp" not in run.stdout
         assert re.search(r"SSH: EXEC sftp .*User=\W*pi\W", run.stdout), "no sftp as pi"
         assert re.search(rf"FETCH {re.escape(beside)}/\.sqlite-export\.\S+/gym_backup_", run.stdout)

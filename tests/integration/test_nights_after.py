@@ -7,11 +7,15 @@ the archive gets every new verified backup, with nothing good deleted.
 - After a flipped bit in the archive's newest copy, the next delta based on it is sent whole
   instead, the corrupt copy is flagged, and the night after the host's good copy replaces it
   (it used to fail two nights and freeze the archive).
+- A lying host cannot fill the archive's disk: the fetch stops at the size it announced.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -115,3 +119,33 @@ def test_after_a_flipped_bit_in_the_archives_newest_copy_the_nights_go_on(site: 
     assert sha256_of(damaged) == good_sha and manifest_of(damaged)["verified"] is True
     archived = backups_in(site.archive_folder("pi1"))
     assert first in archived and len(archived) == 2 + NIGHTS, archived
+
+
+def test_a_host_that_serves_more_than_it_announced_cannot_fill_the_archive(site: Site) -> None:
+    """The fetch stops at the announced size: on a 4 MiB archive filesystem a 1 MiB announcement
+    for a 16 MiB file ends with that message, never with the disk full."""
+    host = site.fleet["pi1"]
+    staging = host.path(BACKUP_DIR) / ".sqlite-export.lying"
+    staging.mkdir(parents=True, mode=0o700)
+    served = staging / "gym_backup_20261206_030000.db"
+    served.write_bytes(os.urandom(16 << 20))
+    archive = site.archive / "pi1"
+    archive.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(archive)], check=True)
+    try:
+        (archive / "gym").mkdir()
+        playbook = site.tmp / "fetch.yml"
+        playbook.write_text(json.dumps([{"hosts": "pi1", "gather_facts": False, "tasks": [{"sqlite_fetch": {
+            "transfers": [{"name": "gym", "file": served.name, "mode": "full", "bytes": 1 << 20,
+                           "fetch_path": f"{BACKUP_DIR}/{staging.name}/{served.name}"}],
+            "dest": str(archive), "backup_dir": BACKUP_DIR, "staging_dirs": [f"{BACKUP_DIR}/{staging.name}"]}}]}]))
+
+        run = site.run(f"ansible-playbook {playbook}", inventory=site.inventory())
+
+        assert run.rc != 0
+        assert f"the host served more than the {1 << 20} bytes it announced" in run.output, run.explain()
+        assert "No space left" not in run.output, run.explain()  # it stopped at 1 MiB, not at a full disk
+        assert list((archive / "gym").iterdir()) == []
+        assert not staging.exists()  # the staging folder is removed all the same
+    finally:
+        subprocess.run(["umount", str(archive)], check=True)

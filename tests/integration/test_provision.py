@@ -41,7 +41,7 @@ ANSIBLE_PLAYBOOK = REPO_ROOT / ".venv" / "bin" / "ansible-playbook"
 ANSIBLE_CFG = REPO_ROOT / "ansible.cfg"
 CORE = REPO_ROOT / "module_utils" / "sqlite_fleet.py"
 RUNNER = REPO_ROOT / "runner" / "sqlite_backup_runner.py"
-WRAPPER = REPO_ROOT / "bin" / "sqlite-fleet-run"
+CLI = REPO_ROOT / ".venv" / "bin" / "sqlite-fleet"
 
 RUNNER_DIR = "/opt/sqlite-backup"
 BACKUP_DIR = "/var/backups/sqlite"
@@ -51,10 +51,10 @@ CRON_LOG = "/var/log/sqlite-backup/cron.log"
 GYM = {"name": "gym", "path": "/srv/app/gym.db"}
 SHOP = {"name": "shop", "path": "/srv/app/shop.db"}
 BACKUP_NAME = re.compile(r"^(?P<name>.+)_backup_\d{8}_\d{6}(?:_\d+)?\.db$")
-CONTROLLER_JOBS = {  # name: (minute, hour, weekday, playbook), the sqlite_schedule defaults
-    "backup": ("30", "4", "*", "backup.yml"),
-    "sync": ("0", "9", "*", "sync.yml"),
-    "restore-drill": ("0", "5", "0", "restore_drill.yml"),
+CONTROLLER_JOBS = {  # name: (minute, hour, weekday, sqlite-fleet command), the sqlite_schedule defaults
+    "backup": ("30", "4", "*", "backup"),
+    "sync": ("0", "9", "*", "sync"),
+    "restore-drill": ("0", "5", "0", "drill"),
 }
 LABEL_PREFIX = "io.github.sqlite-fleet-backup"
 
@@ -369,23 +369,20 @@ def test_a_cron_file_name_with_a_dot_is_refused(site: Site) -> None:
 # --------------------------------------------------------------------------- (e)
 
 
-def test_controller_cron_entries_run_the_wrapper(site: Site) -> None:
+def test_controller_cron_entries_run_the_cli(site: Site) -> None:
     text = site.controller_cron.read_text()
     entries = cron_entries(text)
     assert len(entries) == 3, text
-    for name, (minute, hour, weekday, playbook) in CONTROLLER_JOBS.items():
+    for name, (minute, hour, weekday, command) in CONTROLLER_JOBS.items():
         assert "#Ansible: sqlite-fleet-backup %s\n" % name in text
-        (entry,) = [e for e in entries if e.command.split()[-1] == playbook]
+        (entry,) = [e for e in entries if shlex.split(e.command)[1] == command]
         assert (entry.minute, entry.hour, entry.day, entry.month, entry.weekday) == (minute, hour, "*", "*", weekday)
-        argv = shlex.split(entry.command)
-        assert argv[0] == "ANSIBLE_CONFIG=%s" % ANSIBLE_CFG
-        assert os.access(argv[1], os.X_OK), "the controller's Python"
-        assert argv[2:] == [str(WRAPPER), "--log", str(site.controller_logs / (name + ".log")), playbook]
+        # the inventory this provisioning ran with, absolute: cron's working directory is not the repository
+        assert shlex.split(entry.command) == [str(CLI), command, "-i", str(site.inventory()),
+                                              "--log", str(site.controller_logs / (name + ".log"))]
     assert site.controller_logs.is_dir() and mode_of(site.controller_logs) == 0o700
-    # the entry's Python and wrapper start (without running a playbook)
-    (entry,) = [e for e in entries if e.command.endswith("sync.yml")]
-    argv = shlex.split(entry.command)
-    assert subprocess.run([argv[1], argv[2], "--help"], capture_output=True, timeout=60).returncode == 0
+    # the entry's program starts (without running a playbook); tests/integration/test_cli.py runs a whole line
+    assert subprocess.run([str(CLI), "sync", "--help"], capture_output=True, timeout=60).returncode == 0
 
 
 def test_controller_launch_agents(site: Site) -> None:
@@ -397,21 +394,19 @@ def test_controller_launch_agents(site: Site) -> None:
     assert set(recap) == {"localhost"}
     plists = sorted(p.name for p in agents.iterdir())
     assert plists == sorted("%s.%s.plist" % (LABEL_PREFIX, name) for name in CONTROLLER_JOBS)
-    for name, (minute, hour, weekday, playbook) in CONTROLLER_JOBS.items():
+    for name, (minute, hour, weekday, command) in CONTROLLER_JOBS.items():
         path = agents / ("%s.%s.plist" % (LABEL_PREFIX, name))
         with open(path, "rb") as handle:
             agent = plistlib.load(handle)
         assert agent["Label"] == "%s.%s" % (LABEL_PREFIX, name)
         program = agent["ProgramArguments"]
         assert all(isinstance(argument, str) for argument in program)
-        assert os.path.isabs(program[0]) and program[1:] == [str(WRAPPER), "--log",
-                                                             str(site.controller_logs / (name + ".log")), playbook]
+        log = str(site.controller_logs / (name + ".log"))
+        assert program == [str(CLI), command, "-i", str(inventory), "--log", log]
         expected = {"Minute": int(minute), "Hour": int(hour)}
         if weekday != "*":
             expected["Weekday"] = int(weekday)
         assert agent["StartCalendarInterval"] == expected
-        environment = agent["EnvironmentVariables"]
-        assert environment["ANSIBLE_CONFIG"] == str(ANSIBLE_CFG) and os.path.isabs(environment["ANSIBLE_CONFIG"])
         assert agent["WorkingDirectory"] == str(REPO_ROOT)
         assert mode_of(path) == 0o644
     sync = plistlib.loads((agents / ("%s.sync.plist" % LABEL_PREFIX)).read_bytes())

@@ -334,7 +334,7 @@ def test_link_down_during_the_pull_fails_that_host_and_the_next_run_completes(
     assert slow_line == f"{slow.name}: FAILED - unreachable, or failed before reporting", slow_line
     fetch = first.stdout[first.stdout.index("TASK [sqlite_archive : Fetch the prepared files"):]
     fetch = fetch[:fetch.find("TASK [", 10)]
-    assert f"fatal: [{slow.name}]: UNREACHABLE!" in fetch and "Failed to connect to the host via ssh" in fetch, fetch
+    assert f"fatal: [{slow.name}]: UNREACHABLE!" in fetch and "Failed to connect to the host via sftp" in fetch, fetch
     assert line_of(first, other.name).startswith(f"{other.name} {DB_NAME}: ") and "FAILED" not in line_of(
         first, other.name)
     after_cut = folder_entries(folder)
@@ -844,7 +844,9 @@ def hostile_archive_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     for case_id, changes, _msg, _kind in HOSTILE_ARCHIVE_CASES:
         folder = root / case_id
         archive, db_dir = folder / "archive", folder / "archive" / "pi1" / DB_NAME
-        db_dir.mkdir(parents=True, mode=0o700)
+        folder.mkdir()
+        for level in (archive, archive / "pi1", db_dir):  # private, as the pull makes them
+            level.mkdir(mode=0o700)
         (folder / "outside").mkdir()
         (folder / "outside" / "notes.txt").write_text("the controller's own file\n")
         incoming = db_dir / (INCOMING + taken["file"])

@@ -19,7 +19,8 @@ def import_one(tmp_path: Path, tool: dict, runner: bool) -> dict:
     if runner:
         manifest["runner"] = {"version": tool["version"], "made_by": "on-host runner"}
     folder = tmp_path / "archive" / "pi1" / "app"
-    folder.mkdir(parents=True)
+    for level in (folder.parent.parent, folder.parent, folder):  # private, as the pull's prepare step makes them
+        level.mkdir(mode=0o700)
     incoming = folder / (".sqlite-backup-tmp.incoming." + taken["file"])
     shutil.copyfile(taken["backup"], incoming)
     return run_module("sqlite_archive", {"archive_dir": str(tmp_path / "archive"), "host": "pi1", "name": "app",

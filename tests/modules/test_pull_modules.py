@@ -599,8 +599,8 @@ def test_backup_yml_sends_one_module_per_database_to_the_host(tmp_path):
                 commands.append(match["command"])
         assert modules["pi-local"] == Counter(sqlite_backup=2), modules
         controller = modules.get("localhost", Counter()) + modules.get("127.0.0.1", Counter())
-        # the listing (one per database), prepare, import + prune; the report
-        assert controller == Counter(sqlite_archive_info=2, sqlite_archive=2, sqlite_report=1), modules
+        # the listing (one per database), prepare, import + prune (the summary and record come from the callback)
+        assert controller == Counter(sqlite_archive_info=2, sqlite_archive=2), modules
         (removal,) = commands
         assert removal.count(core.EXPORT_PREFIX) == 2
         assert "slurp" not in output and "AnsiballZ_stat" not in output

@@ -9,6 +9,7 @@ the whole file; the import keeps unverified backups as evidence and repairs a co
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sqlite3
@@ -281,3 +282,74 @@ def test_a_corrupt_archive_copy_is_replaced_by_the_hosts_good_bytes(tmp_path: Pa
 
     assert result["repaired"] and result["verified"] and "replaces the archive's corrupt copy" in result["msg"]
     assert core.verify_backup(str(db_dir / snap["file"]))["ok"]
+
+
+# ----------------------------------------------------------------------------------- item 4
+
+
+def redate(backup: dict[str, Any], days: int) -> str:
+    """Make ``backup`` look as if a host whose clock ran ``days`` ahead had taken it (name, manifest,
+    .sha256); returns its new path."""
+    old = Path(backup["backup"])
+    manifest = manifest_of(old)
+    created = core.parse_iso_utc(manifest["created"]) + dt.timedelta(days=days)
+    new = old.with_name(core.backup_filename("app", created))
+    manifest.update(file=new.name, created=core.iso_utc(created))
+    os.rename(old, new)
+    Path(str(new) + ".json").write_text(json.dumps(manifest))
+    Path(str(new) + ".sha256").write_text("%s  %s\n" % (manifest["sha256"], new.name))
+    for suffix in (".json", ".sha256"):
+        os.unlink(str(old) + suffix)
+    return str(new)
+
+
+def test_a_backup_dated_after_now_is_never_latest_and_is_named(tmp_path: Path) -> None:
+    db = make_app_db(tmp_path / "app.db", rows=10)
+    folder = tmp_path / "host"
+    ahead = redate(take(db, folder), days=30)  # taken while the clock was 30 days ahead
+    add_rows(db, 40)
+    last = take(db, folder)  # taken last, once the clock was put right
+    backups = core.list_backups(str(folder), "app")["backups"]
+    assert backups[0]["path"] == ahead  # by date, the ahead one looks newest
+
+    assert core.choose_backup(backups)["file"] == last["file"]
+    stamp = core.parse_iso_utc(manifest_of(ahead)["created"]).strftime("%Y%m%d_%H%M%S")
+    assert core.choose_backup(backups, stamp)["file"] == last["file"]
+    assert core.choose_backup(backups, os.path.basename(ahead))["path"] == ahead  # by name: yes
+    warning = core.future_warning(core.dated_in_future(backups))
+    assert os.path.basename(ahead) in warning and "clock" in warning
+    # The export sends it first, as the oldest: with max_backups=1 the one taken last is sent.
+    plan = core.plan_export(str(folder), "app", [], max_backups=1)
+    assert [t["file"] for t in plan["transfers"]] == [last["file"]]
+    assert plan["dated_in_future"] == [os.path.basename(ahead)]
+
+
+# ----------------------------------------------------------------------------------- item 5
+
+
+@pytest.mark.parametrize("crafted", [
+    lambda m: json.dumps(dict(m, created="0001-01-01T00:00:00+01:00")),
+    lambda m: json.dumps(dict(m, created="9999-12-31T23:59:59-01:00")),
+    lambda m: "[" * 100000 + "]" * 100000,
+    lambda m: json.dumps(dict(m, flagged="yes")),
+], ids=["year-1", "year-9999", "nested-100000", "flagged-not-a-mapping"])
+def test_one_crafted_manifest_is_an_invalid_entry_and_the_backups_go_on(tmp_path: Path, crafted: Any) -> None:
+    db = make_app_db(tmp_path / "app.db", rows=10)
+    folder = tmp_path / "host"
+    first = take(db, folder)
+    Path(first["backup"] + ".json").write_text(crafted(first["manifest"]))
+
+    listing = core.list_backups(str(folder), "app")
+    assert [i["file"] for i in listing["invalid"]] == [first["file"]] and listing["backups"] == []
+    later = take(db, folder)  # the next backup is taken, pruned and listed as usual
+    pruned = core.apply_retention(str(folder), "app", {"keep_last": 1}, trusted=[later["file"]])
+    assert pruned["kept"] == [later["file"]] and pruned["invalid"] == [first["file"]]
+
+
+@pytest.mark.parametrize("created", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "1999-12-31T23:59:59Z"])
+def test_a_lying_hosts_manifest_with_an_impossible_date_is_refused_not_a_crash(tmp_path: Path, created: str) -> None:
+    db = make_app_db(tmp_path / "app.db", rows=10)
+    manifest = dict(take(db, tmp_path / "host")["manifest"], created=created)
+    with pytest.raises(core.BackupError, match="created time missing or malformed") as refused:
+        core.vet_host_manifest(manifest)
+    assert refused.value.kind == core.KIND_CORRUPT

@@ -1,9 +1,9 @@
-"""The on-host runner and the controller's job wrapper, run as real processes.
+"""The on-host runner, run as real processes.
 
 ``runner/sqlite_backup_runner.py`` runs from a temporary copy of the installed layout (the
 core ``sqlite_fleet.py`` beside the runner and a ``config.json``), under every host Python
-present: the system one and the Pi-like 3.9. ``bin/sqlite-fleet-run`` runs a stub in place
-of ``ansible-playbook`` that records how it was called. No fleet, no mocks: real files,
+present: the system one and the Pi-like 3.9. (The controller's scheduled runs: test_cli_units.py
+and tests/integration/test_cli.py.) No fleet, no mocks: real files,
 real SQLite databases, real flocks held by this process or by other processes.
 """
 
@@ -19,7 +19,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -36,7 +35,6 @@ from unit_helpers import create_demo_db  # noqa: E402
 
 CORE = REPO_ROOT / "module_utils" / "sqlite_fleet.py"
 RUNNER = REPO_ROOT / "runner" / "sqlite_backup_runner.py"
-WRAPPER = REPO_ROOT / "bin" / "sqlite-fleet-run"
 HOST_PYTHONS = [p for p in ("/usr/bin/python3", "/root/.pyenv/versions/3.9.18/bin/python3") if os.access(p, os.X_OK)]
 UTC = dt.timezone.utc
 ONE_MIB = 1 << 20
@@ -548,131 +546,3 @@ def test_log_is_size_capped(layout: Layout) -> None:
     assert layout.run("check-config").returncode == 0  # below the cap: appended, not rotated
     assert layout.log.read_text().count("check-config gym ok") == 2
     assert rotated.stat().st_size == ONE_MIB + 1
-
-
-# --------------------------------------------------------------------------- bin/sqlite-fleet-run
-
-
-STUB = textwrap.dedent("""\
-    #!{python}
-    import json, os, sys, time
-    record = {{"argv": sys.argv[1:], "cwd": os.getcwd(), "ansible_config": os.environ.get("ANSIBLE_CONFIG"),
-              "stdin_is_tty": os.isatty(0)}}
-    with open({record!r}, "a") as handle:
-        handle.write(json.dumps(record) + "\\n")
-    print("stub playbook output", flush=True)
-    while os.path.exists({hold!r}):
-        time.sleep(0.02)
-    sys.exit(3)
-""")
-
-
-@dataclass
-class Wrapper:
-    root: Path
-
-    @property
-    def stub(self) -> Path:
-        return self.root / "ansible-playbook-stub"
-
-    @property
-    def record(self) -> Path:
-        return self.root / "calls.jsonl"
-
-    @property
-    def hold(self) -> Path:
-        """While this file exists the stub keeps running."""
-        return self.root / "hold"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "log" / "backup.log"
-
-    def argv(self, playbook: str, *args: str, log: Path | None = None) -> list[str]:
-        return [sys.executable, str(WRAPPER), "--log", str(log or self.log), "--max-log-bytes", "1000",
-                "--ansible-playbook", str(self.stub), playbook, *args]
-
-    def run(self, playbook: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.argv(playbook, *args), capture_output=True, text=True, timeout=60)
-
-    def calls(self) -> list[dict[str, Any]]:
-        if not self.record.exists():
-            return []
-        return [json.loads(line) for line in self.record.read_text().splitlines()]
-
-
-@pytest.fixture
-def wrapper(tmp_path: Path) -> Wrapper:
-    made = Wrapper(tmp_path)
-    made.stub.write_text(STUB.format(python=sys.executable, record=str(made.record), hold=str(made.hold)))
-    made.stub.chmod(0o755)
-    return made
-
-
-def test_wrapper_runs_the_playbook_from_the_repository_root(wrapper: Wrapper) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_CONFIG"}
-    proc = subprocess.run(wrapper.argv("backup.yml", "-i", "inventory/production", "--limit", "pi1"),
-                          capture_output=True, text=True, timeout=60, env=env, cwd="/")
-    assert proc.returncode == 3, proc.stderr
-    (call,) = wrapper.calls()
-    assert call == {"argv": ["backup.yml", "-i", "inventory/production", "--limit", "pi1"],
-                    "cwd": str(REPO_ROOT), "ansible_config": str(REPO_ROOT / "ansible.cfg"),
-                    "stdin_is_tty": False}
-    lines = wrapper.log.read_text().splitlines()
-    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ backup started$", lines[0])
-    assert lines[1] == "stub playbook output"
-    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ backup finished with exit code 3$", lines[2])
-    assert len(lines) == 3
-    assert stat.S_IMODE(wrapper.log.parent.stat().st_mode) == 0o700
-
-    assert wrapper.run("backup.yml").returncode == 3  # appended, not replaced
-    assert wrapper.log.read_text().count("backup started") == 2
-
-
-def test_wrapper_skips_while_a_run_holds_the_lock(wrapper: Wrapper) -> None:
-    wrapper.log.parent.mkdir()
-    wrapper.log.write_text("y" * 2000 + "\n")  # past --max-log-bytes: the first run rotates it
-    wrapper.hold.touch()
-    first = subprocess.Popen(wrapper.argv("backup.yml"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while not wrapper.calls():
-            assert time.monotonic() < deadline and first.poll() is None, first.communicate()
-            time.sleep(0.02)
-        with open(wrapper.log, "a") as log:  # the running job's log grows past the cap again
-            log.write("z" * 2000 + "\n")
-
-        started = time.monotonic()
-        second = wrapper.run("backup.yml")
-        assert second.returncode == 75, second.stderr
-        assert time.monotonic() - started < 20
-        assert len(wrapper.calls()) == 1, "the skipped run started the playbook"
-        assert "backup skipped: the previous run still holds %s.lock" % wrapper.log in wrapper.log.read_text()
-        assert not Path(str(wrapper.log) + ".2").exists(), "a skipped run rotated the running job's log"
-    finally:
-        wrapper.hold.unlink()
-        first.communicate(timeout=60)
-    assert first.returncode == 3
-    current = wrapper.log.read_text()
-    assert "backup started" in current and "skipped" in current and "finished with exit code 3" in current
-    assert Path(str(wrapper.log) + ".1").read_text() == "y" * 2000 + "\n"
-
-    assert wrapper.run("backup.yml").returncode == 3  # the lock is free again; this one rotates
-    assert "finished with exit code 3" in Path(str(wrapper.log) + ".1").read_text()
-
-
-@pytest.mark.parametrize("playbook", ["playbooks/backup.yml", "../backup.yml", str(REPO_ROOT / "backup.yml"),
-                                      "no_such_playbook.yml", "ansible.cfg"])
-def test_wrapper_refuses_anything_but_a_playbook_at_the_root(wrapper: Wrapper, playbook: str) -> None:
-    proc = wrapper.run(playbook)
-    assert proc.returncode == 2
-    assert "is not a playbook at the repository root" in proc.stderr
-    assert wrapper.calls() == []
-    assert not wrapper.log.exists()
-
-
-def test_wrapper_reports_a_missing_ansible_playbook(wrapper: Wrapper) -> None:
-    wrapper.stub.unlink()
-    proc = wrapper.run("backup.yml")
-    assert proc.returncode == 127 and "Traceback" not in proc.stderr
-    assert "could not start %s" % wrapper.stub in wrapper.log.read_text()

@@ -1,0 +1,115 @@
+"""Parts of the controller's CLI that need no playbook run: the fold of events into rows, the
+record's redaction and exit codes, a scheduled run's lock and log, the old wrapper's arguments,
+usage errors. The CLI's real runs are in tests/integration/test_cli.py."""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.machinery
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from sqlite_fleet_cli import record as records  # noqa: E402
+from sqlite_fleet_cli.events import Fold  # noqa: E402
+from sqlite_fleet_cli.schedule import EX_TEMPFAIL, ScheduledLog  # noqa: E402
+
+
+def event(kind: str, host: str, action: str, res: dict, **data) -> dict:
+    return {"event": kind, "event_data": {"host": host, "task_action": action, "res": res, **data}}
+
+
+GUARD = event("runner_on_ok", "localhost", "set_fact", {"ansible_facts": {"sqlite_fleet_run": {
+    "command": "backup", "hosts": ["pi1", "pi2", "pi3"], "targets": ["pi1", "pi2"], "limit": "pi1,pi2",
+    "runs_dir": "/srv/archive/runs"}}}, play_pattern="localhost:sqlite_hosts")
+
+
+def test_fold_rows_outcomes_and_exit_code() -> None:
+    fold = Fold("backup")
+    fold.feed(GUARD)
+    steps = fold.feed(event("runner_item_on_ok", "pi1", "sqlite_backup", {
+        "item": {"name": "gym"}, "file": "gym_backup_20261206_031501.db", "size_bytes": 4096,
+        "duration_seconds": 0.5, "verified": True,
+        "manifest": {"created": "2026-12-06T03:15:01Z", "label": None, "sqlite_version": "3.40.1"},
+        "retention": {"deleted": ["gym_backup_20261101_031501.db"], "decisions": [
+            {"file": "gym_backup_20261206_031501.db", "keep": True, "verified": True}]}}))
+    assert steps == [("pi1", "gym", "snapshot taken: gym_backup_20261206_031501.db, 4.0 KiB in 0.50 s"),
+                     ("pi1", "gym", "pruned on the host: 1 deleted")]
+    fold.feed(event("runner_item_on_failed", "pi2", "sqlite_backup", {
+        "item": {"name": "gym"}, "msg": "database /srv/app/gym.db does not exist\nmore"}))
+    fold.feed({"event": "playbook_on_stats", "event_data": {"processed": {"pi1": 1, "pi2": 1}, "failures": {"pi2": 1}}})
+    fold.finish()
+    assert fold.hosts["pi1"]["databases"]["gym"]["deleted_on_host"] == ["gym_backup_20261101_031501.db"]
+    assert fold.hosts["pi1"]["databases"]["gym"]["newest_verified_on_host"] == "gym_backup_20261206_031501.db"
+    assert fold.hosts["pi2"]["databases"]["gym"]["message"] == "database /srv/app/gym.db does not exist"
+    assert fold.hosts["pi3"] == {"outcome": "skipped", "message": "not in --limit", "sqlite_version": None,
+                                 "databases": {}}
+    assert records.outcome_of(fold, 2) == "failed" and records.EXIT_CODES["failed"] == 1
+
+
+def test_unreachable_and_guard_failures() -> None:
+    fold = Fold("backup")
+    fold.feed(GUARD)
+    fold.feed(event("runner_on_unreachable", "pi2", "sqlite_backup", {"msg": "ssh: connect: refused"}))
+    fold.feed({"event": "playbook_on_stats", "event_data": {"processed": {"pi1": 1}, "dark": {"pi2": 1}}})
+    fold.finish()
+    assert records.outcome_of(fold, 4) == "unreachable"
+
+    refused = Fold("backup")
+    refused.feed(GUARD)
+    refused.feed(event("runner_on_failed", "pi1", "assert", {"msg": "No host to work on: ..."},
+                       play_pattern="localhost:sqlite_hosts"))
+    refused.finish()
+    assert refused.message == "No host to work on: ..." and records.outcome_of(refused, 2) == "bad_input"
+    assert refused.hosts["pi1"]["outcome"] == "skipped", "the guard's host is not a failed host"
+
+
+def test_secret_extra_vars_are_redacted() -> None:
+    argv = ["sqlite-fleet", "backup", "-e", "sqlite_backup_keep_last=3", "-e", "offsite_password=x",
+            "--extra-vars={\"ping_url\": \"https://h/t\"}", "-eapi_token=y", "-e", "@vars.yml"]
+    assert records.redact_argv(argv) == ["sqlite-fleet", "backup", "-e", "sqlite_backup_keep_last=3", "-e",
+                                         "<redacted>", "--extra-vars=<redacted>", "-e<redacted>", "-e", "@vars.yml"]
+
+
+def test_scheduled_log_is_locked_and_rotated(tmp_path: Path) -> None:
+    log = tmp_path / "log" / "backup.log"
+    log.parent.mkdir()
+    log.write_text("y" * 2000 + "\n")
+    with ScheduledLog(str(log), max_bytes=1000) as first:
+        assert not first.busy
+        first.write("a line")
+        with ScheduledLog(str(log), max_bytes=1000) as second:
+            assert second.busy
+        assert not (tmp_path / "log" / "backup.log.2").exists(), "a skipped run rotated the running job's log"
+    assert (tmp_path / "log" / "backup.log.1").read_text() == "y" * 2000 + "\n"
+    text = log.read_text()
+    assert "started (pid" in text and "Z a line" in text and "skipped: the previous run still holds" in text
+    with open(str(log) + ".lock") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the runs above
+
+
+def test_old_wrapper_lines_run_the_cli() -> None:
+    loader = importlib.machinery.SourceFileLoader("wrapper", str(REPO / "bin" / "sqlite-fleet-run"))
+    wrapper = importlib.util.module_from_spec(importlib.util.spec_from_loader("wrapper", loader))
+    loader.exec_module(wrapper)
+    assert wrapper.translate(["--log", "/x/backup.log", "backup.yml", "-i", "inv"]) == [
+        "backup", "-i", "inv", "--log", "/x/backup.log"]
+    assert wrapper.translate(["restore_drill.yml"]) == ["drill", "--log", str(REPO / "var/log/restore_drill.log")]
+    assert EX_TEMPFAIL == 75
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["bogus"], "invalid choice: 'bogus'"),
+    (["backup", "-i", "/no/such/inventory"], "inventory /no/such/inventory does not exist"),
+    (["backup", "--keep-runs", "0"], "--keep-runs must be 1 or more"),
+])
+def test_usage_errors_are_one_line_exit_2(argv: list[str], says: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "sqlite_fleet_cli", *argv], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and says in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -727,6 +727,8 @@ def test_guard_fails_without_hosts_or_without_the_repository_config(site: Site) 
 
 LOGIN_USER, LOGIN_UID = "pi", 4242
 MODULE_FILE = re.compile(r"^Using module file (?P<path>\S+)$", re.MULTILINE)
+# The modules a backup-and-pull runs (the controller lists, checks and imports; the host backs up and stages).
+PULL_MODULES = ["sqlite_archive.py", "sqlite_archive_info.py", "sqlite_backup.py"]
 
 
 def add_sudo_login_user(host: Host, etc: Path) -> None:
@@ -791,7 +793,7 @@ def test_a_login_user_with_become_fetches_over_sftp_without_slurp(make_fleet, tm
     for run in runs:
         assert run.rc == 0, run.explain()
         modules = sorted({Path(m["path"]).name for m in MODULE_FILE.finditer(run.stdout)})
-        assert modules == ["sqlite_archive.py", "sqlite_backup.py", "sqlite_report.py"], modules
+        assert modules == PULL_MODULES, modules
         assert re.search(r"SSH: EXEC sftp .*User=\W*pi\W", run.stdout), "no sftp as pi"
         assert re.search(rf"FETCH {re.escape(BACKUP_DIR)}/\.sqlite-export\.\S+/gym_backup_", run.stdout)
         assert re.search(r"sudo -H -S -n\s+-u root /bin/sh -c .*rm -rf -- ", run.stdout), "no rm -rf with sudo"
@@ -835,7 +837,7 @@ def test_a_login_user_with_become_fetches_over_sftp_without_slurp(make_fleet, tm
     for run in as_root:
         assert run.rc == 0, run.explain()
         modules = sorted({Path(m["path"]).name for m in MODULE_FILE.finditer(run.stdout)})
-        assert modules == ["sqlite_archive.py", "sqlite_backup.py", "sqlite_report.py"], modules
+        assert modules == PULL_MODULES, modules
         assert "slurp" not in run.stdout
         assert re.search(r"SSH: EXEC sftp .*User=\W*pi\W", run.stdout), "no sftp as pi"
         assert re.search(rf"FETCH {re.escape(beside)}/\.sqlite-export\.\S+/gym_backup_", run.stdout)

@@ -810,7 +810,7 @@ HOSTILE_ARCHIVE_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("import-delta-base-dotdot", {"mode": "delta", "base": "../../gym_backup_20200101_000000.db"},
      "is not a backup file name", "bad_input"),
     ("import-host-dotdot", {"host": "../evil"}, "host '../evil' is not allowed", "bad_input"),
-    ("list-name-dotdot", {"state": "list", "name": "../../etc"}, "name '../../etc' is not allowed", "bad_input"),
+    ("info-name-dotdot", {"name": "../../etc"}, "name '../../etc' is not allowed", "bad_input"),
     ("prepare-file-dotdot", {"transfer": {"file": "../../../escaped/gym_backup_20200101_000000.db"}},
      "it names file '../../../escaped/gym_backup_20200101_000000.db' but its manifest describes", "corrupt"),
     ("prepare-name-dotdot", {"transfer": {"name": "../../etc"}}, "database name '../../etc' is not allowed",
@@ -870,9 +870,10 @@ def hostile_archive_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
             args.update({k: v for k, v in changes.items() if k in ("incoming", "mode", "base", "state", "name")})
             if args["incoming"] == "{symlink}":
                 args["incoming"] = str(db_dir / (INCOMING + "link"))
-            if args["state"] == "list":
-                args = {k: v for k, v in args.items() if k in ("archive_dir", "host", "name", "state")}
-        cases.append(("sqlite_archive", args))
+        if case_id.startswith("info-"):
+            cases.append(("sqlite_archive_info", {k: args[k] for k in ("archive_dir", "host", "name")}))
+        else:
+            cases.append(("sqlite_archive", args))
         folders[case_id] = (folder, incoming)
     before = {case_id: tree_outside(folder, folder / "archive") for case_id, (folder, _) in folders.items()}
     results = helpers.run_cases(cases, CONTROLLER_PYTHON, tmp_dir=root)

@@ -61,6 +61,14 @@ def ansible_env() -> dict[str, str]:
     return env
 
 
+def documented_options(module: str) -> dict[str, Any]:
+    """A module's options as ansible-doc reads them, doc fragments merged in (ansible.cfg's doc_fragments)."""
+    proc = subprocess.run([str(BIN / "ansible-doc"), "--json", "-M", "library", module], cwd=REPO, env=ansible_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)[module]["doc"]["options"]
+
+
 class Run(dict):
     """A task's result as Ansible reported it, plus the raw output of the whole run in ``.output``."""
 

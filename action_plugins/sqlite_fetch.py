@@ -183,12 +183,12 @@ class ActionModule(ActionBase):
             self.discard(entry["dest"])
             if grew:
                 return ("the host served more than the %d bytes it announced for %s: stopped there, nothing kept (%s)"
-                        % (entry["bytes"], entry["src"], to_text(exc).strip()))
+                        % (entry["bytes"], entry["src"], " ".join(to_text(exc).split())))
             hint = ""
             if self._connection.become:
                 hint = (" (the login user must be able to read the staged files: with become, the role passes it to "
                         "the backup as export.fetch_user - see sqlite_archive_fetch_user)")
-            return "fetching %s from the host failed: %s%s" % (entry["src"], to_text(exc).strip(), hint)
+            return "fetching %s from the host failed%s: %s" % (entry["src"], hint, " ".join(to_text(exc).split()))
 
     def bounded_transfer_method(self):
         """sftp (or scp when so configured) for the ssh connection, never "smart"'s piped fallback."""

@@ -810,11 +810,9 @@ def test_a_login_user_with_become_fetches_over_sftp_without_slurp(make_fleet, tm
         assert (folder / entry).stat().st_uid == LOGIN_UID, entry
 
     # Without fetch_user the staged files are root's: pi cannot fetch them. Clear failure, staging gone.
-    # (The only host failed, so the play ends there: no report play, read Ansible's own output.)
     refused = site.run("backup.yml", "-e", "sqlite_archive_fetch_user=", inventory=inventory)
     assert refused.rc != 0, refused.explain()
-    line = next(line for line in refused.stdout.splitlines() if line.startswith(f"fatal: [{host.name}]: FAILED!")
-                and "Fetch the prepared files" in line)
+    (line,) = [line for line in summary_lines(refused) if line.startswith(f"{host.name} ")]
     assert "fetching /var/backups/sqlite/.sqlite-export." in line, line
     assert "the login user must be able to read the staged files" in line, line  # sftp only: no scp retry
     assert "sqlite_archive_fetch_user" in line, line

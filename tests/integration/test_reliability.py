@@ -520,7 +520,7 @@ def test_one_run_with_broken_and_hostile_hosts_fails_only_those_and_writes_nothi
         "pi3": [f"database is locked while starting a read transaction on {DB_PATH}", "busy timeout exceeded"],
         "pi5": ["the host offered an unacceptable transfer #1: it names file '../../../../../escaped/gym_backup_"],
         "pi6": ["the host offered an unacceptable transfer #1", "bytes, over the 1048576 limit"],
-        "pi7": ["backup: Module result deserialization failed"],  # the backup's answer, which stages the pull
+        "pi7": ["Module result deserialization failed"],  # the backup's answer, which stages the pull
         "pi8": [f"not enough free space in {small} for the pull of 1 backup(s) from pi8 (",
                 "bytes to fetch and rebuild): need ", " available"],
     }

@@ -22,10 +22,25 @@ from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure, AnsibleE
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 
-# The core's EXPORT_PREFIX and STAGING_HOME_PREFIX (module_utils/sqlite_fleet.py); action plugins
-# cannot import the repository's module_utils. tests/modules/test_pull_modules.py keeps them equal.
-EXPORT_PREFIX = ".sqlite-export."
-STAGING_HOME_PREFIX = ".sqlite-fleet-staging-"
+try:  # the collection (the build rewrites this import to the collection's module_utils)
+    from ansible.module_utils.sqlite_fleet import EXPORT_PREFIX, STAGING_HOME_PREFIX
+except ImportError:  # the playbook repository: see core_on_the_controller
+    import ansible.module_utils
+    from ansible import constants
+
+    def core_on_the_controller():
+        """Make ansible.cfg's module_utils folders importable here, as ansible.module_utils.<name>.
+
+        They serve modules only: Ansible ships them to hosts inside each module (AnsiballZ) but
+        does not add them to the controller's own ansible.module_utils package. Appended after
+        Ansible's own folder, so they never shadow one of its module_utils.
+        """
+        for folder in constants.config.get_config_value("DEFAULT_MODULE_UTILS_PATH"):
+            if folder not in ansible.module_utils.__path__:
+                ansible.module_utils.__path__.append(folder)
+
+    core_on_the_controller()
+    from ansible.module_utils.sqlite_fleet import EXPORT_PREFIX, STAGING_HOME_PREFIX
 
 ARGUMENT_SPEC = dict(
     transfers=dict(type="list", elements="dict", default=[]),
@@ -168,12 +183,12 @@ class ActionModule(ActionBase):
             self.discard(entry["dest"])
             if grew:
                 return ("the host served more than the %d bytes it announced for %s: stopped there, nothing kept (%s)"
-                        % (entry["bytes"], entry["src"], to_text(exc).strip()))
+                        % (entry["bytes"], entry["src"], " ".join(to_text(exc).split())))
             hint = ""
             if self._connection.become:
                 hint = (" (the login user must be able to read the staged files: with become, the role passes it to "
                         "the backup as export.fetch_user - see sqlite_archive_fetch_user)")
-            return "fetching %s from the host failed: %s%s" % (entry["src"], to_text(exc).strip(), hint)
+            return "fetching %s from the host failed%s: %s" % (entry["src"], hint, " ".join(to_text(exc).split()))
 
     def bounded_transfer_method(self):
         """sftp (or scp when so configured) for the ssh connection, never "smart"'s piped fallback."""

@@ -7,49 +7,41 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: sqlite_archive
-short_description: Keep pulled SQLite backups in the controller's archive, verified
+short_description: Check, import and prune pulled SQLite backups in the controller's archive
 description:
   - Runs on the controller (delegate to C(localhost)). The archive holds
     C(<archive_dir>/<host>/<name>/<backup files>), the same files as on the host.
-  - O(state=list) returns what the archive holds for one host and database, for M(sqlite_backup) (option
-    C(export)) or M(sqlite_export), after removing what an interrupted earlier pull left behind. It creates
-    nothing; O(state=prepare) creates the folders the files are fetched to.
-  - O(state=prepare) checks, before anything is fetched, the transfers the host offered (the C(transfers)
-    M(sqlite_export) returned; untrusted input) - each must name one of O(databases), a plain backup file
-    of that database and an acceptable manifest - and that the archive has room for them - the bytes to fetch plus
-    the files rebuilt from deltas, plus 10% (at least 16 MiB) - and fails, with the numbers, when it has not. It
-    returns RV(transfers), rebuilt from the checked fields only; fetch and import those.
+    M(sqlitefleet.sqlite_fleet.sqlite_archive_info) lists what it holds.
+  - O(state=prepare) checks, before anything is fetched, the transfers the host offered
+    (RV(sqlitefleet.sqlite_fleet.sqlite_export#module:transfers); untrusted input) - each must name one of
+    O(databases), a plain backup file of that database and an acceptable manifest - and that the archive has room
+    for them - the bytes to fetch plus the files rebuilt from deltas, plus 10% (at least 16 MiB) - and fails, with
+    the numbers, when it has not. It creates the folders the files are fetched to and returns RV(transfers),
+    rebuilt from the checked fields only; fetch and import those.
   - O(state=import) commits one pulled backup (O(incoming)), or every fetched one of a pull (O(transfers), in
     their order, each fetched to C(<archive_dir>/<host>/<name>/.sqlite-backup-tmp.incoming.<file>)). A delta is
     first applied to its base in the archive. The result must have the sha256 written in the host's manifest,
     pass a full C(integrity_check) and have the manifest's row counts before it gets its final name; then its
     C(.sha256) and, last, its manifest are written, as on the host. Whatever moved the bytes, the checksum decides.
   - With O(retention), O(state=import) then prunes the archive folder of each of O(databases) by that policy,
-    as M(sqlite_retention) does, unless an import failed. So a pull needs one import run per host.
+    as M(sqlitefleet.sqlite_fleet.sqlite_retention) does, unless an import failed. So a pull needs one import run
+    per host.
   - The host's manifest is untrusted input. A file name with a path, C(..), or anything but a backup
     name is refused, and nothing is ever written outside C(<archive_dir>/<host>/<name>).
 options:
-  archive_dir:
-    description: Absolute path of the archive on the controller.
-    type: path
-    required: true
-  host:
-    description: The host's inventory name; a folder of the archive.
-    type: str
-    required: true
   name:
-    description: Database name. Required with O(state=list) and O(state=import).
+    description: Database name. Required with O(incoming).
     type: str
   state:
-    description: C(list) what the archive holds, C(prepare) a pull (check the host's transfers and the free space),
-      or C(import) one pulled backup.
+    description: V(prepare) a pull (check the host's transfers and the free space), or V(import) pulled backups.
     type: str
-    choices: [list, prepare, import]
-    default: list
+    choices: [prepare, import]
+    required: true
   transfers:
     description:
-      - With O(state=prepare), the transfers the host offered (the C(transfers) M(sqlite_backup) or
-        M(sqlite_export) returned).
+      - With O(state=prepare), the transfers the host offered
+        (RV(sqlitefleet.sqlite_fleet.sqlite_backup#module:transfers) or
+        RV(sqlitefleet.sqlite_fleet.sqlite_export#module:transfers)).
       - With O(state=import), the checked transfers RV(transfers) that O(state=prepare) returned, once fetched;
         each is checked again.
       - In check mode, transfers the host did not stage (no C(fetch_path)) are checked but for that field.
@@ -71,38 +63,8 @@ options:
   retention:
     description:
       - With O(state=import), after the imports prune the archive folder of each of O(databases) by this policy,
-        as M(sqlite_retention) does; skipped when an import failed. A bad policy is refused before anything is
-        imported.
-    type: dict
-    suboptions:
-      keep_last:
-        description: Keep the newest N verified backups.
-        type: int
-        default: 0
-      keep_days:
-        description: Keep every backup taken in the last N days.
-        type: int
-        default: 0
-      keep_daily:
-        description: Keep the newest verified backup of each of the last N days that have one.
-        type: int
-        default: 0
-      keep_weekly:
-        description: Keep the newest verified backup of each of the last N ISO weeks that have one.
-        type: int
-        default: 0
-      keep_monthly:
-        description: Keep the newest verified backup of each of the last N months that have one.
-        type: int
-        default: 0
-      keep_label_days:
-        description: Labels mapped to how many days backups with that label are kept.
-        type: dict
-        default: {"pre-upgrade": 30}
-      timezone:
-        description: Time zone of the calendar buckets, an IANA name or C(local).
-        type: str
-        default: local
+        as M(sqlitefleet.sqlite_fleet.sqlite_retention) does; skipped when an import failed. A bad policy is
+        refused before anything is imported.
   incoming:
     description:
       - With O(state=import), the fetched file (the backup or a delta) of one backup, instead of O(transfers).
@@ -133,30 +95,34 @@ notes:
   - Archive folders are created mode C(0700), files C(0600).
   - In check mode nothing is written.
 attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing) when in diff mode.
     support: partial
     details: with O(state=import) and O(retention), each database's archived backups before and after.
+extends_documentation_fragment:
+  - sqlite_fleet_archive
+  - sqlite_fleet_attributes
+  - sqlite_fleet_retention
 seealso:
-  - module: sqlite_backup
-  - module: sqlite_export
-  - module: sqlite_retention
+  - module: sqlitefleet.sqlite_fleet.sqlite_archive_info
+  - module: sqlitefleet.sqlite_fleet.sqlite_backup
+  - module: sqlitefleet.sqlite_fleet.sqlite_export
+  - module: sqlitefleet.sqlite_fleet.sqlite_fetch
+  - module: sqlitefleet.sqlite_fleet.sqlite_retention
 author:
-  - sqlite-fleet-backup authors
+  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""
-- name: What the archive holds for this host's gym database
+- name: Check what the host staged and the archive's free space
   sqlite_archive:
     archive_dir: /srv/sqlite-archive
     host: "{{ inventory_hostname }}"
-    name: gym
+    state: prepare
+    transfers: "{{ taken.transfers }}"
+    databases: [gym]
   delegate_to: localhost
   become: false
-  register: archive_list
+  register: prepared
 
 - name: Import a fetched delta
   sqlite_archive:
@@ -164,7 +130,7 @@ EXAMPLES = r"""
     host: "{{ inventory_hostname }}"
     name: gym
     state: import
-    incoming: "{{ archive_list.incoming_dir }}/.sqlite-backup-tmp.incoming.gym_backup_20261122_030000.db"
+    incoming: /srv/sqlite-archive/{{ inventory_hostname }}/gym/.sqlite-backup-tmp.incoming.gym_backup_20261122_030000.db
     mode: delta
     base: gym_backup_20261121_030000.db
     manifest: "{{ transfer.manifest }}"
@@ -187,27 +153,17 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-have:
-  description: The archive's backups of this database (C(file), C(sha256), C(created)), newest first.
-  returned: state=list
-  type: list
-  elements: dict
-removed_unfinished:
-  description: What an interrupted earlier pull left in the folder, removed before listing.
-  returned: state=list
-  type: list
-  elements: str
 folder:
-  description: The database's folder in the archive (with O(state=prepare), the host's).
+  description: The database's folder in the archive (with O(transfers), the host's).
   returned: always
   type: str
 incoming_dir:
   description: Where to fetch files to before importing them (the database's archive folder).
-  returned: state=list or state=import
+  returned: state=import with incoming
   type: str
 incoming_prefix:
   description: Name prefix for fetched files (temporary names, removed by an interrupted run's successor).
-  returned: state=list or state=import
+  returned: state=import with incoming
   type: str
 transfers:
   description: The checked transfers, rebuilt from their checked fields (C(file), C(name), C(mode), C(base),
@@ -251,7 +207,9 @@ imported:
   type: list
   elements: dict
 pruned:
-  description: With O(retention), per database what the prune did, as M(sqlite_retention) returns it, plus C(name).
+  description:
+    - With O(retention), per database what the prune did, as M(sqlitefleet.sqlite_fleet.sqlite_retention)
+      returns it, plus C(name).
   returned: state=import with retention, when no import failed
   type: list
   elements: dict
@@ -283,7 +241,6 @@ from ansible.module_utils.sqlite_fleet import (
     BackupError,
     apply_delta,
     apply_retention,
-    archived_backups,
     check_pull_space,
     check_transfers,
     core_sha256,
@@ -426,7 +383,7 @@ def main():
             archive_dir=dict(type="path", required=True),
             host=dict(type="str", required=True),
             name=dict(type="str"),
-            state=dict(type="str", default="list", choices=["list", "prepare", "import"]),
+            state=dict(type="str", required=True, choices=["prepare", "import"]),
             transfers=dict(type="list", elements="raw"),
             dropped=dict(type="list", elements="dict"),
             databases=dict(type="list", elements="str"),
@@ -438,7 +395,7 @@ def main():
             integrity=dict(type="str", default="full", choices=["quick", "full"]),
             lock_timeout=dict(type="float", default=600),
         ),
-        required_if=[("state", "list", ["name"]), ("state", "import", ["incoming", "transfers", "retention"], True),
+        required_if=[("state", "import", ["incoming", "transfers", "retention"], True),
                      ("state", "prepare", ["transfers"]), ("mode", "delta", ["base"])],
         required_by={"incoming": ["name", "manifest"]},
         mutually_exclusive=[("incoming", "transfers")],
@@ -476,9 +433,6 @@ def main():
             import_and_prune(module, host_dir)
         folder = os.path.join(host_dir, validate_name(params["name"]))
         paths = dict(folder=folder, incoming_dir=folder, incoming_prefix=INCOMING_PREFIX)
-        if params["state"] == "list":  # creates nothing: a missing folder holds nothing (yet)
-            listing = archived_backups(folder, clean=not module.check_mode, lock_timeout=params["lock_timeout"])
-            module.exit_json(changed=bool(listing["removed_unfinished"]), **listing, **paths)
         for level in (archive_dir, os.path.dirname(folder), folder):
             ensure_private_dir(level, None, check_mode=module.check_mode)
         if module.check_mode:

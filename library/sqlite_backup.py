@@ -7,11 +7,11 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: sqlite_backup
-short_description: Take a consistent, verified online backup of a live SQLite database
+short_description: Take a consistent, verified backup of a live SQLite database
 description:
-  - Copies a live SQLite database with the online backup API (or C(VACUUM INTO)) in one step, while the
-    application keeps writing, into C(<backup_dir>/<name>_backup_<YYYYMMDD>_<HHMMSS>.db) (UTC; a suffix such
-    as C(_1) when that second is already taken).
+  - Copies a live SQLite database inside one read transaction (see O(method)), while the application keeps
+    writing, into C(<backup_dir>/<name>_backup_<YYYYMMDD>_<HHMMSS>.db) (UTC; a suffix such as C(_1) when that
+    second is already taken).
   - The copy is switched to C(journal_mode=DELETE), checked with C(PRAGMA quick_check) or C(integrity_check),
     fsynced and linked to its final name without overwriting anything. A C(.sha256) file in C(sha256sum)
     format and a JSON manifest (source host and path, time, label, SQLite version, page layout, journal mode,
@@ -19,9 +19,10 @@ description:
   - Unfinished backups left by an interrupted run are removed first, under the folder's lock.
   - A source database that fails its integrity check is still backed up (the copy may be all there is), but
     the backup is flagged unverified in its manifest and the task B(fails) with a message saying so.
-  - With O(retention), the folder is then pruned by that policy, as M(sqlite_retention) does; with O(export),
-    what the controller's archive lacks is then staged for the pull, as M(sqlite_export) does. One run of the
-    module does all of it, so a backup-and-pull sends one module to the host per database.
+  - With O(retention), the folder is then pruned by that policy, as M(sqlitefleet.sqlite_fleet.sqlite_retention)
+    does; with O(export), what the controller's archive lacks is then staged for the pull, as
+    M(sqlitefleet.sqlite_fleet.sqlite_export) does. One run of the module does all of it, so a backup-and-pull
+    sends one module to the host per database.
 options:
   path:
     description:
@@ -42,19 +43,20 @@ options:
     required: true
   label:
     description:
-      - Optional label recorded in the manifest, for example C(pre-upgrade).
-      - Labelled backups follow their own retention rule (see M(sqlite_retention) and its C(keep_label_days)).
+      - Optional label recorded in the manifest, for example V(pre-upgrade).
+      - Labelled backups follow their own retention rule (O(retention.keep_label_days), as in
+        M(sqlitefleet.sqlite_fleet.sqlite_retention)).
     type: str
   method:
     description:
       - All three copy inside one read transaction, so the copy is the database as of one commit while
         the app goes on writing (in WAL mode); the copy is then checked before it counts.
-      - C(pinned_copy) copies the file's bytes inside the kernel while the read transaction pins the
+      - V(pinned_copy) copies the file's bytes inside the kernel while the read transaction pins the
         snapshot, then writes over them the WAL's newest version of every page that snapshot holds
-        (read from the WAL up to the snapshot's end mark). It falls back to C(backup_api) by itself
+        (read from the WAL up to the snapshot's end mark). It falls back to V(backup_api) by itself
         when it cannot tell that end mark exactly; the manifest's C(method) says which one ran.
-      - C(backup_api) copies page by page with SQLite's online backup API.
-      - C(vacuum_into) writes a compacted copy with C(VACUUM INTO). It reorders pages, so a delta pull of the
+      - V(backup_api) copies page by page with SQLite's online backup API.
+      - V(vacuum_into) writes a compacted copy with C(VACUUM INTO). It reorders pages, so a delta pull of the
         next backup resends most of the file; prefer the others for backups that are pulled.
     type: str
     choices: [pinned_copy, backup_api, vacuum_into]
@@ -62,7 +64,7 @@ options:
   integrity:
     description:
       - How thoroughly the copy is checked before it is committed.
-      - C(quick) runs C(PRAGMA quick_check), C(full) runs C(PRAGMA integrity_check) (slower, also checks indexes).
+      - V(quick) runs C(PRAGMA quick_check), V(full) runs C(PRAGMA integrity_check) (slower, also checks indexes).
     type: str
     choices: [quick, full]
     default: quick
@@ -71,7 +73,7 @@ options:
       - Run C(PRAGMA wal_checkpoint) in this mode on the source before the backup.
       - The backup API does not need a checkpoint, and a checkpoint from a second process is one of the
         conditions of SQLite's WAL-reset bug (fixed in 3.51.3, backported to 3.44.6 and 3.50.7), so the
-        default is C(none). When set on a host whose SQLite may carry the bug, a warning is returned.
+        default is V(none). When set on a host whose SQLite may carry the bug, a warning is returned.
     type: str
     choices: [none, PASSIVE, FULL, RESTART, TRUNCATE]
     default: none
@@ -104,100 +106,47 @@ options:
   retention:
     description:
       - After the backup, prune this database's backups in O(backup_dir) by this policy, exactly as
-        M(sqlite_retention) does (same rules, same refusals); the result is in RV(retention).
+        M(sqlitefleet.sqlite_fleet.sqlite_retention) does (same rules, same refusals); the result is in
+        RV(retention).
       - The policy is checked before anything is done; a bad one (negative values, all rules 0, an unknown
         time zone) fails the task before any backup is taken.
       - Not applied when the source failed its integrity check (the task fails first).
-    type: dict
-    suboptions:
-      keep_last:
-        description: Keep the newest N verified backups.
-        type: int
-        default: 0
-      keep_days:
-        description: Keep every backup taken in the last N days.
-        type: int
-        default: 0
-      keep_daily:
-        description: Keep the newest verified backup of each of the last N days that have one.
-        type: int
-        default: 0
-      keep_weekly:
-        description: Keep the newest verified backup of each of the last N ISO weeks that have one.
-        type: int
-        default: 0
-      keep_monthly:
-        description: Keep the newest verified backup of each of the last N months that have one.
-        type: int
-        default: 0
-      keep_label_days:
-        description: Labels mapped to how many days backups with that label are kept.
-        type: dict
-        default: {"pre-upgrade": 30}
-      timezone:
-        description: Time zone of the calendar buckets, an IANA name or C(local).
-        type: str
-        default: local
   export:
     description:
       - After the backup (and the prune), stage in a private folder of O(backup_dir) every backup of this
         database the controller's archive lacks, as page-level deltas where possible, exactly as
-        M(sqlite_export) with C(state=present) does; RV(transfers) and RV(staging_dir) say
-        what to fetch. Remove the folder after the transfer (the C(sqlite_fetch) action does).
-    type: dict
-    suboptions:
-      have:
-        description: The archive's backups of this database, as returned by M(sqlite_archive) with C(state=list).
-        type: list
-        elements: dict
-        default: []
-      delta:
-        description: Send deltas against a shared older backup when possible.
-        type: bool
-        default: true
-      max_backups:
-        description: Send at most this many of the newest missing backups (0 means all).
-        type: int
-        default: 0
-      fetch_user:
-        description:
-          - The user that fetches the staged files without privileges (the SSH login user when the module
-            runs with become). The staging folder (C(0700)) and its files then belong to it; a backup it
-            could not read is copied rather than hard-linked (the backup keeps its owner).
-          - When it cannot enter O(backup_dir) (the backups belong to root or to the app's user), the staging
-            folder goes beside it instead, in C(<parent>/.sqlite-fleet-staging-<folder name>/) (made C(0711), owned
-            by the user the module runs as, removed once empty); O(backup_dir) is left as it is. When it cannot
-            reach the parent folder either, staging is refused.
-          - Empty or unset when the fetching user is root or the user the module runs as.
-        type: str
+        M(sqlitefleet.sqlite_fleet.sqlite_export) with O(sqlitefleet.sqlite_fleet.sqlite_export#module:state=present)
+        does; RV(transfers) and RV(staging_dir) say what to fetch. Remove the folder after the transfer
+        (M(sqlitefleet.sqlite_fleet.sqlite_fetch) does).
 notes:
   - Backup files are created mode C(0600) and the folder C(0700), owned by the database's owner unless
     O(owner)/O(group) say otherwise. Run as root or as that owner.
   - In WAL mode the copy does not block the application's writers. In rollback-journal mode the copy holds a
     shared lock for its whole duration, so writers wait; the result reports how long
     (RV(writers_held_off_seconds)).
-  - One lock (C(flock)) per backup folder serialises this module, M(sqlite_retention) and the on-host runner.
+  - One lock (C(flock)) per backup folder serialises this module, M(sqlitefleet.sqlite_fleet.sqlite_retention)
+    and the on-host runner.
   - In check mode nothing is written; the planned file name is returned, with what O(retention) would delete
     and what O(export) would send (among the backups already there).
   - Relative paths are refused.
 attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing) when in diff mode.
     support: full
     details: the backup files of O(name) in O(backup_dir) before and after (the new one, the pruned ones).
+extends_documentation_fragment:
+  - sqlite_fleet_attributes
+  - sqlite_fleet_retention
+  - sqlite_fleet_export
 seealso:
-  - module: sqlite_verify
-  - module: sqlite_retention
-  - module: sqlite_export
-  - module: sqlite_archive
+  - module: sqlitefleet.sqlite_fleet.sqlite_verify
+  - module: sqlitefleet.sqlite_fleet.sqlite_retention
+  - module: sqlitefleet.sqlite_fleet.sqlite_export
+  - module: sqlitefleet.sqlite_fleet.sqlite_archive
   - name: SQLite online backup API
     description: How the backup API copies a live database.
     link: https://www.sqlite.org/backup.html
 author:
-  - sqlite-fleet-backup authors
+  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""
@@ -286,7 +235,7 @@ writers_held_off_seconds:
   type: float
   sample: 0.0
 journal_mode:
-  description: Journal mode of the source database (the backup itself is always C(delete)).
+  description: Journal mode of the source database (the backup itself is always V(delete)).
   returned: when a backup was taken (not in check mode)
   type: str
   sample: wal
@@ -303,22 +252,22 @@ problems:
   elements: str
   sample: []
 checkpoint_result:
-  description: Result of the checkpoint run before the backup (see M(sqlite_checkpoint)).
-  returned: when O(checkpoint) is not C(none)
+  description: Result of the checkpoint run before the backup (see M(sqlitefleet.sqlite_fleet.sqlite_checkpoint)).
+  returned: when O(checkpoint) is not V(none)
   type: dict
   sample: {"busy": 0, "log": 12, "checkpointed": 12, "journal_mode": "wal", "skipped": false}
 retention:
   description:
-    - What O(retention) did, as M(sqlite_retention) returns it (C(changed), C(deleted), C(kept), C(decisions),
-      C(removed_unfinished), C(invalid), C(msg)); in check mode, what it would delete.
+    - What O(retention) did, as M(sqlitefleet.sqlite_fleet.sqlite_retention) returns it (C(changed), C(deleted),
+      C(kept), C(decisions), C(removed_unfinished), C(invalid), C(msg)); in check mode, what it would delete.
   returned: when O(retention) is set and the backup was taken
   type: dict
   sample: {"changed": true, "deleted": ["gym_backup_20261101_030000.db"], "kept": ["gym_backup_20261122_030000.db"]}
 transfers:
   description:
-    - What O(export) staged, as M(sqlite_export) returns it - one entry per backup to send, oldest first, with
-      C(file), C(name), C(manifest), C(mode) (C(delta) or C(full)), C(base), C(fetch_path) (null in check mode),
-      C(bytes) and C(size_bytes).
+    - What O(export) staged, as M(sqlitefleet.sqlite_fleet.sqlite_export) returns it - one entry per backup to
+      send, oldest first, with C(file), C(name), C(manifest), C(mode) (V(delta) or V(full)), C(base),
+      C(fetch_path) (null in check mode), C(bytes) and C(size_bytes).
   returned: when O(export) is set and the backup was taken
   type: list
   elements: dict
@@ -336,7 +285,7 @@ diff:
   returned: in diff mode
   type: dict
 kind:
-  description: Sort of failure (C(bad_input), C(locked), C(no_space), C(corrupt), C(io)).
+  description: Sort of failure (V(bad_input), V(locked), V(no_space), V(corrupt), V(io)).
   returned: failure
   type: str
   sample: bad_input

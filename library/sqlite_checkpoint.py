@@ -13,9 +13,9 @@ description:
     committed in its C(-wal) file back into the database file.
   - A database that is not in WAL mode needs no checkpoint; the module then does nothing
     (RV(skipped=true), C(changed=false)).
-  - Backups taken by M(sqlite_backup) do not need a checkpoint. A checkpoint from a second process while the
-    application writes is one of the conditions of SQLite's WAL-reset bug (fixed in 3.51.3, backported to
-    3.44.6 and 3.50.7); the module warns when this host's SQLite may carry it.
+  - Backups taken by M(sqlitefleet.sqlite_fleet.sqlite_backup) do not need a checkpoint. A checkpoint from a
+    second process while the application writes is one of the conditions of SQLite's WAL-reset bug (fixed in
+    3.51.3, backported to 3.44.6 and 3.50.7); the module warns when this host's SQLite may carry it.
 options:
   path:
     description:
@@ -24,9 +24,9 @@ options:
     required: true
   mode:
     description:
-      - C(PASSIVE) checkpoints as much as it can without waiting for readers or writers.
-      - C(FULL) waits for writers, then checkpoints everything; C(RESTART) also waits for readers so the
-        next writer restarts the log; C(TRUNCATE) also truncates the C(-wal) file to zero bytes.
+      - V(PASSIVE) checkpoints as much as it can without waiting for readers or writers.
+      - V(FULL) waits for writers, then checkpoints everything; V(RESTART) also waits for readers so the
+        next writer restarts the log; V(TRUNCATE) also truncates the C(-wal) file to zero bytes.
     type: str
     choices: [PASSIVE, FULL, RESTART, TRUNCATE]
     default: PASSIVE
@@ -37,24 +37,20 @@ options:
     default: 5000
 notes:
   - In check mode nothing is done; C(changed) says whether the C(-wal) file holds anything to checkpoint.
-  - C(changed) is true when pages were checkpointed (or, with C(TRUNCATE), when the C(-wal) file was truncated).
+  - C(changed) is true when pages were checkpointed (or, with O(mode=TRUNCATE), when the C(-wal) file was
+    truncated).
   - Run it as the database's owner or as root; C(-wal)/C(-shm) files created as root are handed to the
     database's owner.
   - Relative paths are refused.
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode) when in diff mode.
-    support: none
+extends_documentation_fragment:
+  - sqlite_fleet_attributes
 seealso:
-  - module: sqlite_backup
+  - module: sqlitefleet.sqlite_fleet.sqlite_backup
   - name: PRAGMA wal_checkpoint
     description: SQLite's documentation of the checkpoint modes.
     link: https://www.sqlite.org/pragma.html#pragma_wal_checkpoint
 author:
-  - sqlite-fleet-backup authors
+  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""
@@ -88,7 +84,7 @@ journal_mode:
 skipped:
   description:
     - True when the database is not in WAL mode and nothing was done; Ansible then reports the task as
-      skipped. (Ansible drops a false C(skipped) from results, so it is absent otherwise.)
+      skipped. (Ansible drops a false RV(skipped) from results, so it is absent otherwise.)
   returned: when the database is not in WAL mode
   type: bool
   sample: true
@@ -103,7 +99,7 @@ wal_bytes_before:
   type: int
   sample: 4124152
 kind:
-  description: Sort of failure (C(bad_input), C(locked), C(corrupt), C(io)).
+  description: Sort of failure (V(bad_input), V(locked), V(corrupt), V(io)).
   returned: failure
   type: str
   sample: locked

@@ -31,7 +31,9 @@ description:
     backup in the middle of its drill.
 options:
   archive_dir:
-    description: The archive, C(<archive_dir>/<host>/<name>/<backup files>), as the sqlite_archive role fills it.
+    description:
+      - The archive, C(<archive_dir>/<host>/<name>/<backup files>), as M(sqlitefleet.sqlite_fleet.sqlite_archive)
+        fills it.
     type: path
     required: true
   scratch_dir:
@@ -59,8 +61,8 @@ options:
       - Probe queries, a mapping of database name to a list of probes, each a mapping with C(name), C(sql) and
         C(expect), run on every restored copy of that database after the integrity checks.
       - C(sql) must be one C(SELECT) (or C(WITH)) statement; the first column of its first row is compared
-        with C(expect), which is a comparison such as C(> 0), C(== 3), C(>= 10), C(!= 0), or a plain value
-        compared for equality. C(expect) defaults to C(> 0). The copy is opened with C(query_only).
+        with C(expect), which is a comparison such as V(> 0), V(== 3), V(>= 10), V(!= 0), or a plain value
+        compared for equality. C(expect) defaults to V(> 0). The copy is opened with C(query_only).
     type: dict
     default: {}
   host_probes:
@@ -108,18 +110,13 @@ notes:
     it with C(ansible_playbook_python).
   - The drills only read the archive; the folder lock file is created when missing.
   - In check mode nothing is drilled or written; RV(would_drill) lists what would be drilled.
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing) when in diff mode.
-    support: none
+extends_documentation_fragment:
+  - sqlite_fleet_attributes
 seealso:
-  - module: sqlite_verify
-  - module: sqlite_archive
+  - module: sqlitefleet.sqlite_fleet.sqlite_verify
+  - module: sqlitefleet.sqlite_fleet.sqlite_archive
 author:
-  - sqlite-fleet-backup authors
+  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""
@@ -163,7 +160,7 @@ results:
       description: Database name (the archive's database folder).
       type: str
     status:
-      description: C(fail), C(stale) or C(ok).
+      description: V(fail), V(stale) or V(ok).
       type: str
     ok:
       description: Whether the database passed (no problem at all; a stale backup can still be ok).
@@ -266,8 +263,8 @@ ignored:
   elements: str
 kind:
   description:
-    - Sort of failure, C(corrupt) when a drill failed, C(stale) when only backups are too old, else
-      C(bad_input), C(locked) or C(io).
+    - Sort of failure, V(corrupt) when a drill failed, V(stale) when only backups are too old, else
+      V(bad_input), V(locked) or V(io).
   returned: failure
   type: str
   sample: corrupt

@@ -17,9 +17,10 @@ description:
     the delta would save less than 10%, the backup is sent whole.
   - Prepared files go into a private staging folder inside O(backup_dir) (full copies are hard links,
     so a concurrent prune cannot pull them away), or beside it for a O(fetch_user) that cannot enter it.
-    Remove it with O(state=absent) after the transfer (or with the C(sqlite_fetch) action, which fetches
-    the files and then removes the folder).
-  - M(sqlite_backup) does the same with its C(export) option, in the same module run as the backup.
+    Remove it with O(state=absent) after the transfer (or with M(sqlitefleet.sqlite_fleet.sqlite_fetch), which
+    fetches the files and then removes the folder).
+  - M(sqlitefleet.sqlite_fleet.sqlite_backup) does the same with its
+    O(sqlitefleet.sqlite_fleet.sqlite_backup#module:export) option, in the same module run as the backup.
   - Only finished backups (name pattern and valid manifest) are ever offered; symbolic links are never followed.
 options:
   backup_dir:
@@ -29,51 +30,26 @@ options:
   name:
     description: Database name (as in the backup file names). Required with O(state=present).
     type: str
-  have:
-    description: The archive's backups of this database, as returned by M(sqlite_archive) with O(state=list).
-    type: list
-    elements: dict
-    default: []
-  delta:
-    description: Send deltas against a shared older backup when possible.
-    type: bool
-    default: true
-  max_backups:
-    description: Send at most this many of the newest missing backups (0 means all).
-    type: int
-    default: 0
   state:
     description:
-      - C(present) prepares the transfers; C(absent) removes the staging folder O(staging_dir).
+      - V(present) prepares the transfers; V(absent) removes the staging folder O(staging_dir).
     type: str
     choices: [present, absent]
     default: present
   staging_dir:
     description: The staging folder to remove with O(state=absent).
     type: path
-  fetch_user:
-    description:
-      - With O(state=present), the user that fetches the staged files without privileges (the SSH login user
-        when the module runs with become). The staging folder (C(0700)) and its files then belong to it; a
-        backup it could not read is copied rather than hard-linked (the backup keeps its owner).
-      - When it cannot enter O(backup_dir), the staging folder goes beside it instead, in
-        C(<parent>/.sqlite-fleet-staging-<folder name>/) (made C(0711), owned by the user the module runs as,
-        removed once empty); when it cannot reach the parent folder either, staging is refused.
-      - Empty or unset when the fetching user is root or the user the module runs as.
-    type: str
 notes:
   - In check mode the plan is returned and nothing is written.
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing) when in diff mode.
-    support: none
+extends_documentation_fragment:
+  - sqlite_fleet_attributes
+  - sqlite_fleet_export.options
 seealso:
-  - module: sqlite_archive
+  - module: sqlitefleet.sqlite_fleet.sqlite_archive_info
+  - module: sqlitefleet.sqlite_fleet.sqlite_fetch
+  - module: sqlitefleet.sqlite_fleet.sqlite_archive
 author:
-  - sqlite-fleet-backup authors
+  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""
@@ -94,8 +70,8 @@ EXAMPLES = r"""
 RETURN = r"""
 transfers:
   description:
-    - One entry per backup to send, oldest first, with C(file), C(name), C(manifest), C(mode) (C(delta) or
-      C(full)), C(base) (the shared backup a delta applies to), C(fetch_path) (what to fetch), C(bytes)
+    - One entry per backup to send, oldest first, with C(file), C(name), C(manifest), C(mode) (V(delta) or
+      V(full)), C(base) (the shared backup a delta applies to), C(fetch_path) (what to fetch), C(bytes)
       (its size) and C(size_bytes) (the backup's size).
   returned: state=present
   type: list

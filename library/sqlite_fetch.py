@@ -12,15 +12,17 @@ DOCUMENTATION = r"""
 module: sqlite_fetch
 short_description: Fetch the files a host staged for a pull, then remove its staging folders
 description:
-  - Runs on the controller (an action plugin). Copies each file that M(sqlite_backup) (option C(export)) or
-    M(sqlite_export) staged on the host to C(<dest>/<name>/<incoming_prefix><file>) with the connection's own file
-    transfer (sftp or scp as the login user, a plain copy for the local connection), then removes the host's
-    staging folders with one C(rm -rf) command (with become when the task has it).
+  - Runs on the controller (an action plugin). Copies each file that M(sqlitefleet.sqlite_fleet.sqlite_backup)
+    (O(sqlitefleet.sqlite_fleet.sqlite_backup#module:export)) or M(sqlitefleet.sqlite_fleet.sqlite_export) staged
+    on the host to C(<dest>/<name>/<incoming_prefix><file>) with the connection's own file transfer (sftp or scp
+    as the login user, a plain copy for the local connection), then removes the host's staging folders with one
+    C(rm -rf) command (with become when the task has it).
   - No module is sent to the host (no C(stat), no C(slurp), no checksum run), so nothing is read into memory on
     the host, with or without become. The files are not checked here; the archive checks each against the sha256
-    of the host's manifest when it imports it (M(sqlite_archive) with C(state=import)).
+    of the host's manifest when it imports it (M(sqlitefleet.sqlite_fleet.sqlite_archive) with
+    O(sqlitefleet.sqlite_fleet.sqlite_archive#module:state=import)).
   - The login user must be able to read the staged files; with become, give it to the backup as
-    C(export.fetch_user) so that the staging folder belongs to it.
+    O(sqlitefleet.sqlite_fleet.sqlite_backup#module:export.fetch_user) so that the staging folder belongs to it.
   - Every staging folder must be named like the ones the core makes (C(.sqlite-export.*)) and be a direct child
     of O(backup_dir), or of the staging home beside it (C(<parent>/.sqlite-fleet-staging-<folder name>), where
     the core stages for a login user that cannot enter O(backup_dir); removed too once empty). Every file fetched
@@ -32,7 +34,8 @@ description:
 options:
   transfers:
     description:
-      - The checked transfers (M(sqlite_archive) C(state=prepare) returns them), each with C(name), C(file),
+      - The checked transfers (RV(sqlitefleet.sqlite_fleet.sqlite_archive#module:transfers) of
+        O(sqlitefleet.sqlite_fleet.sqlite_archive#module:state=prepare)), each with C(name), C(file),
         C(fetch_path) and C(bytes) (the size the fetched file must have).
     type: list
     elements: dict
@@ -50,24 +53,21 @@ options:
     type: str
     required: true
   staging_dirs:
-    description: The staging folders to remove after the fetch (C(staging_dir) of each backup or export result).
+    description:
+      - The staging folders to remove after the fetch (RV(sqlitefleet.sqlite_fleet.sqlite_backup#module:staging_dir)
+        or RV(sqlitefleet.sqlite_fleet.sqlite_export#module:staging_dir) of each backup or export).
     type: list
     elements: str
     default: []
 notes:
   - In check mode nothing is fetched or removed; RV(fetched) lists what would be fetched.
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing) when in diff mode.
-    support: none
+extends_documentation_fragment:
+  - sqlite_fleet_attributes
 seealso:
-  - module: sqlite_backup
-  - module: sqlite_archive
+  - module: sqlitefleet.sqlite_fleet.sqlite_backup
+  - module: sqlitefleet.sqlite_fleet.sqlite_archive
 author:
-  - sqlite-fleet-backup authors
+  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""

@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: sqlite_info
-short_description: Facts about a live SQLite database and its backups
+short_description: Facts about a live SQLite database and its backups (read-only)
 description:
   - Reports a database's size, WAL size, page layout, journal mode, C(user_version), tables and row counts,
     read-only, and whether this host's SQLite may carry the WAL-reset bug.
@@ -37,17 +37,12 @@ notes:
   - The database is opened read-only. On a WAL database a reader may create the C(-wal)/C(-shm) files when
     they are missing; when this runs as root they are handed to the database's owner.
   - Relative paths are refused.
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode) when in diff mode.
-    support: none
+extends_documentation_fragment:
+  - sqlite_fleet_attributes
 seealso:
-  - module: sqlite_backup
+  - module: sqlitefleet.sqlite_fleet.sqlite_backup
 author:
-  - sqlite-fleet-backup authors
+  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""
@@ -91,7 +86,7 @@ database:
       description: Number of free pages.
       type: int
     journal_mode:
-      description: Journal mode (C(wal), C(delete)...).
+      description: Journal mode (V(wal), V(delete)...).
       type: str
     user_version:
       description: The schema version kept by the application.
@@ -151,7 +146,7 @@ backups:
       elements: str
   sample: {"folder": "/var/backups/sqlite", "count": 7, "verified_count": 7, "newest": "gym_backup_20261122_030000.db"}
 kind:
-  description: Sort of failure (C(bad_input), C(locked), C(corrupt), C(io)).
+  description: Sort of failure (V(bad_input), V(locked), V(corrupt), V(io)).
   returned: failure
   type: str
   sample: bad_input

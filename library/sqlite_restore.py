@@ -9,13 +9,13 @@ DOCUMENTATION = r"""
 module: sqlite_restore
 short_description: Restore a verified SQLite backup onto a database, safely
 description:
-  - Restores one backup taken by M(sqlite_backup) onto the database file O(path). The backup is either given
-    (O(backup)) or chosen in a backup folder (O(backup_dir), O(name), O(select)) - the newest verified backup,
-    the newest verified one taken at or before a UTC time, or one file by name.
+  - Restores one backup taken by M(sqlitefleet.sqlite_fleet.sqlite_backup) onto the database file O(path). The
+    backup is either given (O(backup)) or chosen in a backup folder (O(backup_dir), O(name), O(select)) - the
+    newest verified backup, the newest verified one taken at or before a UTC time, or one file by name.
   - The backup is verified first (its C(.sha256) file, its manifest, C(PRAGMA integrity_check), row counts);
     a backup that fails is refused and nothing is touched.
   - Before anything changes, a safety snapshot of the current database is taken into O(safety_dir) with the
-    label C(pre-restore), so that a restore can itself be undone.
+    label V(pre-restore), so that a restore can itself be undone.
   - O(mode=replace) is for a stopped application. It refuses while any process holds the database or its
     C(-wal)/C(-shm) files, naming the processes. The backup is copied to a temporary name beside the
     database, given the original's owner and mode and the journal mode the manifest recorded (WAL stays
@@ -55,37 +55,37 @@ options:
   select:
     description:
       - Which backup of O(backup_dir) to restore.
-      - C(latest) is the newest verified backup.
+      - V(latest) is the newest verified backup.
       - A UTC time C(YYYYMMDD_HHMMSS) picks the newest verified backup taken at or before it (C(YYYYMMDDHHMMSS)
         is accepted too).
       - A file name picks that backup.
-      - Only with O(backup_dir); defaults to C(latest) there.
+      - Only with O(backup_dir); defaults to V(latest) there.
     type: str
   state:
     description:
-      - C(restored) restores the backup onto O(path).
-      - C(selected) only chooses and verifies the backup and returns it, with the list of backups available;
+      - V(restored) restores the backup onto O(path).
+      - V(selected) only chooses and verifies the backup and returns it, with the list of backups available;
         nothing is changed.
     type: str
     choices: [restored, selected]
     default: restored
   mode:
     description:
-      - C(replace) swaps the file atomically; the application must be stopped (the task refuses otherwise).
-      - C(live) writes through SQLite's backup API while the application runs; the database must exist.
+      - V(replace) swaps the file atomically; the application must be stopped (the task refuses otherwise).
+      - V(live) writes through SQLite's backup API while the application runs; the database must exist.
     type: str
     choices: [replace, live]
     default: replace
   safety_dir:
     description:
-      - Folder of the C(pre-restore) safety snapshot of the current database (created 0700 if needed).
+      - Folder of the V(pre-restore) safety snapshot of the current database (created C(0700) if needed).
       - Defaults to O(backup_dir), else the folder of O(backup). Playbooks that stage the backup in a temporary
         folder pass the host's backup folder here.
     type: path
   integrity:
     description:
       - Check of the backup before the restore and of the database after it.
-      - C(full) runs C(PRAGMA integrity_check), C(quick) runs C(PRAGMA quick_check).
+      - V(full) runs C(PRAGMA integrity_check), V(quick) runs C(PRAGMA quick_check).
     type: str
     choices: [full, quick]
     default: full
@@ -118,27 +118,25 @@ options:
 notes:
   - Run as root or as the database's owner.
   - A database created by the restore is mode C(0600).
-  - The safety snapshot is an ordinary backup (label C(pre-restore)) in O(safety_dir); the next backup run pulls
+  - The safety snapshot is an ordinary backup (label V(pre-restore)) in O(safety_dir); the next backup run pulls
     it into the archive like any other.
   - Processes holding the database are found through C(/proc) (Linux).
   - In check mode nothing is written; the plan is returned (which backup, target, mode, files that would be
     removed, processes holding the database). A held database is then reported as a warning.
   - Relative paths are refused.
 attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode) when in diff mode.
     support: full
+extends_documentation_fragment:
+  - sqlite_fleet_attributes
 seealso:
-  - module: sqlite_backup
-  - module: sqlite_verify
+  - module: sqlitefleet.sqlite_fleet.sqlite_backup
+  - module: sqlitefleet.sqlite_fleet.sqlite_verify
   - name: SQLite online backup API
     description: How a live restore copies the pages.
     link: https://www.sqlite.org/backup.html
 author:
-  - sqlite-fleet-backup authors
+  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""
@@ -193,7 +191,7 @@ target:
   type: str
   sample: /srv/gym/gym.db
 mode:
-  description: C(replace) or C(live).
+  description: V(replace) or V(live).
   returned: success
   type: str
   sample: replace
@@ -203,7 +201,7 @@ created:
   type: str
   sample: "2026-11-22T03:00:00.123456Z"
 label:
-  description: Label of the backup (for example C(pre-upgrade)), or null.
+  description: Label of the backup (for example V(pre-upgrade)), or null.
   returned: success
   type: str
   sample: pre-upgrade
@@ -228,7 +226,7 @@ manifest:
   type: dict
   sample: {"name": "gym", "file": "gym_backup_20261122_030000.db", "label": null, "verified": true}
 checks:
-  description: The verification of the backup, check name to C(ok).
+  description: The verification of the backup, check name to V(ok).
   returned: when the backup was verified
   type: dict
   sample: {"checksum": "ok", "integrity": "ok", "row_counts": "ok"}
@@ -254,7 +252,7 @@ removed:
   elements: str
   sample: ["/srv/gym/gym.db-wal", "/srv/gym/gym.db-shm"]
 safety_backup:
-  description: Path of the C(pre-restore) safety snapshot of the database as it was; null when there was no
+  description: Path of the V(pre-restore) safety snapshot of the database as it was; null when there was no
     database (or in check mode).
   returned: with O(state=restored)
   type: str
@@ -301,7 +299,7 @@ duration_seconds:
   type: float
   sample: 1.3
 kind:
-  description: Sort of failure (C(bad_input), C(locked), C(no_space), C(corrupt), C(io)).
+  description: Sort of failure (V(bad_input), V(locked), V(no_space), V(corrupt), V(io)).
   returned: failure
   type: str
   sample: locked

@@ -15,7 +15,7 @@ description:
   - A backup is kept when any rule keeps it (union, as in restic and borg). O(keep_last), O(keep_daily),
     O(keep_weekly) and O(keep_monthly) count verified backups only; calendar buckets use O(timezone).
   - The newest verified backup is always kept, and so is any unverified backup newer than it.
-  - Labelled backups (for example C(pre-upgrade)) follow O(keep_label_days) instead of the general rules.
+  - Labelled backups (for example V(pre-upgrade)) follow O(keep_label_days) instead of the general rules.
   - Nothing is deleted when "now" is earlier than the newest backup (a Pi without a real-time clock).
   - Only files this tool created are touched. Files named like backups whose manifest is missing or broken
     are reported in RV(invalid) and never deleted.
@@ -30,43 +30,6 @@ options:
       - The database whose backups are pruned.
     type: str
     required: true
-  keep_last:
-    description:
-      - Keep the newest N verified backups.
-    type: int
-    default: 0
-  keep_days:
-    description:
-      - Keep every backup taken in the last N days.
-    type: int
-    default: 0
-  keep_daily:
-    description:
-      - Keep the newest verified backup of each of the last N days that have one.
-    type: int
-    default: 0
-  keep_weekly:
-    description:
-      - Keep the newest verified backup of each of the last N ISO weeks that have one.
-    type: int
-    default: 0
-  keep_monthly:
-    description:
-      - Keep the newest verified backup of each of the last N months that have one.
-    type: int
-    default: 0
-  keep_label_days:
-    description:
-      - Labels mapped to how many days backups with that label are kept.
-      - Backups with a label not listed here follow the general rules.
-    type: dict
-    default: {"pre-upgrade": 30}
-  timezone:
-    description:
-      - Time zone of the calendar buckets of O(keep_daily), O(keep_weekly) and O(keep_monthly), as an IANA
-        name such as C(Europe/Helsinki), or C(local) for the host's zone.
-    type: str
-    default: local
   lock_timeout:
     description:
       - How long to wait, in seconds, for the backup folder's lock held by another run.
@@ -84,16 +47,16 @@ notes:
   - With C(--diff), the backup files before and after are shown.
   - Relative paths are refused.
 attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode) when in diff mode.
     support: full
+extends_documentation_fragment:
+  - sqlite_fleet_attributes
+  - sqlite_fleet_retention.rules
 seealso:
-  - module: sqlite_backup
+  - module: sqlitefleet.sqlite_fleet.sqlite_backup
+  - module: sqlitefleet.sqlite_fleet.sqlite_archive
 author:
-  - sqlite-fleet-backup authors
+  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""
@@ -160,7 +123,7 @@ decisions:
       description: Whether it is kept.
       type: bool
     reasons:
-      description: The rules that keep it, or C(not kept by any rule).
+      description: The rules that keep it, or V(not kept by any rule).
       type: list
       elements: str
   sample: [{"file": "gym_backup_20261122_030000.db", "created": "2026-11-22T03:00:00.000000Z", "label": null,
@@ -184,7 +147,7 @@ diff:
   sample: {"before": "gym_backup_20261101_030000.db\ngym_backup_20261122_030000.db\n",
            "after": "gym_backup_20261122_030000.db\n"}
 kind:
-  description: Sort of failure (C(bad_input), C(locked), C(io)).
+  description: Sort of failure (V(bad_input), V(locked), V(io)).
   returned: failure
   type: str
   sample: bad_input

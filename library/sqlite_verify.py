@@ -9,9 +9,9 @@ DOCUMENTATION = r"""
 module: sqlite_verify
 short_description: Verify SQLite backups against their checksum and manifest
 description:
-  - Checks finished backups taken by M(sqlite_backup) without changing anything. For each backup, compares
-    the SHA-256 of the file with its C(.sha256) file, its manifest and, optionally, the checksum written at
-    the first hop; runs C(PRAGMA quick_check) or C(integrity_check) and C(foreign_key_check); compares the
+  - Checks finished backups taken by M(sqlitefleet.sqlite_fleet.sqlite_backup) without changing anything. For each
+    backup, compares the SHA-256 of the file with its C(.sha256) file, its manifest and, optionally, the checksum
+    written at the first hop; runs C(PRAGMA quick_check) or C(integrity_check) and C(foreign_key_check); compares the
     per-table row counts and the page count with the manifest; and refuses a backup that was flagged
     unverified when it was taken.
   - Verifies one backup file (O(path)) or the backups in a folder (O(backup_dir), optionally only those of
@@ -37,14 +37,14 @@ options:
   select:
     description:
       - With O(backup_dir), which backups to verify.
-      - C(latest) verifies the newest backup of each database name in the folder, C(all) verifies every one
+      - V(latest) verifies the newest backup of each database name in the folder, V(all) verifies every one
         and also counts files that are named like backups but have a missing or broken manifest as failures.
     type: str
     choices: [latest, all]
     default: latest
   integrity:
     description:
-      - C(quick) runs C(PRAGMA quick_check), C(full) runs C(PRAGMA integrity_check) (slower, also checks indexes).
+      - V(quick) runs C(PRAGMA quick_check), V(full) runs C(PRAGMA integrity_check) (slower, also checks indexes).
     type: str
     choices: [quick, full]
     default: full
@@ -62,17 +62,13 @@ notes:
   - Never changes anything; C(changed) is always false and check mode runs the same checks.
   - Backups are opened read-only and immutable, so no C(-wal)/C(-shm) file appears beside them.
   - Relative paths are refused.
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode) when in diff mode.
-    support: none
+extends_documentation_fragment:
+  - sqlite_fleet_attributes
 seealso:
-  - module: sqlite_backup
+  - module: sqlitefleet.sqlite_fleet.sqlite_backup
+  - module: sqlitefleet.sqlite_fleet.sqlite_drill
 author:
-  - sqlite-fleet-backup authors
+  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""
@@ -136,7 +132,7 @@ results:
       type: str
     checks:
       description: Check name (manifest, checksum_file, checksum, size, source, journal_mode, integrity, foreign_keys,
-        row_counts, page_count) to C(ok) or the reason it failed.
+        row_counts, page_count) to V(ok) or the reason it failed.
       type: dict
     problems:
       description: The failed checks, each as C(<check>) followed by a colon and the reason.
@@ -157,7 +153,7 @@ results:
   sample: [{"ok": true, "file": "gym_backup_20261122_030000.db", "checks": {"checksum": "ok", "integrity": "ok"},
             "problems": []}]
 kind:
-  description: Sort of failure (C(bad_input), C(corrupt), C(io)).
+  description: Sort of failure (V(bad_input), V(corrupt), V(io)).
   returned: failure
   type: str
   sample: corrupt

@@ -21,7 +21,7 @@ options:
     type: path
     required: true
   dest:
-    description: Absolute path of the working copy. Its folder is created 0700 if missing.
+    description: Absolute path of the working copy. Its folder is created C(0700) if missing.
     type: path
     required: true
   keep:
@@ -30,15 +30,13 @@ options:
     default: 3
 notes:
   - In check mode nothing is written; the result says what would be installed and kept.
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing) when in diff mode.
-    support: none
+extends_documentation_fragment:
+  - sqlite_fleet_attributes
+seealso:
+  - module: sqlitefleet.sqlite_fleet.sqlite_archive
+  - module: sqlitefleet.sqlite_fleet.sqlite_restore
 author:
-  - sqlite-fleet-backup authors
+  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""

@@ -146,7 +146,9 @@ class Fold:
         if kind == "runner_on_unreachable":
             row = self.host(host)
             row["outcome"] = UNREACHED
-            row["message"] = one_line(res.get("msg") or "unreachable")
+            items = [item for item in res.get("results") or [] if isinstance(item, Mapping) and item.get("msg")]
+            first = next((item for item in items if item.get("unreachable")), items[0] if items else res)
+            row["message"] = one_line(first.get("msg") or "unreachable")  # a loop's own msg says "All items completed"
             return [(host, None, "UNREACHABLE: %s" % row["message"])]
         if kind.endswith("_skipped"):
             return []

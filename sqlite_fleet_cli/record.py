@@ -123,7 +123,8 @@ def runs_folder(fold: Fold) -> str | None:
 def write_record(record: Mapping[str, Any], folder: str) -> str:
     """Atomically: a temporary name, then the rename; 0600 in a 0700 folder."""
     sqlite_fleet = core()
-    sqlite_fleet.ensure_private_dir(folder, None)
+    for level in (os.path.dirname(folder), folder):  # the archive itself first: private, as the pull makes it
+        sqlite_fleet.ensure_private_dir(level, None)
     path = os.path.join(folder, "%s.json" % record["run_id"])
     sqlite_fleet.write_file_atomic(path, (json.dumps(record, indent=2, sort_keys=False) + "\n").encode())
     return path

@@ -117,7 +117,10 @@ def run_line(record: Mapping[str, Any]) -> str:
     counts: dict[str, int] = {}
     for row in hosts.values():
         counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
-    tally = ", ".join("%d %s" % (n, outcome) for outcome, n in sorted(counts.items())) or "no host"
+    tally = ", ".join("%d %s" % (n, outcome) + (" (%s)" % ", ".join(sorted(h for h, row in hosts.items()
+                                                                        if row["outcome"] == outcome))
+                                                  if outcome in ("failed", "unreachable") else "")
+                      for outcome, n in sorted(counts.items())) or "no host"
     text = "%s%s: %s; %s in %.1f s (exit %d)" % (
         record.get("command") or record.get("playbook"), " (check mode)" if record.get("check_mode") else "",
         record["outcome"].upper() if record["outcome"] != "ok" else "ok", tally, record["duration_seconds"],

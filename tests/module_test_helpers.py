@@ -9,7 +9,8 @@ and tests/integration (import it as ``module_test_helpers``: tests/conftest.py p
 No pytest import here.
 
 - ``run_module``, ``run_many``, ``run_tasks``, ``run_cases``: ad hoc and playbook runs, results as ``Run``
-- ``ansible_env``, ``BIN``, ``REPO``, ``SYSTEM_PYTHON``, ``PYTHON39``, ``MODULES``, ``core`` (the core)
+- ``ansible_env``, ``documented_options`` (ansible-doc's view of a module)
+- ``BIN``, ``REPO``, ``SYSTEM_PYTHON``, ``PYTHON39``, ``MODULES``, ``core`` (the core)
 - ``run_cases_in_copies``: bad-input tables, each case in its own copy of a folder; ``fill`` (placeholders)
 - ``assert_no_traceback``, ``assert_refused_unchanged``: what a clean refusal looks like
 - ``make_database``, ``corrupt_table_pages``, ``tree_state``, ``interpreter_sqlite_version``
@@ -50,6 +51,14 @@ def ansible_env() -> dict[str, str]:
         PYTHONDONTWRITEBYTECODE="1",
     )
     return env
+
+
+def documented_options(module: str) -> dict[str, Any]:
+    """A module's options as ansible-doc reads them, doc fragments merged in (ansible.cfg's doc_fragments)."""
+    proc = subprocess.run([str(BIN / "ansible-doc"), "--json", "-M", "library", module], cwd=REPO, env=ansible_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)[module]["doc"]["options"]
 
 
 class Run(dict):

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Install the Debian packages the project needs on the controller, when they are missing.
 #   tools/setup-system.sh demo   -> what `make demo` needs (Python venv support)
-#   tools/setup-system.sh test   -> plus sshd, rsync, sqlite3, cron, iproute2, sudo for the test fleet
+#   tools/setup-system.sh test   -> plus sshd, rsync, sqlite3, cron, iproute2, sudo for the test fleet,
+#                                    git for ansible-test (make sanity)
 set -euo pipefail
 purpose=${1:-test}
 packages=(python3-venv)
 if [ "$purpose" = test ]; then
-  packages+=(openssh-server openssh-client rsync sqlite3 cron iproute2 util-linux make chromium sudo)
+  packages+=(openssh-server openssh-client rsync sqlite3 cron iproute2 util-linux make chromium sudo git)
 fi
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then

@@ -6,7 +6,6 @@ test stays readable; module-scoped fixtures are shared per interpreter under tes
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import re
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from module_test_helpers import (
     BIN,
     MODULES,
@@ -29,6 +27,7 @@ from module_test_helpers import (
     assert_refused_unchanged,
     core,
     corrupt_table_pages,
+    documented_options,
     interpreter_sqlite_version,
     make_database,
     run_cases,
@@ -489,14 +488,6 @@ def test_bad_input_fails_clearly_and_changes_nothing(bad_input_runs, case_id, me
 # --------------------------------------------------------------------------- documentation
 
 
-def documented_options(module: str) -> dict:
-    """The options in a module's DOCUMENTATION, read from its source without importing it."""
-    tree = ast.parse((REPO / "library" / ("%s.py" % module)).read_text())
-    text = next(node.value.value for node in tree.body if isinstance(node, ast.Assign)
-                and getattr(node.targets[0], "id", None) == "DOCUMENTATION")
-    return yaml.safe_load(text)["options"]
-
-
 @pytest.mark.parametrize("module", MODULES)
 def test_ansible_doc_renders(module):
     proc = subprocess.run([str(BIN / "ansible-doc"), "-M", "library", module], cwd=REPO, env=ansible_env(),
@@ -504,8 +495,8 @@ def test_ansible_doc_renders(module):
     assert proc.returncode == 0, proc.stderr
     assert "ERROR" not in proc.stderr and "WARNING" not in proc.stderr, proc.stderr
     text = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout)
-    for section in ("> MODULE %s" % module, "OPTIONS", "NOTES", "AUTHOR: sqlite-fleet-backup authors",
-                    "EXAMPLES", "RETURN VALUES", "check_mode"):
+    for section in ("> MODULE %s" % module, "OPTIONS", "NOTES", "EXAMPLES", "RETURN VALUES", "check_mode",
+                    "AUTHOR: Sqlite Fleet Backup authors (@sqlite-fleet-backup)"):
         assert section in text, section
     for option in documented_options(module):
         assert re.search(r"^[-= ]+%s\s" % re.escape(option), text, re.MULTILINE), option  # "- name  ..."

@@ -486,22 +486,37 @@ def test_fetch_refuses_paths_outside_the_staging_folders_and_does_nothing(two_ba
     assert (tree_state(bk), tree_state(tmp_path / "archive")) == before
 
 
-def test_fetch_plugin_knows_the_cores_staging_prefix():
-    text = (REPO / "action_plugins" / "sqlite_fetch.py").read_text()
-    assert 'EXPORT_PREFIX = "%s"' % core.EXPORT_PREFIX in text
-    assert 'STAGING_HOME_PREFIX = "%s"' % core.STAGING_HOME_PREFIX in text
+def test_fetch_plugin_takes_the_staging_prefixes_from_the_core():
+    """On the controller, as Ansible loads it: the plugin's prefixes are the repository core's own objects."""
+    probe = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("sqlite_fetch_action", "action_plugins/sqlite_fetch.py")
+plugin = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(plugin)
+core = sys.modules["ansible.module_utils.sqlite_fleet"]
+print(json.dumps({"same": plugin.EXPORT_PREFIX is core.EXPORT_PREFIX
+                  and plugin.STAGING_HOME_PREFIX is core.STAGING_HOME_PREFIX, "core": core.__file__}))
+"""
+    proc = subprocess.run([str(BIN / "python"), "-c", probe], cwd=REPO, env=ansible_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout)
+    assert found["same"] is True
+    assert Path(found["core"]).resolve().is_relative_to((REPO / "module_utils").resolve())
+    source = (REPO / "action_plugins" / "sqlite_fetch.py").read_text()
+    assert core.EXPORT_PREFIX not in source and core.STAGING_HOME_PREFIX not in source  # no mirrored copy
 
 
 # --------------------------------------------------------------------------- sqlite_archive: a whole pull
 
 
 def test_a_pull_in_four_steps_imports_every_transfer_then_prunes_the_archive(two_backups, tmp_path):
-    """list -> backup with export -> prepare -> fetch -> import with retention, as the roles chain them."""
+    """info -> backup with export -> prepare -> fetch -> import with retention, as the roles chain them."""
     db, bk = two_backups["db"], two_backups["bk"]
     archive = tmp_path / "archive"
     common = {"archive_dir": str(archive), "host": "pi1"}
     listed, taken, prepared, fetched, imported = run_many([
-        {"sqlite_archive": dict(common, name="gym"), "register": "listed"},
+        {"sqlite_archive_info": dict(common, name="gym"), "register": "listed"},
         {"sqlite_backup": {"path": str(db), "name": "gym", "backup_dir": str(bk), "retention": {"keep_last": 5},
                            "export": {"have": "{{ listed.have }}"}}, "register": "taken"},
         {"sqlite_archive": dict(common, state="prepare", transfers="{{ taken.transfers }}", databases=["gym"]),
@@ -584,8 +599,8 @@ def test_backup_yml_sends_one_module_per_database_to_the_host(tmp_path):
                 commands.append(match["command"])
         assert modules["pi-local"] == Counter(sqlite_backup=2), modules
         controller = modules.get("localhost", Counter()) + modules.get("127.0.0.1", Counter())
-        # list (one per database), prepare, import + prune (the summary and record come from the callback)
-        assert controller == Counter(sqlite_archive=4), modules
+        # the listing (one per database), prepare, import + prune (the summary and record come from the callback)
+        assert controller == Counter(sqlite_archive_info=2, sqlite_archive=2), modules
         (removal,) = commands
         assert removal.count(core.EXPORT_PREFIX) == 2
         assert "slurp" not in output and "AnsiballZ_stat" not in output

@@ -6,7 +6,6 @@ database is this very test process (an open connection): to the module it is ano
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import re
@@ -18,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from app_writer import check_invariant, start_writer
 from demo_db import create_demo_db
 from module_test_helpers import (
@@ -28,6 +26,7 @@ from module_test_helpers import (
     assert_no_traceback,
     assert_refused_unchanged,
     core,
+    documented_options,
     make_database,
     run_cases,
     run_cases_in_copies,
@@ -346,13 +345,6 @@ def test_bad_input_fails_clearly_and_changes_nothing(bad_input_runs, case_id, me
 # --------------------------------------------------------------------------- documentation
 
 
-def documented_options() -> dict:
-    tree = ast.parse((REPO / "library" / ("%s.py" % MODULE)).read_text())
-    text = next(node.value.value for node in tree.body if isinstance(node, ast.Assign)
-                and getattr(node.targets[0], "id", None) == "DOCUMENTATION")
-    return yaml.safe_load(text)["options"]
-
-
 def test_ansible_doc_renders_every_option():
     proc = subprocess.run([str(BIN / "ansible-doc"), "-M", "library", MODULE], cwd=REPO, env=ansible_env(),
                           capture_output=True, text=True, timeout=60)
@@ -361,7 +353,7 @@ def test_ansible_doc_renders_every_option():
     text = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout)
     for section in ("> MODULE %s" % MODULE, "OPTIONS", "NOTES", "EXAMPLES", "RETURN VALUES", "check_mode"):
         assert section in text, section
-    for option in documented_options():
+    for option in documented_options(MODULE):
         assert re.search(r"^[-= ]+%s\s" % re.escape(option), text, re.MULTILINE), option
 
 
@@ -370,5 +362,5 @@ def test_documented_options_are_the_argument_spec(tmp_path):
                           tmp_dir=tmp_path)
     supported = re.search(r"Supported parameters include: ([^.]*)\.", result["msg"])
     assert supported, result["msg"]
-    assert set(supported.group(1).replace(" ", "").split(",")) == set(documented_options())
+    assert set(supported.group(1).replace(" ", "").split(",")) == set(documented_options(MODULE))
 

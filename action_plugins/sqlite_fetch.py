@@ -6,7 +6,8 @@ Fetches the files a host staged for a pull with the connection's own file transf
 (``fetch_file``: sftp/scp as the login user, a plain copy for the local connection) and then
 removes the host's staging folders with one ``rm -rf`` (with become when the task has it).
 No module is sent to the host: no stat, no slurp, no checksum run. The sha256 in the host's
-manifest is checked when the archive imports the files.
+manifest is checked when the archive imports the files. With $SQLITE_FLEET_PROGRESS_DIR set (the
+CLI sets it), each file's growth is reported there while it is copied (the core's PullProgress).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 
 try:  # the collection (the build rewrites this import to the collection's module_utils)
-    from ansible.module_utils.sqlite_fleet import EXPORT_PREFIX, STAGING_HOME_PREFIX
+    from ansible.module_utils.sqlite_fleet import EXPORT_PREFIX, STAGING_HOME_PREFIX, PullProgress
 except ImportError:  # the playbook repository: see core_on_the_controller
     import ansible.module_utils
     from ansible import constants
@@ -40,7 +41,7 @@ except ImportError:  # the playbook repository: see core_on_the_controller
                 ansible.module_utils.__path__.append(folder)
 
     core_on_the_controller()
-    from ansible.module_utils.sqlite_fleet import EXPORT_PREFIX, STAGING_HOME_PREFIX
+    from ansible.module_utils.sqlite_fleet import EXPORT_PREFIX, STAGING_HOME_PREFIX, PullProgress
 
 ARGUMENT_SPEC = dict(
     transfers=dict(type="list", elements="dict", default=[]),
@@ -109,6 +110,7 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
         _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        self._host_name = (task_vars or {}).get("inventory_hostname", self._play_context.remote_addr)
         backup_dir = host_path(args["backup_dir"], "backup_dir")
         staging_dirs = sorted({staging_folder(path, backup_dir) for path in args["staging_dirs"]})
         plan = self.plan(args, staging_dirs)
@@ -169,7 +171,8 @@ class ActionModule(ActionBase):
     def fetch(self, entry):
         """Copy one staged file to the controller; a message when it failed (nothing left behind)."""
         try:
-            with announced_size_limit(entry["bytes"]):
+            with PullProgress.from_env(self._host_name, entry["name"], entry["dest"], entry["bytes"]), \
+                    announced_size_limit(entry["bytes"]):
                 self._connection.fetch_file(entry["src"], entry["dest"])
             got = os.path.getsize(entry["dest"])
             if got != entry["bytes"]:

@@ -12,7 +12,7 @@ The parts:
 * ``summary`` -- the lines a person reads: progress steps and the closing summary;
 * ``stats`` -- the table of a stats run;
 * ``runner`` -- one playbook run through ansible-runner (private data dir, artifacts by count);
-* ``watch`` -- the progress of a long pull, from the size of the incoming file;
+* ``pull_progress`` -- the progress of the pulls while they run, from the fetch's progress files;
 * ``cli`` -- the command line itself.
 
 The callback plugin ``callback_plugins/sqlite_fleet_record.py`` uses ``events``, ``record`` and

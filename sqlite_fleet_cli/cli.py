@@ -16,6 +16,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TextIO
 
 from .paths import PLAYBOOKS, RUNS_DIR
 from .record import EXIT_BAD_INPUT
@@ -73,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--json", action="store_true", help="print the run record as JSON on stdout")
         shown = sub.add_mutually_exclusive_group()
         shown.add_argument("--progress", dest="progress", action="store_true", default=None,
-                           help="one line per host, database and step (default on a terminal)")
+                           help="one line per host, database and step, and the pulls' progress "
+                                "(default on a terminal)")
         shown.add_argument("--quiet", dest="progress", action="store_false", help="only the summary")
         sub.add_argument("--keep-runs", type=int, default=int(os.environ.get("SQLITE_FLEET_KEEP_RUNS",
                                                                                 DEFAULT_KEEP_RUNS)),
@@ -104,22 +106,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         with ScheduledLog(options.log) as log:
             if log.busy:
                 return EX_TEMPFAIL
-            code = run(options, argv, log.write, options.progress is not False, log.write)
+            code = run(options, argv, log.write, options.progress is not False, log.write,
+                       pull_progress=options.progress is True)
             log.write("%s finished with exit code %d" % (options.command, code))
             return code
     out = sys.stderr if options.json else sys.stdout
-    progress = options.progress if options.progress is not None else out.isatty()
+    terminal = out.isatty()
+    progress = options.progress if options.progress is not None else terminal
     return run(options, argv, lambda line: print(line, file=out, flush=True), progress,
-               lambda text: print(text, flush=True))
+               lambda text: print(text, flush=True), pull_progress=progress and (terminal or options.progress is True),
+               terminal=out if terminal else None)
 
 
 def run(options: argparse.Namespace, argv: list[str], say: Callable[[str], None], progress: bool,
-        print_json: Callable[[str], None]) -> int:
-    """Run the command's playbook; ``say`` shows progress (when asked) and the summary."""
+        print_json: Callable[[str], None], pull_progress: bool = False, terminal: TextIO | None = None) -> int:
+    """Run the command's playbook; ``say`` shows progress (when asked) and the summary; the pulls'
+    progress (``pull_progress``) is redrawn in place on ``terminal``, else shown as lines."""
     request = Request(
         command=options.command, argv=["sqlite-fleet", *argv], inventories=options.inventory, limit=options.limit,
         check=options.check, diff=options.diff, extra_vars=options.extra_vars, verbosity=options.verbose,
-        keep_runs=options.keep_runs, progress=progress, runs_dir=os.environ.get("SQLITE_FLEET_RUNS_DIR", RUNS_DIR))
+        keep_runs=options.keep_runs, progress=progress, runs_dir=os.environ.get("SQLITE_FLEET_RUNS_DIR", RUNS_DIR),
+        pull_progress=pull_progress, terminal=terminal)
     outcome = run_playbook(request, say)
     for line in outcome.lines:
         say(line)

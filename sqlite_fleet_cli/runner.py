@@ -19,13 +19,13 @@ import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 from . import record as records
 from .events import Fold, action_of
-from .paths import ANSIBLE_CFG, CALLBACK_PLUGINS, PLAYBOOKS, REPO, RUNS_DIR
+from .paths import ANSIBLE_CFG, CALLBACK_PLUGINS, PLAYBOOKS, REPO, RUNS_DIR, core
+from .pull_progress import PullDisplay
 from .summary import step_line, summary_lines
-from .watch import PullWatcher
 
 ENV_RUN_ID = "SQLITE_FLEET_RUN_ID"  # set for the playbook: the callback plugin then writes no second record
 STDOUT_CALLBACK = "sqlite_fleet_output"
@@ -48,6 +48,8 @@ class Request:
     keep_runs: int = DEFAULT_KEEP_RUNS
     progress: bool = False
     runs_dir: str = RUNS_DIR
+    pull_progress: bool = False  # the pulls' progress while they run (PullDisplay)
+    terminal: TextIO | None = None  # where to redraw it in place (else lines through say)
 
 
 @dataclass
@@ -180,23 +182,27 @@ def run_playbook(request: Request, say: Callable[[str], None]) -> Outcome:
     os.makedirs(data_dir, mode=0o700)
     playbook = PLAYBOOKS[request.command]
     fold = Fold(request.command, request.check)
-    watchers: dict[str, PullWatcher] = {}
     lock = threading.Lock()
+    display: PullDisplay | None = None
+    envvars = runner_environment(run_id)
 
     def show(host: str, database: str | None, text: str) -> None:
         if request.progress:
             with lock:
+                if display is not None:
+                    display.clear()
                 say(step_line(host, database, text))
+
+    if request.pull_progress and not request.check:
+        progress_dir = os.path.join(data_dir, "progress")
+        envvars[core().PROGRESS_DIR_ENV] = progress_dir
+        display = PullDisplay(progress_dir, lambda *step: say(step_line(*step)), request.terminal, lock).start()
 
     def on_event(event: dict[str, Any]) -> bool:
         data = event.get("event_data") or {}
-        host = data.get("host")
-        if event.get("event") == "runner_on_start" and action_of(data) == "sqlite_fetch" and host in fold.prepared \
-                and request.progress and not request.check:
-            prepared = fold.prepared[host]
-            watchers[host] = PullWatcher(host, prepared["folder"], prepared["transfers"], show).start()
-        elif host in watchers and event.get("event") in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
-            watchers.pop(host).stop()
+        if display is not None and action_of(data) == "sqlite_fetch" and \
+                event.get("event") in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
+            display.finished(str(data.get("host")))
         for step in fold.feed(event):
             show(*step)
         return True
@@ -209,13 +215,13 @@ def run_playbook(request: Request, say: Callable[[str], None]) -> Outcome:
                 playbook=os.path.join(REPO, playbook),
                 inventory=[absolute_inventory(source) for source in request.inventories] or None,
                 limit=request.limit, cmdline=shlex.join(playbook_arguments(request, secrets_dir)),
-                envvars=runner_environment(run_id), quiet=True, event_handler=on_event,
+                envvars=envvars, quiet=True, event_handler=on_event,
                 cancel_callback=interrupt.cancel, rotate_artifacts=0,
             )
     finally:
         shutil.rmtree(secrets_dir, ignore_errors=True)
-        for watcher in watchers.values():
-            watcher.stop()
+        if display is not None:
+            display.stop()
         scrub_artifact_env(data_dir)
     interrupted = interrupt.asked or runner.status == "canceled"
     fold.finish(interrupted=interrupted)

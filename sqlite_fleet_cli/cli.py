@@ -6,7 +6,7 @@
 command's playbook of this repository through ansible-runner, from any working
 directory, and ends with the summary and the run record (docs/cli.md). Exit codes: 0 all good,
 1 some host or database failed, 2 bad input, 3 some host unreachable, 130 interrupted
-(75 with --log: the previous scheduled run still holds the lock).
+(75 with --log: the previous scheduled run still holds the lock; ``status``: 4 stale, 5 drill failed).
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="sqlite-fleet", description=__doc__.split("\n\n")[0].strip().split(": ", 1)[1],
                     formatter_class=argparse.RawDescriptionHelpFormatter,
                     epilog="Exit codes: 0 ok, 1 a host or database failed, 2 bad input, 3 a host unreachable, "
-                           "130 interrupted. See docs/cli.md.")
+                           "4 status: a database is stale, 5 status: the last drill failed, "
+                           "75 --log: the previous run still holds the lock, 130 interrupted. See docs/cli.md.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
     for command in PLAYBOOKS:

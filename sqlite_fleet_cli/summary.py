@@ -121,10 +121,12 @@ def run_line(record: Mapping[str, Any]) -> str:
                                                                         if row["outcome"] == outcome))
                                                   if outcome in ("failed", "unreachable") else "")
                       for outcome, n in sorted(counts.items())) or "no host"
-    text = "%s%s: %s; %s in %.1f s (exit %d)" % (
+    started = str(record.get("started") or "")
+    started = ", started %s UTC" % started.replace("T", " ").rstrip("Z") if started else ""
+    text = "%s%s: %s; %s in %.1f s%s (exit %d)" % (
         record.get("command") or record.get("playbook"), " (check mode)" if record.get("check_mode") else "",
         record["outcome"].upper() if record["outcome"] != "ok" else "ok", tally, record["duration_seconds"],
-        record["exit_code"])
+        started, record["exit_code"])
     if record.get("message"):
         text += " - %s" % record["message"]
     return text

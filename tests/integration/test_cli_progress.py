@@ -111,6 +111,8 @@ def test_a_long_pull_shows_its_progress_on_a_terminal_as_lines_when_asked_and_no
         host.unshape()
     assert cron.returncode == 0, cron.stdout + cron.stderr
     assert "pulling" not in cron.stdout and "snapshot taken" not in cron.stdout, cron.stdout
-    assert "backup: ok; 1 ok in " in cron.stdout
+    started = run_records(site.archive, "backup")[-1]["started"]  # "2026-12-06T17:01:58Z"
+    assert "backup: ok; 1 ok in " in cron.stdout and ", started %s %s UTC (exit 0)" % (
+        started[:10], started[11:19]) in cron.stdout, cron.stdout
     newest = sorted(runs_dir.iterdir())[-1]
     assert not (newest / "progress").exists(), "a quiet run asked the fetch for progress files"

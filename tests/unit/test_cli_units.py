@@ -113,3 +113,13 @@ def test_usage_errors_are_one_line_exit_2(argv: list[str], says: str) -> None:
     done = subprocess.run([sys.executable, "-m", "sqlite_fleet_cli", *argv], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and says in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_the_run_line_says_when_the_run_started_and_who_failed() -> None:
+    from sqlite_fleet_cli.summary import run_line
+
+    record = {"command": "backup", "check_mode": False, "outcome": "failed", "exit_code": 1, "duration_seconds": 7.14,
+              "started": "2026-12-06T03:15:00Z", "message": None,
+              "hosts": {"pi1": {"outcome": "ok"}, "pi2": {"outcome": "failed"}}}
+    assert run_line(record) == "backup: FAILED; 1 failed (pi2), 1 ok in 7.1 s, started 2026-12-06 03:15:00 UTC (exit 1)"
+    assert run_line({**record, "started": None}).endswith("in 7.1 s (exit 1)")

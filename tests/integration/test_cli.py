@@ -244,6 +244,18 @@ def test_plain_ansible_playbook_failing_host_gets_summary_and_record(site: Site)
     assert "TASK [Fail this host" not in run.stdout, "the failure is reported once"
 
 
+def test_plain_ansible_playbook_from_another_directory_gets_the_guards_message(site: Site) -> None:
+    argv = [str(ANSIBLE_PLAYBOOK), "-i", str(site.inventory(hosts=("h1",))), str(REPO / "backup.yml")]
+    done = subprocess.run(argv, cwd=site.cwd, env=site.env(), capture_output=True, text=True, timeout=TIMEOUT)
+    run = Run(argv, done.returncode, done.stdout, done.stderr)
+
+    assert run.rc == 2, run.explain()
+    assert "No host to work on: no ansible.cfg was loaded (run from the repository root, set ANSIBLE_CONFIG to " \
+           "its ansible.cfg, or use sqlite-fleet)" in run.stdout + run.stderr, run.explain()
+    assert "was not found" not in run.stdout + run.stderr, run.explain()  # Ansible's raw "the role ... was not found"
+    assert names(site.backups("h1")) == [] and not site.archive.exists()
+
+
 # ------------------------------------------------------------------------- --limit and check mode
 
 

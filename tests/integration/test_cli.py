@@ -341,6 +341,28 @@ def test_restore_drill_and_stats_runs_are_recorded(site: Site) -> None:
     assert [(r["host"], r["database"], r["host_backups"]) for r in rows] == [("h1", "gym", 2)]
 
 
+def test_pre_upgrade_and_sync_runs_are_recorded_with_their_label_and_working_copy(site: Site) -> None:
+    inventory = str(site.inventory(hosts=("h1",)))
+
+    upgrade = site.cli("pre-upgrade", "-i", inventory)
+    assert upgrade.rc == 0, upgrade.explain()
+    record = site.record()
+    db = record["hosts"]["h1"]["databases"]["gym"]
+    (made,) = names(site.backups("h1"))
+    assert record["command"] == "pre-upgrade" and record["playbook"] == "pre_upgrade.yml"
+    assert db["label"] == "pre-upgrade" and db["backup"] == made and db["verified_in_archive"] is True, db
+    assert "h1 gym: %s [pre-upgrade], " % made in upgrade.stdout, upgrade.explain()
+
+    synced = site.cli("sync", "-i", inventory)
+    assert synced.rc == 0, synced.explain()
+    record = site.record()
+    db = record["hosts"]["h1"]["databases"]["gym"]
+    copy = site.tmp / "wc" / "h1" / "gym.db"
+    assert record["command"] == "sync" and db["outcome"] == "ok" and db["working_copy"] == str(copy), db
+    assert copy.is_file() and "working copy %s" % copy in synced.stdout, synced.explain()
+    assert len(names(site.backups("h1"))) == 2 and db["label"] is None
+
+
 # ------------------------------------------------------------------------- interrupted, scheduled, locked
 
 

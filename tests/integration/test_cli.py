@@ -363,6 +363,26 @@ def test_pre_upgrade_and_sync_runs_are_recorded_with_their_label_and_working_cop
     assert len(names(site.backups("h1"))) == 2 and db["label"] is None
 
 
+def test_retention_deletions_are_named_in_the_record_and_counted_in_the_summary(site: Site) -> None:
+    inventory = str(site.inventory(hosts=("h1",)))
+    keep = ["-e", "sqlite_backup_keep_last=1", "-e", "sqlite_backup_keep_days=0", "-e", "sqlite_backup_keep_daily=0",
+            "-e", "sqlite_backup_keep_weekly=0", "-e", "sqlite_backup_keep_monthly=0",
+            "-e", "sqlite_archive_keep_last=1", "-e", "sqlite_archive_keep_days=0", "-e", "sqlite_archive_keep_daily=0",
+            "-e", "sqlite_archive_keep_weekly=0", "-e", "sqlite_archive_keep_monthly=0"]
+    assert site.cli("backup", "-i", inventory).rc == 0
+    (first,) = names(site.backups("h1"))
+    time.sleep(1.1)  # backup names carry the second
+
+    run = site.cli("backup", "-i", inventory, *keep)
+
+    assert run.rc == 0, run.explain()
+    db = site.record()["hosts"]["h1"]["databases"]["gym"]
+    (second,) = names(site.backups("h1"))
+    assert second != first and names(site.archive / "h1" / "gym") == [second]
+    assert db["deleted_on_host"] == [first] and db["deleted_in_archive"] == [first], db
+    assert "deleted 1 on host, 1 in archive" in run.stdout, run.explain()
+
+
 # ------------------------------------------------------------------------- interrupted, scheduled, locked
 
 

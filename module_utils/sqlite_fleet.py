@@ -2486,8 +2486,7 @@ def progress_file_name(host: str, database: str) -> str:
     return "%s--%s.json" % (escaped(host), escaped(database))
 
 
-# Invariant: a progress file is always whole (written to a temporary name, then renamed over) and
-# is never needed: a failure to write it is ignored and never touches the transfer it reports on.
+# Invariant: a progress file is always whole (temporary name, then rename) and never fails the transfer it reports.
 class PullProgress:
     """While a transfer copies a file to ``dest``, a thread looks at its size every ``interval``
     seconds and, when it grew, rewrites ``<folder>/<host>--<database>.json``:

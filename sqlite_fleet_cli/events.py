@@ -96,7 +96,6 @@ class Fold:
         self.bad_input = False
         self.stats: dict[str, Any] | None = None
         self.started_tasks: dict[str, dict[str, Any]] = {}  # host -> the task it runs now
-        self.prepared: dict[str, dict[str, Any]] = {}  # host -> its checked transfers and archive folder
         self._have: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
         self._pruned_in_archive: set[tuple[str, str]] = set()
         self._pruned_on_host: set[tuple[str, str]] = set()
@@ -208,8 +207,7 @@ class Fold:
             self.database(host, name)
             return []
         if "need_bytes" in res or (isinstance(res.get("transfers"), list) and "folder" in res):
-            self.prepared[host] = {"folder": res.get("folder"), "transfers": list(res.get("transfers") or [])}
-            return []
+            return []  # the pull's preparation: its steps come from the staging and the fetch
         steps = []
         for entry in res.get("imported") or []:
             if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):

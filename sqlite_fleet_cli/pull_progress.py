@@ -6,7 +6,7 @@ $SQLITE_FLEET_PROGRESS_DIR); this reads them a few times a second and shows them
 
 On a terminal, one status line redrawn in place (and cleared before any other line is printed):
 ``pulling: pi1 gym 45% of 300.0 MiB, 12.5 MiB/s``. Elsewhere (``--progress`` into a pipe or a
-log) a line per transfer of 4 MiB or more, at most every 5 s:
+log) a line per transfer of 4 MiB or more every 3 s while it runs:
 ``pi1 gym: pulling gym_backup_20261206_031501.db: 45% (135.0 MiB of 300.0 MiB)``.
 """
 
@@ -43,7 +43,7 @@ class PullDisplay:
     """
 
     def __init__(self, folder: str, say: Callable[[str, str | None, str], None], live: TextIO | None,
-                 lock: threading.Lock, interval: float = 0.25, line_every: float = 5.0,
+                 lock: threading.Lock, interval: float = 0.25, line_every: float = 3.0,
                  min_line_bytes: int = 4 << 20) -> None:
         self.folder = folder
         self.say = say
@@ -111,10 +111,9 @@ class PullDisplay:
                     self._drawn = True
                 return
             now = time.monotonic()
-            for entry in entries:
+            for entry in entries:  # the first line once the transfer has run line_every seconds
                 key = (entry["host"], entry["database"])
-                if entry["total"] >= self.min_line_bytes and now - self._lined.get(key, -self.line_every) \
-                        >= self.line_every:
+                if entry["total"] >= self.min_line_bytes and now - self._lined.setdefault(key, now) >= self.line_every:
                     self._lined[key] = now
                     self.say(*pulling_line(entry))
 

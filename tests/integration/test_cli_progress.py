@@ -88,6 +88,7 @@ def test_a_long_pull_shows_its_progress_on_a_terminal_as_lines_when_asked_and_no
         assert db["pulled"][0]["mode"] == "full" and db["bytes_sent"] > 7 * MIB, db
         status = [part for part in shown.split(CLEAR_LINE) if part.startswith("pulling: %s %s " % (host.name, DB_NAME))]
         assert status, "no progress was drawn:\n%r" % shown[-3000:]
+        print("drawn on the terminal: %d status lines, e.g. %r" % (len(status), status[len(status) // 2]))
         assert any("%% of %s" % "8." in part for part in status), status  # "45% of 8.1 MiB"
         assert "%s %s: verified in the archive: %s" % (host.name, DB_NAME, db["backup"]) in shown
         (progress,) = (runs_dir / record["run_id"] / "progress").iterdir()
@@ -101,7 +102,9 @@ def test_a_long_pull_shows_its_progress_on_a_terminal_as_lines_when_asked_and_no
         assert asked.returncode == 0, asked.stdout + asked.stderr
         pulling = [line for line in asked.stdout.splitlines()
                    if line.startswith("%s %s: pulling %s_backup_" % (host.name, DB_NAME, DB_NAME))]
-        assert pulling and all("% (" in line and " of 8." in line for line in pulling), asked.stdout
+        print("lines with --progress:", *pulling, sep="\n  ")
+        assert pulling and all("% (" in line and " of 8." in line and ": 0% (" not in line for line in pulling), \
+            asked.stdout
         assert CLEAR_LINE not in asked.stdout
 
         shutil.rmtree(site.archive / host.name)

@@ -173,12 +173,15 @@ def test_on_a_terminal_one_line_is_redrawn_and_cleared(tmp_path: Path) -> None:
     assert terminal.getvalue().count("pulling:") == 1 and lines == []
 
 
-def test_elsewhere_a_line_per_big_transfer_at_most_every_few_seconds(tmp_path: Path) -> None:
+def test_elsewhere_a_line_per_big_transfer_every_few_seconds(tmp_path: Path) -> None:
     folder, lines = tmp_path / "progress", []
-    display = PullDisplay(str(folder), lambda *step: lines.append(step), None, threading.Lock(), line_every=3600)
+    display = PullDisplay(str(folder), lambda *step: lines.append(step), None, threading.Lock(), line_every=0.2)
     report(folder, "pi1", 1 * MIB, 300 * MIB)
     report(folder, "pi2", 1000, 2 * MIB)  # small: no lines
     display.tick()
+    assert lines == [], "a line as soon as a transfer starts says nothing"
+    time.sleep(0.25)
     report(folder, "pi1", 150 * MIB, 300 * MIB)
+    display.tick()
     display.tick()  # within line_every: no second line
-    assert lines == [("pi1", "gym", "pulling %s: 0%% (1.0 MiB of 300.0 MiB)" % "incoming-pi1")]
+    assert lines == [("pi1", "gym", "pulling %s: 50%% (150.0 MiB of 300.0 MiB)" % "incoming-pi1")]

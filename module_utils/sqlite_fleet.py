@@ -2535,6 +2535,32 @@ STAGING_HOME_PREFIX = ".sqlite-fleet-staging-"  # + the backup folder's name, be
 STAGING_HOME_MODE = 0o711
 
 
+def export_options() -> dict[str, dict[str, Any]]:
+    """The export's options as the modules take them (an Ansible argument spec): sqlite_export's
+    top-level options, and the suboptions of sqlite_backup's ``export``."""
+    return {"have": {"type": "list", "elements": "dict", "default": []},
+            "delta": {"type": "bool", "default": True},
+            "max_backups": {"type": "int", "default": 0},
+            "fetch_user": {"type": "str"}}
+
+
+def check_export_options(export: Mapping[str, Any], where: str = "") -> None:
+    """Refuse a bad export option before anything is done (``where``: ``export.`` for sqlite_backup's)."""
+    if export["max_backups"] < 0:
+        raise BackupError("%smax_backups must be 0 or more, got %d" % (where, export["max_backups"]), KIND_BAD_INPUT)
+    if any(not isinstance(item.get("file"), str) for item in export["have"]):
+        raise BackupError("%shave must be a list of {file, sha256}" % where, KIND_BAD_INPUT)
+    try:
+        fetch_user_entry(export["fetch_user"])
+    except BackupError as exc:
+        raise BackupError(where + str(exc), KIND_BAD_INPUT) from None
+
+
+def export_summary(name: str, transfers: Sequence[Mapping[str, Any]]) -> str:
+    """One line: how many backups of ``name`` are staged to send, and their bytes."""
+    return "%d backup(s) of %s to send (%d bytes)" % (len(transfers), name, sum(t["bytes"] for t in transfers))
+
+
 # Invariant: a delta is based only on a backup verified on the host that the archive holds verified
 # and intact (or sends verified in this same plan); an unverified backup is always sent whole.
 def plan_export(backup_dir: str, name: str, have: Sequence[Mapping[str, Any]], *, delta: bool = True,

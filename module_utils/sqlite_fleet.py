@@ -55,6 +55,7 @@ FORMAT_VERSION = 1
 LOCK_FILE = ".sqlite-backup.lock"
 TMP_PREFIX = ".sqlite-backup-tmp."
 PENDING_SUFFIX = ".pending"
+INCOMING_PREFIX = TMP_PREFIX + "incoming."  # a pulled file before its import: <archive>/<host>/<name>/<this><file>
 MANIFEST_MAX_BYTES = 1 << 20  # a manifest is a few KiB; anything huge is hostile or broken
 SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -431,6 +432,17 @@ def append_json_lines(path: str, lines: Sequence[Mapping[str, Any]]) -> None:
         os.close(fd)
 
 
+def rotate_log(path: str, max_bytes: int, keep: int = 3) -> None:
+    """Cap a log's size: once it reaches ``max_bytes``, log -> log.1 -> ... -> log.<keep>."""
+    with contextlib.suppress(FileNotFoundError):
+        if os.path.getsize(path) < max_bytes:
+            return
+        for index in range(keep - 1, 0, -1):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace("%s.%d" % (path, index), "%s.%d" % (path, index + 1))
+        os.replace(path, path + ".1")
+
+
 # --------------------------------------------------------------------------- lock
 
 
@@ -716,6 +728,16 @@ def read_manifest(backup_path: str) -> dict[str, Any]:
     return manifest
 
 
+def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
+    """A manifest as it is written: indented JSON, keys sorted, one final newline."""
+    return (json.dumps(dict(manifest), indent=2, sort_keys=True) + "\n").encode()
+
+
+def write_manifest(backup_path: str, manifest: Mapping[str, Any], owner: tuple[int, int] | None) -> None:
+    """Write ``<backup>.json`` atomically (0600); the caller fsyncs the folder."""
+    write_file_atomic(backup_path + ".json", manifest_bytes(manifest), 0o600, owner)
+
+
 def manifest_problems(manifest: Any, filename: str) -> list[str]:
     """Why a manifest cannot describe the backup ``filename`` ([] if it can)."""
     if not isinstance(manifest, dict):
@@ -793,8 +815,7 @@ def flag_unverified(backup_path: str, reason: str, why: str, now: _dt.datetime |
     manifest["verified"] = False
     manifest["flagged"] = {"reason": reason, "why": why, "at": iso_utc(now or utcnow())}
     st = os.stat(backup_path + ".json")
-    write_file_atomic(backup_path + ".json", (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(),
-                      0o600, (st.st_uid, st.st_gid))
+    write_manifest(backup_path, manifest, (st.st_uid, st.st_gid))
     fsync_path(os.path.dirname(backup_path), directory=True)
     return manifest
 
@@ -1519,51 +1540,44 @@ def count_rows_in(path: str, size: int) -> dict[str, int]:
 
 def commit_backup(tmp_path: str, backup_dir: str, name: str, created: _dt.datetime, manifest: dict[str, Any],
                   digest: str, owner: tuple[int, int], started_monotonic: float) -> str:
-    """Place the checked copy under the first free name of its second (``_1``, ``_2`` ...) and commit it."""
+    """Commit the checked copy under the first free name of its second (``_1``, ``_2`` ...)."""
     entries = set(os.listdir(backup_dir))
     seq = 0
     while True:
         final = backup_filename(name, created, seq)
         taken = {final, final + ".sha256", final + ".json", pending_marker(final)}
-        if not taken & entries and place_backup(tmp_path, backup_dir, final):
-            break
+        if not taken & entries:
+            manifest["file"] = final
+            manifest["duration_seconds"] = round(time.monotonic() - started_monotonic, 6)
+            if commit_file(tmp_path, backup_dir, final, digest, manifest, owner):
+                return os.path.join(backup_dir, final)
         entries.add(final)
         seq += 1
-    os.unlink(tmp_path)
-    manifest["file"] = final
-    manifest["duration_seconds"] = round(time.monotonic() - started_monotonic, 6)
-    finish_commit(backup_dir, final, digest, manifest, owner)
-    return os.path.join(backup_dir, final)
 
 
 # The commit protocol, for snapshots and archive imports alike: a pending marker, a hard link to
 # the final name (never overwriting), the .sha256, then the manifest: its rename is the commit.
-def place_backup(tmp_path: str, backup_dir: str, final: str) -> bool:
-    """Link the private, checked, fsynced ``tmp_path`` to ``final`` under its pending marker;
-    False (nothing changed) when that name or its marker is taken. Call :func:`finish_commit` next."""
+def commit_file(tmp_path: str, backup_dir: str, final: str, digest: str, manifest: Mapping[str, Any],
+                owner: tuple[int, int] | None) -> bool:
+    """Commit the private, checked, fsynced ``tmp_path`` as ``final`` with its sidecars; False (nothing
+    changed) when that name or its marker is taken. ``tmp_path`` stays for the caller to remove."""
     marker = os.path.join(backup_dir, pending_marker(final))
     try:
         os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
         return False
+    final_path = os.path.join(backup_dir, final)
     try:
-        os.link(tmp_path, os.path.join(backup_dir, final))  # fails rather than overwrite
+        os.link(tmp_path, final_path)  # fails rather than overwrite
     except FileExistsError:
         os.unlink(marker)
         return False
     fsync_path(backup_dir, directory=True)
-    return True
-
-
-def finish_commit(backup_dir: str, final: str, digest: str, manifest: Mapping[str, Any],
-                  owner: tuple[int, int] | None) -> None:
-    """Write the ``.sha256`` and rename the manifest into place (the commit), then drop the marker."""
-    final_path = os.path.join(backup_dir, final)
     write_file_atomic(final_path + ".sha256", ("%s  %s\n" % (digest, final)).encode("ascii"), 0o600, owner)
-    write_file_atomic(final_path + ".json", (json.dumps(dict(manifest), indent=2, sort_keys=True) + "\n").encode(),
-                      0o600, owner)
+    write_manifest(final_path, manifest, owner)
     fsync_path(backup_dir, directory=True)
-    os.unlink(os.path.join(backup_dir, pending_marker(final)))
+    os.unlink(marker)
+    return True
 
 
 def check_sidecars(backup_path: str, digest: str) -> None:
@@ -2191,7 +2205,7 @@ def vet_host_manifest(manifest: Any) -> str:
             parse_backup_filename(filename) is None:
         raise BackupError("the host's manifest names an unacceptable file %s" % repr(filename)[:200], KIND_CORRUPT)
     try:
-        encoded = len((json.dumps(dict(manifest), indent=2, sort_keys=True) + "\n").encode())
+        encoded = len(manifest_bytes(manifest))
     except (TypeError, ValueError, RecursionError) as exc:
         raise BackupError("the host's manifest for %s cannot be written as JSON: %s" % (filename, exc),
                           KIND_CORRUPT) from None
@@ -2433,12 +2447,9 @@ def import_backup(incoming_path: str, manifest: Mapping[str, Any], db_dir: str, 
                 return {"changed": False, "file": filename, "path": final_path, "sha256": actual,
                         "verified": True, "msg": "%s is already in the archive" % filename}
             if repaired:
-                write_file_atomic(final_path + ".json",
-                                  (json.dumps(record, indent=2, sort_keys=True) + "\n").encode(), 0o600, owner)
+                write_manifest(final_path, record, owner)
                 fsync_path(db_dir, directory=True)
-            elif place_backup(incoming_path, db_dir, filename):
-                finish_commit(db_dir, filename, actual, record, owner)
-            else:
+            elif not commit_file(incoming_path, db_dir, filename, actual, record, owner):
                 raise BackupError("%s is being committed in the archive by another run" % filename, KIND_LOCKED)
     finally:
         with contextlib.suppress(FileNotFoundError):

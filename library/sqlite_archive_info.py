@@ -35,8 +35,6 @@ seealso:
   - module: sqlitefleet.sqlite_fleet.sqlite_archive
   - module: sqlitefleet.sqlite_fleet.sqlite_backup
   - module: sqlitefleet.sqlite_fleet.sqlite_export
-author:
-  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""

@@ -145,8 +145,6 @@ seealso:
   - name: SQLite online backup API
     description: How the backup API copies a live database.
     link: https://www.sqlite.org/backup.html
-author:
-  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""

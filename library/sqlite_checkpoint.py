@@ -49,8 +49,6 @@ seealso:
   - name: PRAGMA wal_checkpoint
     description: SQLite's documentation of the checkpoint modes.
     link: https://www.sqlite.org/pragma.html#pragma_wal_checkpoint
-author:
-  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""

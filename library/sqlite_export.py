@@ -48,8 +48,6 @@ seealso:
   - module: sqlitefleet.sqlite_fleet.sqlite_archive_info
   - module: sqlitefleet.sqlite_fleet.sqlite_fetch
   - module: sqlitefleet.sqlite_fleet.sqlite_archive
-author:
-  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""

@@ -41,8 +41,6 @@ extends_documentation_fragment:
   - sqlite_fleet_attributes
 seealso:
   - module: sqlitefleet.sqlite_fleet.sqlite_backup
-author:
-  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""

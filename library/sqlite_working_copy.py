@@ -35,8 +35,6 @@ extends_documentation_fragment:
 seealso:
   - module: sqlitefleet.sqlite_fleet.sqlite_archive
   - module: sqlitefleet.sqlite_fleet.sqlite_restore
-author:
-  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""

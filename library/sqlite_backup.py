@@ -73,7 +73,8 @@ options:
       - Run C(PRAGMA wal_checkpoint) in this mode on the source before the backup.
       - No snapshot method needs a checkpoint (the pinned copy lays the snapshot's WAL pages over the file's),
         and a checkpoint from a second process is one of the conditions of SQLite's WAL-reset bug (fixed in
-        3.51.3, backported to 3.44.6 and 3.50.7), so the default is V(none). When set on a host whose SQLite may carry the bug, a warning is returned.
+        3.51.3, backported to 3.44.6 and 3.50.7), so the default is V(none). When set on a host whose SQLite
+        may carry the bug, a warning is returned.
     type: str
     choices: [none, PASSIVE, FULL, RESTART, TRUNCATE]
     default: none

@@ -77,7 +77,7 @@ folder:
   type: str
   sample: /srv/sqlite-archive/pi1/gym
 kind:
-  description: Sort of failure.
+  description: Sort of failure, V(bad_input), V(locked) (the folder's lock was held too long) or V(io).
   returned: failure
   type: str
 """
@@ -94,16 +94,16 @@ from ansible.module_utils.sqlite_fleet import (
 )
 
 
+ARGUMENT_SPEC = dict(
+    archive_dir=dict(type="path", required=True),
+    host=dict(type="str", required=True),
+    name=dict(type="str", required=True),
+    lock_timeout=dict(type="float", default=600),
+)
+
+
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            archive_dir=dict(type="path", required=True),
-            host=dict(type="str", required=True),
-            name=dict(type="str", required=True),
-            lock_timeout=dict(type="float", default=600),
-        ),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     params = module.params
     try:
         archive_dir = validate_abs_path(params["archive_dir"], "archive folder")

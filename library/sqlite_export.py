@@ -89,7 +89,7 @@ invalid:
   type: list
   elements: str
 kind:
-  description: Sort of failure.
+  description: Sort of failure, V(bad_input) or V(io).
   returned: failure
   type: str
 """

@@ -163,6 +163,7 @@ import sqlite3
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sqlite_fleet import (
+    INTEGRITY_LEVELS,
     KIND_BAD_INPUT,
     KIND_CORRUPT,
     KIND_IO,
@@ -216,17 +217,20 @@ def verify_one(path, params):
         return failed_result(path, str(exc), params["integrity"])
 
 
+ARGUMENT_SPEC = dict(
+    path=dict(type="path"),
+    backup_dir=dict(type="path"),
+    name=dict(type="str"),
+    select=dict(type="str", default="latest", choices=["latest", "all"]),
+    integrity=dict(type="str", default="full", choices=list(INTEGRITY_LEVELS)),
+    expected_sha256=dict(type="str"),
+    check_rows=dict(type="bool", default=True),
+)
+
+
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="path"),
-            backup_dir=dict(type="path"),
-            name=dict(type="str"),
-            select=dict(type="str", default="latest", choices=["latest", "all"]),
-            integrity=dict(type="str", default="full", choices=["quick", "full"]),
-            expected_sha256=dict(type="str"),
-            check_rows=dict(type="bool", default=True),
-        ),
+        argument_spec=ARGUMENT_SPEC,
         mutually_exclusive=[["path", "backup_dir"], ["path", "name"]],
         required_one_of=[["path", "backup_dir"]],
         required_by={"expected_sha256": "path"},

@@ -85,13 +85,7 @@ kind:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sqlite_fleet import (
-    KIND_IO,
-    BackupError,
-    archived_backups,
-    validate_abs_path,
-    validate_name,
-)
+from ansible.module_utils.sqlite_fleet import KIND_IO, BackupError, archived_backups, validate_abs_path, validate_name
 
 
 ARGUMENT_SPEC = dict(

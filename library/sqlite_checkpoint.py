@@ -106,13 +106,7 @@ kind:
 import sqlite3
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sqlite_fleet import (
-    CHECKPOINT_MODES,
-    KIND_BAD_INPUT,
-    KIND_IO,
-    BackupError,
-    checkpoint,
-)
+from ansible.module_utils.sqlite_fleet import CHECKPOINT_MODES, KIND_BAD_INPUT, KIND_IO, BackupError, checkpoint
 
 
 ARGUMENT_SPEC = dict(

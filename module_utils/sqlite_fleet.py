@@ -151,6 +151,14 @@ def validate_lock_timeout(value: Any) -> float:
     return float(value)
 
 
+def validate_sha256(value: Any, what: str = "expected_sha256") -> str:
+    """A sha256 as 64 hexadecimal digits (spaces around and upper case allowed): the normal form."""
+    normal = value.strip().lower() if isinstance(value, str) else value
+    if not isinstance(normal, str) or not re.fullmatch(r"[0-9a-f]{64}", normal):
+        raise BackupError("%s must be 64 hexadecimal digits, got %r" % (what, value), KIND_BAD_INPUT)
+    return normal
+
+
 def check_database_file(path: str) -> os.stat_result:
     """Refuse anything that is not an existing, non-empty SQLite database file."""
     try:
@@ -1749,6 +1757,52 @@ def row_count_differences(expected: Mapping[str, Any], actual: Mapping[str, int]
         elif expected[table] is not None and expected[table] != actual[table]:
             diffs.append("table %s has %d rows, manifest says %d" % (table, actual[table], expected[table]))
     return diffs
+
+
+def unverifiable_result(path: str, why: str, integrity: str) -> dict[str, Any]:
+    """A :func:`verify_backup`-shaped result for a file that could not be verified at all."""
+    return {"ok": False, "file": os.path.basename(path), "path": path, "checks": {"manifest": why},
+            "problems": ["manifest: %s" % why], "manifest": None, "sha256": None, "integrity": integrity,
+            "duration_seconds": 0.0}
+
+
+def backups_to_verify(backup_dir: str, name: str | None, select: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """The backups to verify (newest first; ``latest``: the newest of each name) and the broken files
+    to report, from the folder listing. No backup at all is a failed verification (corrupt)."""
+    if not os.path.isdir(backup_dir):
+        raise BackupError("backup folder %s does not exist" % backup_dir, KIND_BAD_INPUT)
+    listing = list_backups(backup_dir, name)
+    backups = listing["backups"]
+    if select == "latest":
+        newest: dict[str, Any] = {}
+        for backup in backups:  # newest first
+            newest.setdefault(backup["name"], backup)
+        backups = [b for b in backups if newest[b["name"]] is b]
+    if not backups:
+        message = "backup folder %s holds no backup%s" % (backup_dir, " of %s" % name if name else "")
+        if listing["invalid"]:
+            message += "; files named like backups with a missing or broken manifest: %s" % ", ".join(
+                item["file"] for item in listing["invalid"])
+        raise BackupError(message, KIND_CORRUPT)
+    return [b["path"] for b in backups], listing["invalid"]
+
+
+def verify_listed_backup(path: str, integrity: str, check_rows: bool = True) -> dict[str, Any]:
+    """:func:`verify_backup` of a listed backup; one removed or unreadable since the listing is a failed result."""
+    try:
+        return verify_backup(path, integrity, None, check_rows)
+    except BackupError as exc:  # removed by a prune between the listing and now, unreadable...
+        return unverifiable_result(path, str(exc), integrity)
+
+
+def verify_summary(results: Sequence[Mapping[str, Any]]) -> str:
+    """One line: which backups FAILED verification and why, or which were verified."""
+    failed = [r for r in results if not r["ok"]]
+    if failed:
+        return "%d of %d backups FAILED verification: %s" % (
+            len(failed), len(results), "; ".join("%s (%s)" % (r["file"], "; ".join(r["problems"])) for r in failed))
+    return "%d backup%s verified: %s" % (len(results), "" if len(results) == 1 else "s",
+                                         ", ".join(r["file"] for r in results))
 
 
 # --------------------------------------------------------------------------- retention

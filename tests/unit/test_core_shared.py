@@ -119,3 +119,23 @@ def test_drill_targets_walk_the_archive_layout_and_name_what_they_ignore(tmp_pat
     targets, _ = core.drill_targets(str(tmp_path), ["pi2", "ghost"], {"pi2": ["till"]})
     assert [(h, n) for h, n, _ in targets] == [("pi2", "gym"), ("pi2", "till"), ("ghost", None)]
     assert targets[1][2] == str(tmp_path / "pi2" / "till")
+
+
+def test_verify_pieces_name_the_failed_backups_and_refuse_a_bad_checksum(tmp_path):
+    good = "AB" * 32
+    assert core.validate_sha256("  %s\n" % good) == good.lower()
+    for bad in ("ab" * 31, "zz" * 32, 64, None):
+        with pytest.raises(core.BackupError, match="must be 64 hexadecimal digits"):
+            core.validate_sha256(bad)
+    with pytest.raises(core.BackupError, match="does not exist") as missing:
+        core.backups_to_verify(str(tmp_path / "nowhere"), None, "latest")
+    assert missing.value.kind == core.KIND_BAD_INPUT
+    with pytest.raises(core.BackupError, match="holds no backup of gym") as empty:
+        core.backups_to_verify(str(tmp_path), "gym", "all")
+    assert empty.value.kind == core.KIND_CORRUPT
+    gone = core.verify_listed_backup(str(tmp_path / FINAL), "quick")
+    assert gone["ok"] is False and gone["file"] == FINAL and gone["problems"][0].startswith("manifest: ")
+    ok = {"ok": True, "file": "a.db", "problems": []}
+    assert core.verify_summary([ok]) == "1 backup verified: a.db"
+    assert core.verify_summary([ok, gone]) == "1 of 2 backups FAILED verification: %s (%s)" % (
+        FINAL, "; ".join(gone["problems"]))

@@ -1,6 +1,7 @@
 # Copyright: (c) 2026, the sqlite-fleet-backup authors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The attributes every sqlite-fleet-backup module shares (a module that shows a diff overrides diff_mode)."""
+"""The attributes every sqlite-fleet-backup module shares (a module that shows a diff overrides diff_mode),
+and its authors."""
 
 from __future__ import annotations
 
@@ -18,4 +19,6 @@ attributes:
     description: Target OS/families that can be operated against.
     support: full
     platforms: posix
+author:
+  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """

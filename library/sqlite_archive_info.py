@@ -35,8 +35,6 @@ seealso:
   - module: sqlitefleet.sqlite_fleet.sqlite_archive
   - module: sqlitefleet.sqlite_fleet.sqlite_backup
   - module: sqlitefleet.sqlite_fleet.sqlite_export
-author:
-  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""
@@ -79,7 +77,7 @@ folder:
   type: str
   sample: /srv/sqlite-archive/pi1/gym
 kind:
-  description: Sort of failure.
+  description: Sort of failure, V(bad_input), V(locked) (the folder's lock was held too long) or V(io).
   returned: failure
   type: str
 """
@@ -87,25 +85,19 @@ kind:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sqlite_fleet import (
-    KIND_IO,
-    BackupError,
-    archived_backups,
-    validate_abs_path,
-    validate_name,
+from ansible.module_utils.sqlite_fleet import KIND_IO, BackupError, archived_backups, validate_abs_path, validate_name
+
+
+ARGUMENT_SPEC = dict(
+    archive_dir=dict(type="path", required=True),
+    host=dict(type="str", required=True),
+    name=dict(type="str", required=True),
+    lock_timeout=dict(type="float", default=600),
 )
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            archive_dir=dict(type="path", required=True),
-            host=dict(type="str", required=True),
-            name=dict(type="str", required=True),
-            lock_timeout=dict(type="float", default=600),
-        ),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     params = module.params
     try:
         archive_dir = validate_abs_path(params["archive_dir"], "archive folder")

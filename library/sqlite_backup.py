@@ -71,9 +71,10 @@ options:
   checkpoint:
     description:
       - Run C(PRAGMA wal_checkpoint) in this mode on the source before the backup.
-      - The backup API does not need a checkpoint, and a checkpoint from a second process is one of the
-        conditions of SQLite's WAL-reset bug (fixed in 3.51.3, backported to 3.44.6 and 3.50.7), so the
-        default is V(none). When set on a host whose SQLite may carry the bug, a warning is returned.
+      - No snapshot method needs a checkpoint (the pinned copy lays the snapshot's WAL pages over the file's),
+        and a checkpoint from a second process is one of the conditions of SQLite's WAL-reset bug (fixed in
+        3.51.3, backported to 3.44.6 and 3.50.7), so the default is V(none). When set on a host whose SQLite
+        may carry the bug, a warning is returned.
     type: str
     choices: [none, PASSIVE, FULL, RESTART, TRUNCATE]
     default: none
@@ -145,8 +146,6 @@ seealso:
   - name: SQLite online backup API
     description: How the backup API copies a live database.
     link: https://www.sqlite.org/backup.html
-author:
-  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""
@@ -295,12 +294,17 @@ import sqlite3
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sqlite_fleet import (
-    KIND_BAD_INPUT,
+    CHECKPOINT_MODES,
+    INTEGRITY_LEVELS,
     KIND_CORRUPT,
     KIND_IO,
+    METHODS,
     BackupError,
     apply_retention,
+    check_export_options,
     checkpoint,
+    export_options,
+    export_summary,
     list_backups,
     retention_options,
     retention_policy,
@@ -310,26 +314,28 @@ from ansible.module_utils.sqlite_fleet import (
     validate_lock_timeout,
 )
 
-EXPORT_OPTIONS = dict(
-    have=dict(type="list", elements="dict", default=[]),
-    delta=dict(type="bool", default=True),
-    max_backups=dict(type="int", default=0),
-    fetch_user=dict(type="str"),
+ARGUMENT_SPEC = dict(
+    path=dict(type="path", required=True),
+    name=dict(type="str", required=True),
+    backup_dir=dict(type="path", required=True),
+    label=dict(type="str"),
+    method=dict(type="str", default="pinned_copy", choices=list(METHODS)),
+    integrity=dict(type="str", default="quick", choices=list(INTEGRITY_LEVELS)),
+    checkpoint=dict(type="str", default="none", choices=["none"] + list(CHECKPOINT_MODES)),
+    busy_timeout_ms=dict(type="int", default=5000),
+    lock_timeout=dict(type="float", default=600),
+    owner=dict(type="str"),
+    group=dict(type="str"),
+    source_host=dict(type="str"),
+    retention=dict(type="dict", options=retention_options()),
+    export=dict(type="dict", options=export_options()),
 )
 
 
 def backup_result(snap):
     """What the task returns: the core's snapshot result, with the manifest's key figures on top."""
-    result = {
-        "changed": snap["changed"],
-        "backup": snap["backup"],
-        "file": snap["file"],
-        "manifest": snap["manifest"],
-        "verified": snap["verified"],
-        "problems": snap["problems"],
-        "removed_unfinished": snap["removed_unfinished"],
-        "msg": snap["msg"],
-    }
+    result = {key: snap[key] for key in ("changed", "backup", "file", "manifest", "verified", "problems",
+                                         "removed_unfinished", "msg")}
     manifest = snap["manifest"]
     if manifest:
         result.update(
@@ -354,22 +360,6 @@ def folder_diff(params, before, after):
             "after": "".join("%s\n" % f for f in sorted(after))}
 
 
-def check_export(export):
-    """Refuse a bad export sub-option before anything is done."""
-    if export["max_backups"] < 0:
-        raise BackupError("export.max_backups must be 0 or more, got %d" % export["max_backups"], KIND_BAD_INPUT)
-    if any(not isinstance(item.get("file"), str) for item in export["have"]):
-        raise BackupError("export.have must be a list of {file, sha256}", KIND_BAD_INPUT)
-    user = export["fetch_user"]
-    if user:
-        import pwd
-
-        try:
-            pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
-        except KeyError:
-            raise BackupError("export.fetch_user %r does not exist on this host" % user, KIND_BAD_INPUT) from None
-
-
 def corrupt_source_message(params, result):
     return (
         "source database %s is corrupt: it FAILED its %s integrity check (%s). It was still backed up as %s, "
@@ -378,42 +368,21 @@ def corrupt_source_message(params, result):
     )
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="path", required=True),
-            name=dict(type="str", required=True),
-            backup_dir=dict(type="path", required=True),
-            label=dict(type="str"),
-            method=dict(type="str", default="pinned_copy", choices=["pinned_copy", "backup_api", "vacuum_into"]),
-            integrity=dict(type="str", default="quick", choices=["quick", "full"]),
-            checkpoint=dict(type="str", default="none", choices=["none", "PASSIVE", "FULL", "RESTART", "TRUNCATE"]),
-            busy_timeout_ms=dict(type="int", default=5000),
-            lock_timeout=dict(type="float", default=600),
-            owner=dict(type="str"),
-            group=dict(type="str"),
-            source_host=dict(type="str"),
-            retention=dict(type="dict", options=retention_options()),
-            export=dict(type="dict", options=EXPORT_OPTIONS),
-        ),
-        supports_check_mode=True,
-    )
-    params = module.params
+def checked_policy(module, params):
+    """The retention policy (None when unset); a bad policy or export fails here, before any backup is taken."""
     try:
         validate_lock_timeout(params["lock_timeout"])
         validate_busy_timeout(params["busy_timeout_ms"])
-    except BackupError as exc:
-        module.fail_json(msg="%s; nothing was backed up" % exc, kind=exc.kind, changed=False)
-    # A bad policy or export fails here, before any backup is taken.
-    policy = None
-    try:
-        if params["retention"] is not None:
-            policy = retention_policy(params["retention"])
+        policy = retention_policy(params["retention"]) if params["retention"] is not None else None
         if params["export"] is not None:
-            check_export(params["export"])
+            check_export_options(params["export"], "export.")
+        return policy
     except BackupError as exc:
         module.fail_json(msg="%s; nothing was backed up" % exc, kind=exc.kind, changed=False)
 
+
+def take_backup(module, params):
+    """The optional checkpoint, then the snapshot: the task's result so far."""
     changed, checkpoint_result = False, None
     try:
         if params["checkpoint"] != "none":
@@ -422,78 +391,82 @@ def main():
             changed = checkpoint_result["changed"]
             if checkpoint_result["warning"] and not checkpoint_result["skipped"]:
                 module.warn(checkpoint_result["warning"])
-
-        snap = snapshot(
-            params["path"],
-            params["backup_dir"],
-            params["name"],
-            label=params["label"],
-            method=params["method"],
-            integrity=params["integrity"],
-            busy_timeout_ms=params["busy_timeout_ms"],
-            lock_timeout=params["lock_timeout"],
-            owner=params["owner"],
-            group=params["group"],
-            source_host=params["source_host"],
-            check_mode=module.check_mode,
-        )
+        snap = snapshot(params["path"], params["backup_dir"], params["name"], label=params["label"],
+                        method=params["method"], integrity=params["integrity"],
+                        busy_timeout_ms=params["busy_timeout_ms"], lock_timeout=params["lock_timeout"],
+                        owner=params["owner"], group=params["group"], source_host=params["source_host"],
+                        check_mode=module.check_mode)
     except BackupError as exc:
         module.fail_json(msg=str(exc), kind=exc.kind, changed=changed)
     except (OSError, sqlite3.Error) as exc:
         module.fail_json(msg="backup of %s failed: %s" % (params["path"], exc), kind=KIND_IO, changed=changed)
-
     result = backup_result(snap)
     if checkpoint_result is not None:
         result["checkpoint_result"] = checkpoint_result
     if result["verified"] is False:
         result["msg"] = corrupt_source_message(params, result)
         module.fail_json(kind=KIND_CORRUPT, **result)
-    if changed:
-        result["changed"] = True
+    result["changed"] = result["changed"] or changed
+    return result
 
+
+def prune(module, params, policy, result):
+    """O(retention) after the backup (the new backup trusted as verified)."""
+    try:
+        pruned = apply_retention(params["backup_dir"], params["name"], policy,
+                                 timezone=params["retention"]["timezone"], check_mode=module.check_mode,
+                                 lock_timeout=params["lock_timeout"], trusted=[result["file"]])
+    except (BackupError, OSError, sqlite3.Error) as exc:
+        result["msg"] = "%s, but pruning %s failed: %s" % (result["msg"], params["backup_dir"], exc)
+        module.fail_json(kind=getattr(exc, "kind", KIND_IO), **result)
+    for flagged in pruned["flagged"]:
+        module.warn("%s fails its checksum (%s): flagged unverified, never kept as the newest verified backup"
+                    % (flagged["file"], flagged["why"]))
+    result.update(retention=pruned, changed=result["changed"] or pruned["changed"])
+    result["msg"] += "; %s" % pruned["msg"]
+
+
+def export(module, params, result):
+    """O(export) after the backup: stage what the archive lacks."""
+    wanted = params["export"]
+    try:
+        plan = stage_export(params["backup_dir"], params["name"], wanted["have"], delta=wanted["delta"],
+                            max_backups=wanted["max_backups"], fetch_user=wanted["fetch_user"],
+                            check_mode=module.check_mode)
+    except (BackupError, OSError) as exc:
+        result["msg"] = "%s, but staging the backups of %s for the pull failed: %s" % (result["msg"],
+                                                                                   params["name"], exc)
+        module.fail_json(kind=getattr(exc, "kind", KIND_IO), **result)
+    export_msg = export_summary(params["name"], plan["transfers"])
+    result.update(transfers=plan["transfers"], staging_dir=plan["staging_dir"],
+                  export=dict(conflicts=plan["conflicts"], invalid=plan["invalid"],
+                              host_backups=plan["host_backups"], msg=export_msg))
+    result["changed"] = result["changed"] or bool(plan["staging_dir"])
+    result["msg"] += "; %s" % export_msg
+
+
+def backup_diff(module, params, result):
+    if "retention" in result:
+        present = [d["file"] for d in result["retention"]["decisions"]]
+        kept = result["retention"]["kept"]
+    else:
+        present = kept = [b["file"] for b in list_backups(params["backup_dir"], params["name"])["backups"]]
+    if module.check_mode:
+        return folder_diff(params, present, kept + [result["file"]])
+    return folder_diff(params, [f for f in present if f != result["file"]], kept)
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    params = module.params
+    policy = checked_policy(module, params)
+    result = take_backup(module, params)
     if policy is not None:
-        try:
-            pruned = apply_retention(params["backup_dir"], params["name"], policy,
-                                     timezone=params["retention"]["timezone"], check_mode=module.check_mode,
-                                     lock_timeout=params["lock_timeout"], trusted=[snap["file"]])
-        except (BackupError, OSError, sqlite3.Error) as exc:
-            result["msg"] = "%s, but pruning %s failed: %s" % (result["msg"], params["backup_dir"], exc)
-            module.fail_json(kind=getattr(exc, "kind", KIND_IO), **result)
-        for flagged in pruned["flagged"]:
-            module.warn("%s fails its checksum (%s): flagged unverified, never kept as the newest verified backup"
-                        % (flagged["file"], flagged["why"]))
-        result["retention"] = pruned
-        result["changed"] = result["changed"] or pruned["changed"]
-        result["msg"] += "; %s" % pruned["msg"]
-
+        prune(module, params, policy, result)
     if params["export"] is not None:
-        try:
-            export = params["export"]
-            plan = stage_export(params["backup_dir"], params["name"], export["have"], delta=export["delta"],
-                                max_backups=export["max_backups"], fetch_user=export["fetch_user"],
-                                check_mode=module.check_mode)
-        except (BackupError, OSError) as exc:
-            result["msg"] = "%s, but staging the backups of %s for the pull failed: %s" % (result["msg"],
-                                                                                       params["name"], exc)
-            module.fail_json(kind=getattr(exc, "kind", KIND_IO), **result)
-        sending = plan["transfers"]
-        export_msg = "%d backup(s) of %s to send (%d bytes)" % (len(sending), params["name"],
-                                                                 sum(t["bytes"] for t in sending))
-        result.update(transfers=sending, staging_dir=plan["staging_dir"],
-                      export=dict(conflicts=plan["conflicts"], invalid=plan["invalid"],
-                                  host_backups=plan["host_backups"], msg=export_msg))
-        result["changed"] = result["changed"] or bool(plan["staging_dir"])
-        result["msg"] += "; %s" % export_msg
+        export(module, params, result)
     if module._diff:
-        if policy is not None:
-            present = [d["file"] for d in result["retention"]["decisions"]]
-            kept = result["retention"]["kept"]
-        else:
-            present = kept = [b["file"] for b in list_backups(params["backup_dir"], params["name"])["backups"]]
-        if module.check_mode:
-            result["diff"] = folder_diff(params, present, kept + [result["file"]])
-        else:
-            result["diff"] = folder_diff(params, [f for f in present if f != result["file"]], kept)
+        result["diff"] = backup_diff(module, params, result)
     module.exit_json(**result)
 
 

@@ -49,8 +49,6 @@ seealso:
   - name: PRAGMA wal_checkpoint
     description: SQLite's documentation of the checkpoint modes.
     link: https://www.sqlite.org/pragma.html#pragma_wal_checkpoint
-author:
-  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""
@@ -108,23 +106,18 @@ kind:
 import sqlite3
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sqlite_fleet import (
-    KIND_BAD_INPUT,
-    KIND_IO,
-    BackupError,
-    checkpoint,
+from ansible.module_utils.sqlite_fleet import CHECKPOINT_MODES, KIND_BAD_INPUT, KIND_IO, BackupError, checkpoint
+
+
+ARGUMENT_SPEC = dict(
+    path=dict(type="path", required=True),
+    mode=dict(type="str", default="PASSIVE", choices=list(CHECKPOINT_MODES)),
+    busy_timeout_ms=dict(type="int", default=5000),
 )
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="path", required=True),
-            mode=dict(type="str", default="PASSIVE", choices=["PASSIVE", "FULL", "RESTART", "TRUNCATE"]),
-            busy_timeout_ms=dict(type="int", default=5000),
-        ),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     params = module.params
     if params["busy_timeout_ms"] < 0:
         module.fail_json(msg="busy_timeout_ms must be 0 or more, got %d" % params["busy_timeout_ms"],

@@ -48,8 +48,6 @@ seealso:
   - module: sqlitefleet.sqlite_fleet.sqlite_archive_info
   - module: sqlitefleet.sqlite_fleet.sqlite_fetch
   - module: sqlitefleet.sqlite_fleet.sqlite_archive
-author:
-  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""
@@ -91,7 +89,7 @@ invalid:
   type: list
   elements: str
 kind:
-  description: Sort of failure.
+  description: Sort of failure, V(bad_input) or V(io).
   returned: failure
   type: str
 """
@@ -100,35 +98,35 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sqlite_fleet import (
-    KIND_BAD_INPUT,
     KIND_IO,
     BackupError,
+    check_export_options,
+    export_options,
+    export_summary,
     remove_staging_dir,
     stage_export,
     staging_folder_of,
     validate_abs_path,
 )
 
+ARGUMENT_SPEC = dict(
+    backup_dir=dict(type="path", required=True),
+    name=dict(type="str"),
+    state=dict(type="str", default="present", choices=["present", "absent"]),
+    staging_dir=dict(type="path"),
+    **export_options(),
+)
+
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            backup_dir=dict(type="path", required=True),
-            name=dict(type="str"),
-            have=dict(type="list", elements="dict", default=[]),
-            delta=dict(type="bool", default=True),
-            max_backups=dict(type="int", default=0),
-            state=dict(type="str", default="present", choices=["present", "absent"]),
-            staging_dir=dict(type="path"),
-            fetch_user=dict(type="str"),
-        ),
+        argument_spec=ARGUMENT_SPEC,
         required_if=[("state", "present", ["name"]), ("state", "absent", ["staging_dir"])],
         supports_check_mode=True,
     )
     params = module.params
-    if params["max_backups"] < 0:
-        module.fail_json(msg="max_backups must be 0 or more", kind=KIND_BAD_INPUT)
     try:
+        check_export_options(params)
         backup_dir = validate_abs_path(params["backup_dir"], "backup folder")
         if params["state"] == "absent":
             if module.check_mode:
@@ -141,12 +139,7 @@ def main():
         module.fail_json(msg=str(exc), kind=exc.kind)
     except OSError as exc:
         module.fail_json(msg="preparing the backups of %s failed: %s" % (params["name"], exc), kind=KIND_IO)
-    sending = plan["transfers"]
-    module.exit_json(
-        changed=bool(plan["staging_dir"]),
-        msg="%d backup(s) of %s to send (%d bytes)" % (len(sending), params["name"], sum(t["bytes"] for t in sending)),
-        **plan,
-    )
+    module.exit_json(changed=bool(plan["staging_dir"]), msg=export_summary(params["name"], plan["transfers"]), **plan)
 
 
 if __name__ == "__main__":

@@ -41,8 +41,6 @@ extends_documentation_fragment:
   - sqlite_fleet_attributes
 seealso:
   - module: sqlitefleet.sqlite_fleet.sqlite_backup
-author:
-  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""
@@ -174,14 +172,17 @@ def backup_folder_stats(backup_dir, name):
     return stats
 
 
+ARGUMENT_SPEC = dict(
+    path=dict(type="path"),
+    backup_dir=dict(type="path"),
+    name=dict(type="str"),
+    count_rows=dict(type="bool", default=True),
+)
+
+
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="path"),
-            backup_dir=dict(type="path"),
-            name=dict(type="str"),
-            count_rows=dict(type="bool", default=True),
-        ),
+        argument_spec=ARGUMENT_SPEC,
         required_one_of=[["path", "backup_dir"]],
         required_by={"name": "backup_dir"},
         supports_check_mode=True,

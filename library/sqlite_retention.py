@@ -55,8 +55,6 @@ extends_documentation_fragment:
 seealso:
   - module: sqlitefleet.sqlite_fleet.sqlite_backup
   - module: sqlitefleet.sqlite_fleet.sqlite_archive
-author:
-  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""
@@ -172,17 +170,17 @@ def file_list(files):
     return "".join("%s\n" % entry for entry in sorted(files))
 
 
+ARGUMENT_SPEC = dict(
+    backup_dir=dict(type="path", required=True),
+    name=dict(type="str", required=True),
+    **retention_options(),
+    lock_timeout=dict(type="float", default=600),
+    now=dict(type="str"),
+)
+
+
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            backup_dir=dict(type="path", required=True),
-            name=dict(type="str", required=True),
-            **retention_options(),
-            lock_timeout=dict(type="float", default=600),
-            now=dict(type="str"),
-        ),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     params = module.params
     try:
         validate_lock_timeout(params["lock_timeout"])

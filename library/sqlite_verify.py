@@ -67,8 +67,6 @@ extends_documentation_fragment:
 seealso:
   - module: sqlitefleet.sqlite_fleet.sqlite_backup
   - module: sqlitefleet.sqlite_fleet.sqlite_drill
-author:
-  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""
@@ -159,76 +157,53 @@ kind:
   sample: corrupt
 """
 
-import os
-import re
 import sqlite3
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sqlite_fleet import (
-    KIND_BAD_INPUT,
+    INTEGRITY_LEVELS,
     KIND_CORRUPT,
     KIND_IO,
     BackupError,
-    list_backups,
+    backups_to_verify,
+    unverifiable_result,
     validate_abs_path,
     validate_name,
+    validate_sha256,
     verify_backup,
+    verify_listed_backup,
+    verify_summary,
+)
+
+ARGUMENT_SPEC = dict(
+    path=dict(type="path"),
+    backup_dir=dict(type="path"),
+    name=dict(type="str"),
+    select=dict(type="str", default="latest", choices=["latest", "all"]),
+    integrity=dict(type="str", default="full", choices=list(INTEGRITY_LEVELS)),
+    expected_sha256=dict(type="str"),
+    check_rows=dict(type="bool", default=True),
 )
 
 
-def failed_result(path, why, integrity):
-    """A verify_backup-shaped result for a file that could not be verified at all."""
-    return {
-        "ok": False,
-        "file": os.path.basename(path),
-        "path": path,
-        "checks": {"manifest": why},
-        "problems": ["manifest: %s" % why],
-        "manifest": None,
-        "sha256": None,
-        "integrity": integrity,
-        "duration_seconds": 0.0,
-    }
-
-
-def select_backups(backup_dir, name, select):
-    """The backups to verify (newest first) and the broken files to report, from the folder listing."""
-    if not os.path.isdir(backup_dir):
-        raise BackupError("backup folder %s does not exist" % backup_dir, KIND_BAD_INPUT)
-    listing = list_backups(backup_dir, name)
-    backups = listing["backups"]
-    if select == "latest":
-        newest = {}
-        for backup in backups:  # newest first
-            newest.setdefault(backup["name"], backup)
-        backups = [b for b in backups if newest[b["name"]] is b]
-    if not backups:
-        message = "backup folder %s holds no backup%s" % (backup_dir, " of %s" % name if name else "")
-        if listing["invalid"]:
-            message += "; files named like backups with a missing or broken manifest: %s" % ", ".join(
-                item["file"] for item in listing["invalid"])
-        raise BackupError(message, KIND_CORRUPT)  # nothing verifiable is a failed verification
-    return [b["path"] for b in backups], listing["invalid"]
-
-
-def verify_one(path, params):
-    try:
-        return verify_backup(path, params["integrity"], params["expected_sha256"], params["check_rows"])
-    except BackupError as exc:  # removed by a prune between the listing and now, unreadable...
-        return failed_result(path, str(exc), params["integrity"])
+def verify_folder(module, params, result):
+    """The backups of O(backup_dir) that O(select) picks, and (select=all) its broken files as failed results."""
+    backup_dir = validate_abs_path(params["backup_dir"], "backup_dir")
+    name = validate_name(params["name"]) if params["name"] is not None else None
+    paths, invalid = backups_to_verify(backup_dir, name, params["select"])
+    results = [verify_listed_backup(path, params["integrity"], params["check_rows"]) for path in paths]
+    result["invalid"] = [item["file"] for item in invalid]
+    if params["select"] == "all":
+        results += [unverifiable_result(item["path"], item["why"], params["integrity"]) for item in invalid]
+    elif invalid:
+        module.warn("%s holds files named like backups whose manifest is missing or broken (not verified "
+                    "with select=latest): %s" % (backup_dir, ", ".join(result["invalid"])))
+    return results
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="path"),
-            backup_dir=dict(type="path"),
-            name=dict(type="str"),
-            select=dict(type="str", default="latest", choices=["latest", "all"]),
-            integrity=dict(type="str", default="full", choices=["quick", "full"]),
-            expected_sha256=dict(type="str"),
-            check_rows=dict(type="bool", default=True),
-        ),
+        argument_spec=ARGUMENT_SPEC,
         mutually_exclusive=[["path", "backup_dir"], ["path", "name"]],
         required_one_of=[["path", "backup_dir"]],
         required_by={"expected_sha256": "path"},
@@ -236,46 +211,24 @@ def main():
     )
     params = module.params
     result = {"changed": False, "ok": False, "verified_count": 0, "failed_backups": [], "results": []}
-
-    expected = params["expected_sha256"]
-    if expected is not None:
-        expected = expected.strip().lower()
-        if not re.fullmatch(r"[0-9a-f]{64}", expected):
-            module.fail_json(msg="expected_sha256 must be 64 hexadecimal digits, got %r" % params["expected_sha256"],
-                             kind=KIND_BAD_INPUT, **result)
-        params["expected_sha256"] = expected
-
     try:
+        if params["expected_sha256"] is not None:
+            params["expected_sha256"] = validate_sha256(params["expected_sha256"])
         if params["path"] is not None:
             results = [verify_backup(validate_abs_path(params["path"], "path"), params["integrity"],
                                      params["expected_sha256"], params["check_rows"])]
         else:
-            backup_dir = validate_abs_path(params["backup_dir"], "backup_dir")
-            name = validate_name(params["name"]) if params["name"] is not None else None
-            paths, invalid = select_backups(backup_dir, name, params["select"])
-            results = [verify_one(path, params) for path in paths]
-            result["invalid"] = [item["file"] for item in invalid]
-            if params["select"] == "all":
-                results += [failed_result(item["path"], item["why"], params["integrity"]) for item in invalid]
-            elif invalid:
-                module.warn("%s holds files named like backups whose manifest is missing or broken (not verified "
-                            "with select=latest): %s" % (backup_dir, ", ".join(result["invalid"])))
+            results = verify_folder(module, params, result)
     except BackupError as exc:
         module.fail_json(msg=str(exc), kind=exc.kind, **result)
     except (OSError, sqlite3.Error) as exc:
         module.fail_json(msg="verification failed: %s" % exc, kind=KIND_IO, **result)
 
-    result["results"] = results
-    result["failed_backups"] = [r["file"] for r in results if not r["ok"]]
-    result["verified_count"] = sum(1 for r in results if r["ok"])
+    result.update(results=results, failed_backups=[r["file"] for r in results if not r["ok"]],
+                  verified_count=sum(1 for r in results if r["ok"]), msg=verify_summary(results))
     result["ok"] = not result["failed_backups"]
     if result["failed_backups"]:
-        result["msg"] = "%d of %d backups FAILED verification: %s" % (
-            len(result["failed_backups"]), len(results),
-            "; ".join("%s (%s)" % (r["file"], "; ".join(r["problems"])) for r in results if not r["ok"]))
         module.fail_json(kind=KIND_CORRUPT, **result)
-    result["msg"] = "%d backup%s verified: %s" % (len(results), "" if len(results) == 1 else "s",
-                                                   ", ".join(r["file"] for r in results))
     module.exit_json(**result)
 
 

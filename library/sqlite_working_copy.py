@@ -35,8 +35,6 @@ extends_documentation_fragment:
 seealso:
   - module: sqlitefleet.sqlite_fleet.sqlite_archive
   - module: sqlitefleet.sqlite_fleet.sqlite_restore
-author:
-  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""
@@ -81,15 +79,15 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sqlite_fleet import KIND_IO, BackupError, install_working_copy
 
 
+ARGUMENT_SPEC = dict(
+    src=dict(type="path", required=True),
+    dest=dict(type="path", required=True),
+    keep=dict(type="int", default=3),
+)
+
+
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            src=dict(type="path", required=True),
-            dest=dict(type="path", required=True),
-            keep=dict(type="int", default=3),
-        ),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     params = module.params
     try:
         result = install_working_copy(params["src"], params["dest"], keep=params["keep"],

@@ -32,6 +32,7 @@ import functools
 import hashlib
 import json
 import os
+import pathlib
 import re
 import secrets
 import shutil
@@ -54,6 +55,7 @@ FORMAT_VERSION = 1
 LOCK_FILE = ".sqlite-backup.lock"
 TMP_PREFIX = ".sqlite-backup-tmp."
 PENDING_SUFFIX = ".pending"
+INCOMING_PREFIX = TMP_PREFIX + "incoming."  # a pulled file before its import: <archive>/<host>/<name>/<this><file>
 MANIFEST_MAX_BYTES = 1 << 20  # a manifest is a few KiB; anything huge is hostile or broken
 SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -147,6 +149,14 @@ def validate_lock_timeout(value: Any) -> float:
         raise BackupError("lock_timeout must be a number of seconds from 0 to %d, got %r"
                           % (LOCK_TIMEOUT_MAX, value), KIND_BAD_INPUT)  # NaN fails every comparison
     return float(value)
+
+
+def validate_sha256(value: Any, what: str = "expected_sha256") -> str:
+    """A sha256 as 64 hexadecimal digits (spaces around and upper case allowed): the normal form."""
+    normal = value.strip().lower() if isinstance(value, str) else value
+    if not isinstance(normal, str) or not re.fullmatch(r"[0-9a-f]{64}", normal):
+        raise BackupError("%s must be 64 hexadecimal digits, got %r" % (what, value), KIND_BAD_INPUT)
+    return normal
 
 
 def check_database_file(path: str) -> os.stat_result:
@@ -410,6 +420,35 @@ def check_free_space(directory: str, needed: int, what: str) -> None:
             % (directory, what, needed, available),
             KIND_NO_SPACE,
         )
+
+
+def make_dir_private_if_missing(path: str) -> None:
+    """Create a missing folder 0700; leave an existing one as it is (it may be shared, e.g. /var/log)."""
+    if not os.path.isdir(path):
+        os.makedirs(path, 0o700, exist_ok=True)
+
+
+def append_json_lines(path: str, lines: Sequence[Mapping[str, Any]]) -> None:
+    """Append one JSON line per item to ``path`` (created 0600, its folder 0700 when missing), fsynced."""
+    make_dir_private_if_missing(os.path.dirname(path))
+    data = "".join(json.dumps(line, sort_keys=True) + "\n" for line in lines).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def rotate_log(path: str, max_bytes: int, keep: int = 3) -> None:
+    """Cap a log's size: once it reaches ``max_bytes``, log -> log.1 -> ... -> log.<keep>."""
+    with contextlib.suppress(FileNotFoundError):
+        if os.path.getsize(path) < max_bytes:
+            return
+        for index in range(keep - 1, 0, -1):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace("%s.%d" % (path, index), "%s.%d" % (path, index + 1))
+        os.replace(path, path + ".1")
 
 
 # --------------------------------------------------------------------------- lock
@@ -697,6 +736,16 @@ def read_manifest(backup_path: str) -> dict[str, Any]:
     return manifest
 
 
+def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
+    """A manifest as it is written: indented JSON, keys sorted, one final newline."""
+    return (json.dumps(dict(manifest), indent=2, sort_keys=True) + "\n").encode()
+
+
+def write_manifest(backup_path: str, manifest: Mapping[str, Any], owner: tuple[int, int] | None) -> None:
+    """Write ``<backup>.json`` atomically (0600); the caller fsyncs the folder."""
+    write_file_atomic(backup_path + ".json", manifest_bytes(manifest), 0o600, owner)
+
+
 def manifest_problems(manifest: Any, filename: str) -> list[str]:
     """Why a manifest cannot describe the backup ``filename`` ([] if it can)."""
     if not isinstance(manifest, dict):
@@ -774,8 +823,7 @@ def flag_unverified(backup_path: str, reason: str, why: str, now: _dt.datetime |
     manifest["verified"] = False
     manifest["flagged"] = {"reason": reason, "why": why, "at": iso_utc(now or utcnow())}
     st = os.stat(backup_path + ".json")
-    write_file_atomic(backup_path + ".json", (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(),
-                      0o600, (st.st_uid, st.st_gid))
+    write_manifest(backup_path, manifest, (st.st_uid, st.st_gid))
     fsync_path(os.path.dirname(backup_path), directory=True)
     return manifest
 
@@ -1500,51 +1548,44 @@ def count_rows_in(path: str, size: int) -> dict[str, int]:
 
 def commit_backup(tmp_path: str, backup_dir: str, name: str, created: _dt.datetime, manifest: dict[str, Any],
                   digest: str, owner: tuple[int, int], started_monotonic: float) -> str:
-    """Place the checked copy under the first free name of its second (``_1``, ``_2`` ...) and commit it."""
+    """Commit the checked copy under the first free name of its second (``_1``, ``_2`` ...)."""
     entries = set(os.listdir(backup_dir))
     seq = 0
     while True:
         final = backup_filename(name, created, seq)
         taken = {final, final + ".sha256", final + ".json", pending_marker(final)}
-        if not taken & entries and place_backup(tmp_path, backup_dir, final):
-            break
+        if not taken & entries:
+            manifest["file"] = final
+            manifest["duration_seconds"] = round(time.monotonic() - started_monotonic, 6)
+            if commit_file(tmp_path, backup_dir, final, digest, manifest, owner):
+                return os.path.join(backup_dir, final)
         entries.add(final)
         seq += 1
-    os.unlink(tmp_path)
-    manifest["file"] = final
-    manifest["duration_seconds"] = round(time.monotonic() - started_monotonic, 6)
-    finish_commit(backup_dir, final, digest, manifest, owner)
-    return os.path.join(backup_dir, final)
 
 
 # The commit protocol, for snapshots and archive imports alike: a pending marker, a hard link to
 # the final name (never overwriting), the .sha256, then the manifest: its rename is the commit.
-def place_backup(tmp_path: str, backup_dir: str, final: str) -> bool:
-    """Link the private, checked, fsynced ``tmp_path`` to ``final`` under its pending marker;
-    False (nothing changed) when that name or its marker is taken. Call :func:`finish_commit` next."""
+def commit_file(tmp_path: str, backup_dir: str, final: str, digest: str, manifest: Mapping[str, Any],
+                owner: tuple[int, int] | None) -> bool:
+    """Commit the private, checked, fsynced ``tmp_path`` as ``final`` with its sidecars; False (nothing
+    changed) when that name or its marker is taken. ``tmp_path`` stays for the caller to remove."""
     marker = os.path.join(backup_dir, pending_marker(final))
     try:
         os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
         return False
+    final_path = os.path.join(backup_dir, final)
     try:
-        os.link(tmp_path, os.path.join(backup_dir, final))  # fails rather than overwrite
+        os.link(tmp_path, final_path)  # fails rather than overwrite
     except FileExistsError:
         os.unlink(marker)
         return False
     fsync_path(backup_dir, directory=True)
-    return True
-
-
-def finish_commit(backup_dir: str, final: str, digest: str, manifest: Mapping[str, Any],
-                  owner: tuple[int, int] | None) -> None:
-    """Write the ``.sha256`` and rename the manifest into place (the commit), then drop the marker."""
-    final_path = os.path.join(backup_dir, final)
     write_file_atomic(final_path + ".sha256", ("%s  %s\n" % (digest, final)).encode("ascii"), 0o600, owner)
-    write_file_atomic(final_path + ".json", (json.dumps(dict(manifest), indent=2, sort_keys=True) + "\n").encode(),
-                      0o600, owner)
+    write_manifest(final_path, manifest, owner)
     fsync_path(backup_dir, directory=True)
-    os.unlink(os.path.join(backup_dir, pending_marker(final)))
+    os.unlink(marker)
+    return True
 
 
 def check_sidecars(backup_path: str, digest: str) -> None:
@@ -1716,6 +1757,52 @@ def row_count_differences(expected: Mapping[str, Any], actual: Mapping[str, int]
         elif expected[table] is not None and expected[table] != actual[table]:
             diffs.append("table %s has %d rows, manifest says %d" % (table, actual[table], expected[table]))
     return diffs
+
+
+def unverifiable_result(path: str, why: str, integrity: str) -> dict[str, Any]:
+    """A :func:`verify_backup`-shaped result for a file that could not be verified at all."""
+    return {"ok": False, "file": os.path.basename(path), "path": path, "checks": {"manifest": why},
+            "problems": ["manifest: %s" % why], "manifest": None, "sha256": None, "integrity": integrity,
+            "duration_seconds": 0.0}
+
+
+def backups_to_verify(backup_dir: str, name: str | None, select: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """The backups to verify (newest first; ``latest``: the newest of each name) and the broken files
+    to report, from the folder listing. No backup at all is a failed verification (corrupt)."""
+    if not os.path.isdir(backup_dir):
+        raise BackupError("backup folder %s does not exist" % backup_dir, KIND_BAD_INPUT)
+    listing = list_backups(backup_dir, name)
+    backups = listing["backups"]
+    if select == "latest":
+        newest: dict[str, Any] = {}
+        for backup in backups:  # newest first
+            newest.setdefault(backup["name"], backup)
+        backups = [b for b in backups if newest[b["name"]] is b]
+    if not backups:
+        message = "backup folder %s holds no backup%s" % (backup_dir, " of %s" % name if name else "")
+        if listing["invalid"]:
+            message += "; files named like backups with a missing or broken manifest: %s" % ", ".join(
+                item["file"] for item in listing["invalid"])
+        raise BackupError(message, KIND_CORRUPT)
+    return [b["path"] for b in backups], listing["invalid"]
+
+
+def verify_listed_backup(path: str, integrity: str, check_rows: bool = True) -> dict[str, Any]:
+    """:func:`verify_backup` of a listed backup; one removed or unreadable since the listing is a failed result."""
+    try:
+        return verify_backup(path, integrity, None, check_rows)
+    except BackupError as exc:  # removed by a prune between the listing and now, unreadable...
+        return unverifiable_result(path, str(exc), integrity)
+
+
+def verify_summary(results: Sequence[Mapping[str, Any]]) -> str:
+    """One line: which backups FAILED verification and why, or which were verified."""
+    failed = [r for r in results if not r["ok"]]
+    if failed:
+        return "%d of %d backups FAILED verification: %s" % (
+            len(failed), len(results), "; ".join("%s (%s)" % (r["file"], "; ".join(r["problems"])) for r in failed))
+    return "%d backup%s verified: %s" % (len(results), "" if len(results) == 1 else "s",
+                                         ", ".join(r["file"] for r in results))
 
 
 # --------------------------------------------------------------------------- retention
@@ -2172,7 +2259,7 @@ def vet_host_manifest(manifest: Any) -> str:
             parse_backup_filename(filename) is None:
         raise BackupError("the host's manifest names an unacceptable file %s" % repr(filename)[:200], KIND_CORRUPT)
     try:
-        encoded = len((json.dumps(dict(manifest), indent=2, sort_keys=True) + "\n").encode())
+        encoded = len(manifest_bytes(manifest))
     except (TypeError, ValueError, RecursionError) as exc:
         raise BackupError("the host's manifest for %s cannot be written as JSON: %s" % (filename, exc),
                           KIND_CORRUPT) from None
@@ -2414,12 +2501,9 @@ def import_backup(incoming_path: str, manifest: Mapping[str, Any], db_dir: str, 
                 return {"changed": False, "file": filename, "path": final_path, "sha256": actual,
                         "verified": True, "msg": "%s is already in the archive" % filename}
             if repaired:
-                write_file_atomic(final_path + ".json",
-                                  (json.dumps(record, indent=2, sort_keys=True) + "\n").encode(), 0o600, owner)
+                write_manifest(final_path, record, owner)
                 fsync_path(db_dir, directory=True)
-            elif place_backup(incoming_path, db_dir, filename):
-                finish_commit(db_dir, filename, actual, record, owner)
-            else:
+            elif not commit_file(incoming_path, db_dir, filename, actual, record, owner):
                 raise BackupError("%s is being committed in the archive by another run" % filename, KIND_LOCKED)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -2469,6 +2553,44 @@ def replace_corrupt_copy(incoming_path: str, db_dir: str, filename: str, digest:
         return True
     raise BackupError("the archive already holds a different %s: refusing to overwrite it" % filename,
                       KIND_CORRUPT)
+
+
+def drill_targets(archive_dir: str, hosts: Sequence[str],
+                  databases: Mapping[str, Sequence[str]]) -> tuple[list[tuple[str, str | None, str]], list[str]]:
+    """The archive layout ``<archive_dir>/<host>/<name>/``: (host, database, folder) to drill, sorted, and
+    the folders ignored (names not ours). No ``hosts``: every host folder; a host with no database: None."""
+    ignored: list[str] = []
+    hosts = list(hosts)
+    if not hosts:
+        for entry in sorted(os.listdir(archive_dir)):
+            path = os.path.join(archive_dir, entry)
+            if entry.startswith(".") or os.path.islink(path) or not os.path.isdir(path):
+                continue
+            if not any(not sub.startswith(".") and os.path.isdir(os.path.join(path, sub))
+                       for sub in os.listdir(path)):
+                continue  # the run records, the drill reports: files only, not a host
+            try:
+                hosts.append(validate_name(entry, "host"))
+            except BackupError:
+                ignored.append(entry)
+    targets: list[tuple[str, str | None, str]] = []
+    for host in hosts:
+        host_dir = os.path.join(archive_dir, host)
+        names = set(databases.get(host) or [])
+        if os.path.isdir(host_dir) and not os.path.islink(host_dir):
+            for entry in os.listdir(host_dir):
+                path = os.path.join(host_dir, entry)
+                if entry.startswith(".") or os.path.islink(path) or not os.path.isdir(path):
+                    continue
+                try:
+                    names.add(validate_name(entry))
+                except BackupError:
+                    ignored.append("%s/%s" % (host, entry))
+        if not names:
+            targets.append((host, None, host_dir))
+        for name in sorted(names):
+            targets.append((host, name, os.path.join(host_dir, name)))
+    return targets, ignored
 
 
 # --------------------------------------------------------------------------- pull progress
@@ -2579,6 +2701,32 @@ def read_pull_progress(folder: str) -> list[dict[str, Any]]:
 EXPORT_PREFIX = ".sqlite-export."
 STAGING_HOME_PREFIX = ".sqlite-fleet-staging-"  # + the backup folder's name, beside it
 STAGING_HOME_MODE = 0o711
+
+
+def export_options() -> dict[str, dict[str, Any]]:
+    """The export's options as the modules take them (an Ansible argument spec): sqlite_export's
+    top-level options, and the suboptions of sqlite_backup's ``export``."""
+    return {"have": {"type": "list", "elements": "dict", "default": []},
+            "delta": {"type": "bool", "default": True},
+            "max_backups": {"type": "int", "default": 0},
+            "fetch_user": {"type": "str"}}
+
+
+def check_export_options(export: Mapping[str, Any], where: str = "") -> None:
+    """Refuse a bad export option before anything is done (``where``: ``export.`` for sqlite_backup's)."""
+    if export["max_backups"] < 0:
+        raise BackupError("%smax_backups must be 0 or more, got %d" % (where, export["max_backups"]), KIND_BAD_INPUT)
+    if any(not isinstance(item.get("file"), str) for item in export["have"]):
+        raise BackupError("%shave must be a list of {file, sha256}" % where, KIND_BAD_INPUT)
+    try:
+        fetch_user_entry(export["fetch_user"])
+    except BackupError as exc:
+        raise BackupError(where + str(exc), KIND_BAD_INPUT) from None
+
+
+def export_summary(name: str, transfers: Sequence[Mapping[str, Any]]) -> str:
+    """One line: how many backups of ``name`` are staged to send, and their bytes."""
+    return "%d backup(s) of %s to send (%d bytes)" % (len(transfers), name, sum(t["bytes"] for t in transfers))
 
 
 # Invariant: a delta is based only on a backup verified on the host that the archive holds verified
@@ -3250,7 +3398,7 @@ def restore_replace(backup_path: str, target: str, journal_mode: str, side_files
 def run_probe(conn: sqlite3.Connection, probe: Mapping[str, Any]) -> dict[str, Any]:
     """One probe query: ``{name, sql, expect}``, expect like ``"> 0"``, ``"== 3"`` or a value."""
     sql = probe.get("sql")
-    if not isinstance(sql, str) or not sql.lstrip().lower().startswith(("select", "with")):
+    if not is_select_only(sql):
         return {"name": probe.get("name") or sql, "ok": False, "error": "a probe must be one SELECT statement"}
     try:
         row = conn.execute(sql).fetchone()
@@ -3325,6 +3473,332 @@ def drill(backup_path: str, scratch_dir: str, probes: Sequence[Mapping[str, Any]
     return result
 
 
+KIND_STALE = "stale"  # a drill's kind when only the newest backups are too old
+DRILL_STATUS_RANK = {"fail": 0, "stale": 1, "ok": 2}
+DRILL_STATUS_WORD = {"fail": "FAILED", "stale": "STALE", "ok": "OK"}
+DRILL_MAX_FALLBACKS = 3  # older verified backups drilled after a failed one, to name the last good
+DRILL_SCRATCH_DIR = ".drill-scratch"  # under the archive by default: same filesystem, never taken for a host
+DRILL_REPORT_MD = "drill-report.md"
+DRILL_REPORT_HTML = "drill-report.html"
+DRILL_TEMPLATES = ("report.md.j2", "report.html.j2")
+
+
+# Invariant: a probe runs only when its SQL starts as one SELECT (or WITH) statement; the copy is query_only too.
+def is_select_only(sql: Any) -> bool:
+    """True when ``sql`` is a string that starts as a SELECT or WITH statement."""
+    return isinstance(sql, str) and sql.lstrip().lower().startswith(("select", "with"))
+
+
+def check_probes(probes: Any, where: str) -> dict[str, list[dict[str, Any]]] | None:
+    """``{name: [{name, sql, expect}]}`` -> the same, checked; raises BackupError(bad_input)."""
+    if probes is None:
+        return None
+    if not isinstance(probes, dict):
+        raise BackupError("%s must map database names to lists of probes" % where, KIND_BAD_INPUT)
+    clean: dict[str, list[dict[str, Any]]] = {}
+    for database, items in probes.items():
+        validate_name(database, "database name in %s" % where)
+        if items is None:
+            items = []
+        if not isinstance(items, list):
+            raise BackupError("%s[%s] must be a list of {name, sql, expect}" % (where, database), KIND_BAD_INPUT)
+        clean[database] = []
+        for index, probe in enumerate(items):
+            what = "%s[%s][%d]" % (where, database, index)
+            if not isinstance(probe, dict):
+                raise BackupError("%s must be a mapping with name, sql and expect" % what, KIND_BAD_INPUT)
+            unknown = sorted(set(probe) - {"name", "sql", "expect"})
+            if unknown:
+                raise BackupError("%s has unknown keys %s (use name, sql, expect)" % (what, ", ".join(unknown)),
+                                  KIND_BAD_INPUT)
+            sql = probe.get("sql")
+            if not is_select_only(sql):
+                raise BackupError("%s: sql must be one SELECT statement, got %r" % (what, sql), KIND_BAD_INPUT)
+            checked = {"name": str(probe.get("name") or sql.strip()), "sql": sql}
+            if probe.get("expect") is not None:
+                checked["expect"] = probe["expect"]
+            clean[database].append(checked)
+    return clean
+
+
+def check_drill_options(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The sqlite_drill module's options, checked and completed; raises BackupError(bad_input)."""
+    for number in ("max_age_hours", "unreached_days", "lock_timeout"):
+        if params[number] < 0:
+            raise BackupError("%s must be 0 or more, got %s" % (number, params[number]), KIND_BAD_INPUT)
+    if params["trend_count"] < 1:
+        raise BackupError("trend_count must be at least 1, got %d" % params["trend_count"], KIND_BAD_INPUT)
+    options = dict(params)
+    archive_dir = options["archive_dir"] = validate_abs_path(params["archive_dir"], "archive_dir")
+    options["scratch_dir"] = validate_abs_path(params["scratch_dir"] or os.path.join(archive_dir, DRILL_SCRATCH_DIR),
+                                               "scratch_dir")
+    for path in ("drill_log", "report_dir"):
+        options[path] = validate_abs_path(params[path], path) if params[path] else None
+    options["hosts"] = [validate_name(host, "host") for host in params["hosts"]]
+    options["databases"] = {}
+    for host, names in params["databases"].items():
+        if names is None:
+            names = []
+        if not isinstance(names, list):
+            raise BackupError("databases[%s] must be a list of database names" % host, KIND_BAD_INPUT)
+        options["databases"][validate_name(host, "host")] = [validate_name(n) for n in names]
+    options["probes"] = check_probes(params["probes"], "probes")
+    options["host_probes"] = {}
+    for host, per_host in params["host_probes"].items():
+        if per_host in (None, "", {}):  # the host sets none of its own: it uses probes
+            continue
+        options["host_probes"][validate_name(host, "host")] = check_probes(per_host, "host_probes[%s]" % host)
+    if options["report_dir"]:
+        templates_dir = params["templates_dir"]
+        missing = [t for t in DRILL_TEMPLATES if not os.path.isfile(os.path.join(templates_dir, t))]
+        if missing:
+            raise BackupError("templates_dir %s lacks %s" % (templates_dir, ", ".join(missing)), KIND_BAD_INPUT)
+    return options
+
+
+def unused_probe_warnings(targets: Sequence[tuple[str, str | None, str]], options: Mapping[str, Any]) -> list[str]:
+    """One warning per database that has probes set but is not drilled."""
+    drilled_names = {name for _, name, _ in targets}
+    probed = set(options["probes"]) | {n for p in options["host_probes"].values() for n in p}
+    return ["probes are set for database %s, which is not in the archive of the hosts drilled" % name
+            for name in sorted(probed) if name not in drilled_names]
+
+
+def new_drill_entry(host: str, name: str | None, folder: str) -> dict[str, Any]:
+    return {"host": host, "database": name, "folder": folder, "status": "fail", "ok": False, "stale": False,
+            "backup": None, "created": None, "label": None, "size_bytes": None, "newest": None,
+            "newest_created": None, "age_seconds": None, "verified": None, "count": 0, "sizes": [],
+            "problems": [], "probes": [], "seconds": None, "restore_seconds": None, "last_good": None,
+            "drill_ok": None, "warnings": []}
+
+
+def newest_backup_named(listing: Mapping[str, Any]) -> tuple[_dt.datetime, str, Mapping[str, Any] | None] | None:
+    """The newest file named like a backup, with or without a valid manifest: (created, file, backup|None);
+    backups dated after now are left out (their date says nothing).
+
+    Ordered by what the names say (UTC second, then sequence number), for valid and broken files alike: a
+    manifest's microseconds would otherwise put a valid backup after a broken one taken later in that second."""
+    future = {b["file"] for b in dated_in_future(listing["backups"])}
+    candidates = [(b["created"], b["file"], b) for b in listing["backups"] if b["file"] not in future]
+    for item in listing["invalid"]:
+        parsed = parse_backup_filename(item["file"])
+        if parsed:
+            candidates.append((parsed["created"], item["file"], None))
+
+    def named_order(candidate: tuple[Any, str, Any]) -> tuple[Any, int, str]:
+        parsed = parse_backup_filename(candidate[1])
+        return (parsed["created"], parsed["seq"], candidate[1])  # type: ignore[index]
+
+    return max(candidates, key=named_order) if candidates else None
+
+
+def examine_drill_folder(entry: dict[str, Any], listing: Mapping[str, Any], now: _dt.datetime,
+                         trend_count: int) -> tuple[_dt.datetime, str, Mapping[str, Any] | None] | None:
+    """Fill in what the listing tells: newest backup, its age, the size trend."""
+    backups = listing["backups"]
+    entry["count"] = len(backups)
+    entry["sizes"] = [b["size_bytes"] for b in backups[:trend_count]][::-1]
+    future = future_warning(dated_in_future(backups), now)
+    if future:
+        entry["warnings"].append(future)
+    newest = newest_backup_named(listing)
+    if newest is None:
+        return None
+    created, file, backup = newest
+    entry.update(newest=file, newest_created=iso_utc(created), age_seconds=round((now - created).total_seconds(), 3),
+                 verified=backup["verified"] if backup else None)
+    return newest
+
+
+def drill_database(entry: dict[str, Any], probes: Sequence[Mapping[str, Any]], scratch_dir: str,
+                   now: _dt.datetime, trend_count: int, lock_timeout: float) -> dict[str, Any]:
+    """Drill the newest verified backup of one archive folder (under its lock) and check its newest backup."""
+    folder = entry["folder"]
+    if entry["database"] is None:
+        entry["problems"].append("the archive holds no database of %s (%s is missing or empty): never backed up "
+                                 "or never pulled" % (entry["host"], folder))
+        return entry
+    if not os.path.isdir(folder):
+        entry["problems"].append("no archive folder %s: %s was never backed up or never pulled"
+                                 % (folder, entry["database"]))
+        return entry
+    with folder_lock(folder, timeout=lock_timeout):
+        listing = list_backups(folder)
+        newest = examine_drill_folder(entry, listing, now, trend_count)
+        try:
+            chosen = choose_backup(listing["backups"], now=now)
+        except BackupError:
+            chosen = None
+            entry["problems"].append("no verified backup to drill in %s%s" % (
+                folder, " (newest: %s)" % entry["newest"] if entry["newest"] else " (the folder holds no backup)"))
+        if chosen is not None:
+            outcome = drill_backup_safely(chosen, scratch_dir, probes)
+            entry.update(backup=outcome["backup"], created=outcome.get("created"), label=outcome.get("label"),
+                         size_bytes=outcome.get("size_bytes") or chosen["size_bytes"], probes=outcome["probes"],
+                         seconds=outcome.get("seconds"), restore_seconds=outcome.get("restore_seconds"),
+                         drill_ok=outcome["ok"])
+            entry["problems"].extend("%s: %s" % (outcome["backup"], p) for p in outcome["problems"])
+            if not outcome["ok"]:
+                entry["last_good"] = last_good_backup(listing["backups"], chosen, scratch_dir, probes)
+        if newest is not None and (chosen is None or newest[1] != chosen["file"]):
+            # The newest backup is not the one drilled: flagged unverified, or without a valid manifest.
+            try:
+                checked = verify_backup(os.path.join(folder, newest[1]), integrity="full")
+                problems = checked["problems"]
+            except BackupError as exc:  # gone since the listing, not a regular file...
+                problems = [str(exc)]
+            entry["problems"].extend("newest backup %s: %s" % (newest[1], p) for p in problems)
+    return entry
+
+
+def drill_backup_safely(backup: Mapping[str, Any], scratch_dir: str,
+                        probes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """:func:`drill` of a listed backup; one that went away since the listing is a failed drill."""
+    try:
+        return drill(backup["path"], scratch_dir, probes)
+    except BackupError as exc:  # removed or replaced since the listing
+        return {"backup": backup["file"], "ok": False, "problems": [str(exc)], "probes": []}
+
+
+def last_good_backup(backups: Sequence[Mapping[str, Any]], failed: Mapping[str, Any], scratch_dir: str,
+                     probes: Sequence[Mapping[str, Any]]) -> str | None:
+    """The newest verified backup older than ``failed`` that passes its drill (at most DRILL_MAX_FALLBACKS tried)."""
+    older = [b for b in backups if b["verified"] and (b["created"], b["file"]) < (failed["created"], failed["file"])]
+    for backup in older[:DRILL_MAX_FALLBACKS]:
+        if drill_backup_safely(backup, scratch_dir, probes)["ok"]:
+            return backup["file"]
+    return None
+
+
+def settle_drill_entry(entry: dict[str, Any], max_age_hours: float) -> dict[str, Any]:
+    """Set the entry's stale, ok and status from its problems and its newest backup's age."""
+    entry["stale"] = entry["age_seconds"] is not None and entry["age_seconds"] > max_age_hours * 3600
+    entry["ok"] = not entry["problems"]
+    entry["status"] = "fail" if entry["problems"] else ("stale" if entry["stale"] else "ok")
+    return entry
+
+
+def unreached_hosts(entries: Sequence[Mapping[str, Any]], unreached_days: float) -> list[dict[str, Any]]:
+    """Hosts whose newest backup of any database is older than ``unreached_days`` (or that have none)."""
+    newest_per_host: dict[str, Any] = {}
+    for entry in entries:
+        current = newest_per_host.setdefault(entry["host"], None)
+        if entry["age_seconds"] is not None and (current is None or entry["age_seconds"] < current["age_seconds"]):
+            newest_per_host[entry["host"]] = entry
+    unreached = []
+    for host, entry in sorted(newest_per_host.items()):
+        if entry is None:
+            unreached.append({"host": host, "days": None, "newest": None, "newest_created": None})
+        elif entry["age_seconds"] > unreached_days * 86400:
+            unreached.append({"host": host, "days": round(entry["age_seconds"] / 86400, 1), "newest": entry["newest"],
+                              "newest_created": entry["newest_created"]})
+    return unreached
+
+
+def drill_sort_key(entry: Mapping[str, Any]) -> tuple[int, str, str]:
+    return (DRILL_STATUS_RANK[entry["status"]], entry["host"], entry["database"] or "")
+
+
+def plan_drills(targets: Sequence[tuple[str, str | None, str]], options: Mapping[str, Any],
+                now: _dt.datetime) -> dict[str, Any]:
+    """Check mode: which backup each drill would use, and which newest backups are stale; nothing written."""
+    plan: dict[str, Any] = {"would_drill": [], "lines": [], "stale": []}
+    for host, name, folder in targets:
+        listing = list_backups(folder) if name and os.path.isdir(folder) else {"backups": [], "invalid": []}
+        entry = new_drill_entry(host, name, folder)
+        examine_drill_folder(entry, listing, now, options["trend_count"])
+        try:
+            backup = choose_backup(listing["backups"])["file"]
+        except BackupError:
+            backup = None
+        plan["would_drill"].append({"host": host, "database": name, "backup": backup})
+        plan["lines"].append("%s %s: %s" % (host, name or "-", "would drill %s" % backup if backup else
+                                            "would FAIL: no verified backup to drill"))
+        if settle_drill_entry(entry, options["max_age_hours"])["stale"]:
+            plan["stale"].append("%s/%s" % (host, name))
+            plan["lines"][-1] += "; newest backup %s is older than %g h" % (entry["newest"], options["max_age_hours"])
+    plan["msg"] = "would drill %s" % ", ".join(
+        "%s/%s (%s)" % (w["host"], w["database"] or "-", w["backup"] or "no verified backup: would fail")
+        for w in plan["would_drill"])
+    return plan
+
+
+def run_drills(targets: Sequence[tuple[str, str | None, str]], options: Mapping[str, Any],
+               now: _dt.datetime) -> tuple[list[dict[str, Any]], list[str]]:
+    """Drill every target (its host's probes, else the common ones): the entries, failures first, and warnings.
+    A scratch folder made here is removed again (the drills remove their copies)."""
+    entries, warnings = [], []
+    scratch_dir = options["scratch_dir"]
+    scratch_existed = os.path.isdir(scratch_dir)
+    try:
+        for host, name, folder in targets:
+            probes = options["host_probes"].get(host, options["probes"]).get(name or "", [])
+            entry = new_drill_entry(host, name, folder)
+            try:
+                drill_database(entry, probes, scratch_dir, now, options["trend_count"], options["lock_timeout"])
+            except (BackupError, OSError, sqlite3.Error) as exc:  # a lock held too long, an unreadable folder
+                entry["problems"].append("the drill of %s could not run: %s" % (folder, exc))
+            entries.append(settle_drill_entry(entry, options["max_age_hours"]))
+            warnings.extend("%s/%s: %s" % (host, name, warning) for warning in entry["warnings"])
+    finally:
+        if not scratch_existed:
+            with contextlib.suppress(OSError):
+                os.rmdir(scratch_dir)
+    entries.sort(key=drill_sort_key)
+    return entries, warnings
+
+
+def drill_findings(entries: Sequence[Mapping[str, Any]], options: Mapping[str, Any]) -> dict[str, Any]:
+    """What the drills found, as sqlite_drill returns it: results, unreached hosts, lines, failed and stale."""
+    unreached = unreached_hosts(entries, options["unreached_days"])
+    lines = [drill_summary_line(e, options["max_age_hours"]) for e in entries]
+    lines += [unreached_line(item, options["unreached_days"]) for item in unreached]
+    return {"results": list(entries), "unreached": unreached, "lines": lines,
+            "failed_drills": ["%s/%s" % (e["host"], e["database"] or "-") for e in entries if e["status"] == "fail"],
+            "stale": ["%s/%s" % (e["host"], e["database"]) for e in entries if e["stale"]]}
+
+
+def drill_log_line(entry: Mapping[str, Any], now: _dt.datetime) -> dict[str, Any]:
+    """One line of the drill log (JSON Lines; sqlite_fleet_cli's history reads it back)."""
+    return {"time": iso_utc(now), "host": entry["host"], "database": entry["database"], "backup": entry["backup"],
+            "created": entry["created"], "age_seconds": entry["age_seconds"], "size_bytes": entry["size_bytes"],
+            "status": entry["status"], "ok": entry["ok"], "stale": entry["stale"], "problems": entry["problems"],
+            "probes": entry["probes"], "seconds": entry["seconds"], "restore_seconds": entry["restore_seconds"],
+            "newest": entry["newest"], "last_good": entry["last_good"], "drill_ok": entry["drill_ok"]}
+
+
+def drill_report_context(entries: Sequence[Mapping[str, Any]], findings: Mapping[str, Any], ignored: Sequence[str],
+                         options: Mapping[str, Any], finished: _dt.datetime) -> dict[str, Any]:
+    """What the drill report templates get (each entry with its size sparkline and trend word)."""
+    counts = {status: sum(1 for e in entries if e["status"] == status) for status in DRILL_STATUS_RANK}
+    overall = "fail" if counts["fail"] else ("stale" if counts["stale"] else "ok")
+    return {"entries": [dict(e, spark=sparkline(e["sizes"]), trend=size_trend(e["sizes"])) for e in entries],
+            "unreached": findings["unreached"], "ignored": ignored, "counts": counts,
+            "overall": overall, "overall_word": DRILL_STATUS_WORD[overall], "status_word": DRILL_STATUS_WORD,
+            "generated": iso_utc(finished), "archive_dir": options["archive_dir"], "drill_log": options["drill_log"],
+            "fleet_report": fleet_report_link(options["archive_dir"], options["report_dir"]),
+            "max_age_hours": "%g" % options["max_age_hours"],
+            "unreached_days": "%g" % options["unreached_days"], "trend_count": options["trend_count"]}
+
+
+def drill_failure(entries: Sequence[Mapping[str, Any]], max_age_hours: float,
+                  where: str) -> tuple[str, str] | None:
+    """(message, kind) when any drill failed (corrupt) or any newest backup is stale; None when all passed."""
+    failed = [e for e in entries if e["status"] == "fail"]
+    stale = [e for e in entries if e["stale"]]
+    if not failed and not stale:
+        return None
+    parts = []
+    if failed:
+        parts.append("restore drill FAILED for %s" % "; ".join(
+            "%s/%s: %s" % (e["host"], e["database"] or "-", "; ".join(e["problems"][:3])) for e in failed))
+    if stale:
+        parts.append("newest backup older than %g h: %s" % (max_age_hours, ", ".join(
+            "%s/%s (%s, %s old)" % (e["host"], e["database"], e["newest"], human_age(e["age_seconds"]))
+            for e in stale)))
+    return "; ".join(parts) + (" (%s)" % where if where else ""), KIND_CORRUPT if failed else KIND_STALE
+
+
 # --------------------------------------------------------------------------- presentation
 
 
@@ -3350,3 +3824,89 @@ def human_age(seconds: float | None) -> str:
         if seconds >= span:
             return "%.1f %s" % (seconds / span, unit)
     return "%d s" % seconds
+
+
+FLEET_REPORT = "fleet-report.html"  # the fleet's history page, written into the archive by `sqlite-fleet report`
+
+
+def human_time(iso: Any) -> str:
+    """An ISO UTC time -> ``2026-11-22 03:00:00 UTC`` (``-`` when it is not one)."""
+    moment = parse_iso_utc(iso)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "-"
+
+
+def human_seconds(value: float | None) -> str:
+    """``0.25`` -> ``250 ms``, ``3.5`` -> ``3.50 s`` (``-`` for None)."""
+    if value is None:
+        return "-"
+    return "%d ms" % round(value * 1000) if value < 1 else "%.2f s" % value
+
+
+def sparkline(sizes: Sequence[float], width: int = 120, height: int = 28, pad: int = 3) -> dict[str, Any] | None:
+    """Polyline points of an inline SVG sparkline (numbers only), or None for fewer than two sizes."""
+    if len(sizes) < 2:
+        return None
+    low, high = min(sizes), max(sizes)
+    span = (high - low) or 1
+    step = (width - 2 * pad) / (len(sizes) - 1)
+    points = []
+    for index, size in enumerate(sizes):
+        x = pad + index * step
+        y = height - pad - (size - low) * (height - 2 * pad) / span if high != low else height / 2
+        points.append("%.1f,%.1f" % (x, y))
+    return {"points": " ".join(points), "width": width, "height": height,
+            "last": points[-1].split(",")}
+
+
+def size_trend(sizes: Sequence[float]) -> str:
+    """A word for the trend of the sizes (oldest first)."""
+    if len(sizes) < 2:
+        return "one backup" if sizes else "no backup"
+    first, last = sizes[0], sizes[-1]
+    if first == last:
+        return "steady"
+    change = (last - first) * 100.0 / first if first else 100.0
+    return "%s %.1f%%" % ("grew" if last > first else "shrank", abs(change))
+
+
+def markdown_text(value: Any) -> str:
+    """Free text in a Markdown table cell: no column break, no raw HTML, one line."""
+    text = "" if value is None else str(value)
+    for old, new in (("\\", "\\\\"), ("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|"), ("*", "\\*"),
+                     ("`", "\\`"), ("[", "\\["), ("]", "\\]"), ("\r", " "), ("\n", " ")):
+        text = text.replace(old, new)
+    return text
+
+
+def drill_summary_line(entry: Mapping[str, Any], max_age_hours: float) -> str:
+    """One line for one drilled database (failed: its problems and the last good backup)."""
+    where = "%s %s" % (entry["host"], entry["database"] or "-")
+    if entry["status"] == "fail":
+        text = "%s: FAILED - %s" % (where, "; ".join(entry["problems"]))
+        if entry["last_good"]:
+            text += " (the newest backup that passes is %s)" % entry["last_good"]
+        return text
+    probes = entry["probes"]
+    text = "%s: %s - drilled %s (%s, taken %s ago), restored in %s, drill %s, %s" % (
+        where, DRILL_STATUS_WORD[entry["status"]], entry["backup"], human_bytes(entry["size_bytes"]),
+        human_age(entry["age_seconds"]), human_seconds(entry["restore_seconds"]), human_seconds(entry["seconds"]),
+        "%d/%d probes ok" % (sum(1 for p in probes if p.get("ok")), len(probes)) if probes else "no probes")
+    if entry["stale"]:
+        text += "; newest backup %s is older than %s h" % (entry["newest"], "%g" % max_age_hours)
+    return text
+
+
+def unreached_line(item: Mapping[str, Any], unreached_days: float) -> str:
+    if item["days"] is None:
+        return "%s: not reached: the archive holds no backup of it" % item["host"]
+    return "%s: not reached for %g days (newest backup %s, over the %g-day limit)" % (
+        item["host"], item["days"], item["newest"], unreached_days)
+
+
+def fleet_report_link(archive_dir: str, report_dir: str) -> dict[str, Any]:
+    """Where the drill report links to the fleet's history page: relative when both live in the archive."""
+    page = os.path.join(archive_dir, FLEET_REPORT)
+    archive = os.path.abspath(archive_dir)
+    inside = os.path.commonpath([os.path.abspath(report_dir), archive]) == archive
+    return {"href": os.path.relpath(page, report_dir) if inside else pathlib.Path(page).as_uri(),
+            "exists": os.path.isfile(page)}

@@ -248,24 +248,13 @@ def ping(config: dict[str, Any], event: str) -> None:
 # --------------------------------------------------------------------------- logging
 
 
-def rotate_log(path: str, max_bytes: int = LOG_MAX_BYTES, keep: int = LOG_KEEP) -> None:
-    """Cap the log's size: log -> log.1 -> ... -> log.<keep>."""
-    with contextlib.suppress(FileNotFoundError):
-        if os.path.getsize(path) < max_bytes:
-            return
-        for index in range(keep - 1, 0, -1):
-            with contextlib.suppress(FileNotFoundError):
-                os.replace("%s.%d" % (path, index), "%s.%d" % (path, index + 1))
-        os.replace(path, path + ".1")
-
-
 def log_line(config: dict[str, Any], message: str) -> None:
     path = config.get("log_file")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     line = "%s %s\n" % (stamp, message)
     if path:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        rotate_log(path)
+        core.rotate_log(path, LOG_MAX_BYTES, LOG_KEEP)
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(line)
 

@@ -9,26 +9,16 @@ the run's start, progress, summary and end to FILE.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import fcntl
 import os
 from typing import Any, TextIO
 
+from .paths import core
+
 EX_TEMPFAIL = 75
 LOG_MAX_BYTES = 5 << 20
 LOG_KEEP = 3
-
-
-def rotate(path: str, max_bytes: int = LOG_MAX_BYTES, keep: int = LOG_KEEP) -> None:
-    """log -> log.1 -> ... -> log.<keep> once log reaches max_bytes."""
-    with contextlib.suppress(FileNotFoundError):
-        if os.path.getsize(path) < max_bytes:
-            return
-        for index in range(keep - 1, 0, -1):
-            with contextlib.suppress(FileNotFoundError):
-                os.replace("%s.%d" % (path, index), "%s.%d" % (path, index + 1))
-        os.replace(path, path + ".1")
 
 
 def stamp() -> str:
@@ -56,7 +46,7 @@ class ScheduledLog:
             with open(self.path, "a") as log:
                 log.write("%s skipped: the previous run still holds %s\n" % (stamp(), self.lock_path))
             return self
-        rotate(self.path, self.max_bytes)
+        core().rotate_log(self.path, self.max_bytes, LOG_KEEP)
         self._log = open(self.path, "a", buffering=1)  # noqa: SIM115 - line-buffered for tail -f
         self.write("started (pid %d)" % os.getpid())
         return self

@@ -115,9 +115,16 @@ options:
     description:
       - Group (name or gid) of a database created by the restore. Defaults to the group of its folder.
     type: str
+  source_host:
+    description:
+      - The host's name as the fleet knows it (the inventory name), written as C(source.host) into the manifest
+        of the V(pre-restore) safety snapshot, like every other backup of that host.
+      - Defaults to the system's host name. The restore playbook passes C(inventory_hostname).
+    type: str
 notes:
   - Run as root or as the database's owner.
-  - A database created by the restore is mode C(0600).
+  - A database created by the restore is mode C(0600) from its first byte; a C(-wal)/C(-shm) created by the
+    restore's own check takes the database's mode and owner.
   - The safety snapshot is an ordinary backup (label V(pre-restore)) in O(safety_dir); the next backup run pulls
     it into the archive like any other.
   - Processes holding the database are found through C(/proc) (Linux).
@@ -246,7 +253,9 @@ journal_mode:
   type: str
   sample: wal
 removed:
-  description: The old C(-wal)/C(-shm)/C(-journal) files removed (or that would be) by a replace restore.
+  description:
+    - The old C(-wal)/C(-shm)/C(-journal) files a replace restore removed (in check mode, would remove).
+    - A restore that was refused or failed lists only what it did remove (usually nothing).
   returned: with O(state=restored)
   type: list
   elements: str
@@ -318,8 +327,8 @@ from ansible.module_utils.sqlite_fleet import (
     STAMP_RE,
     BackupError,
     choose_backup,
-    chown_if_needed,
     dated_in_future,
+    file_identities,
     future_warning,
     iso_utc,
     list_backups,
@@ -329,13 +338,13 @@ from ansible.module_utils.sqlite_fleet import (
     restore_backup,
     restore_target_plan,
     sha256_file,
+    side_files_removed,
     validate_abs_path,
     validate_name,
     verify_backup,
 )
 
 SIDE_SUFFIXES = ("-wal", "-shm", "-journal")
-NEW_DATABASE_MODE = 0o600
 
 
 def normalise_select(select):
@@ -440,15 +449,6 @@ def file_identity(path):
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def give_new_database_to_owner(target, ids):
-    """A database the restore created: mode 0600, owned by ``ids`` (uid, gid)."""
-    os.chmod(target, NEW_DATABASE_MODE)
-    for path in [target] + [target + suffix for suffix in ("-wal", "-shm")]:
-        if os.path.lexists(path):
-            chown_if_needed(path, ids)
-    return ids
-
-
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -466,6 +466,7 @@ def main():
             manifest=dict(type="dict"),
             owner=dict(type="str"),
             group=dict(type="str"),
+            source_host=dict(type="str"),
         ),
         mutually_exclusive=[["backup", "backup_dir"], ["backup", "select"]],
         required_one_of=[["backup", "backup_dir"]],
@@ -477,6 +478,7 @@ def main():
     started = time.monotonic()
     target = params["path"]
     before = "unset"  # the target's identity just before the restore (None: it did not exist)
+    side_files_before = {}  # the side files a replace would remove, as they were before it
 
     try:
         target = validate_abs_path(params["path"], "path")
@@ -562,22 +564,25 @@ def main():
         del result["held_by"]  # the core refuses by itself, naming them
 
         # The restore.
+        new_owner = None
         if not plan["target_existed"]:  # a new database: its owner, or its folder's (resolved before any change)
             new_owner = resolve_owner(params["owner"], params["group"], os.stat(os.path.dirname(target)))
+        side_files_before = file_identities(plan["removed"])
         before = file_identity(target)
         restored = restore_backup(backup_path, target, mode=params["mode"], safety_dir=safety_dir,
                                   safety_name=name or manifest["name"], busy_timeout_ms=params["busy_timeout_ms"],
-                                  integrity=params["integrity"])
-        if not plan["target_existed"]:
-            give_new_database_to_owner(target, new_owner)
+                                  integrity=params["integrity"], source_host=params["source_host"],
+                                  new_owner=new_owner)
+        if new_owner is not None:
             result.update(owner_uid=new_owner[0], owner_gid=new_owner[1])
     except BackupError as exc:
         changed = before != "unset" and file_identity(target) != before
-        module.fail_json(msg=str(exc), kind=exc.kind, **dict(result, changed=changed))
+        module.fail_json(msg=str(exc), kind=exc.kind,
+                         **dict(result, changed=changed, removed=side_files_removed(side_files_before)))
     except (OSError, sqlite3.Error) as exc:
         changed = before != "unset" and file_identity(target) != before
         module.fail_json(msg="restore onto %s failed: %s" % (target, exc), kind=KIND_IO,
-                         **dict(result, changed=changed))
+                         **dict(result, changed=changed, removed=side_files_removed(side_files_before)))
 
     result.update(
         changed=True,

@@ -608,19 +608,23 @@ def side_files_present(db_path: str) -> dict[str, bool]:
     return {suffix: os.path.exists(db_path + suffix) for suffix in ("-wal", "-shm")}
 
 
+# Invariant: a -wal/-shm that our own reader created carries the database's owner and mode
+# (never the umask's 0644 beside a 0600 database: the WAL holds the newest rows).
 def give_side_files_to_owner(db_path: str, existed: Mapping[str, bool], db_stat: os.stat_result) -> None:
-    """A read-only reader of a WAL database may create ``-wal``/``-shm``; when it does so as
-    root, the app (running as its own user) could no longer write. Hand them over."""
-    if os.geteuid() != 0:
-        return
+    """A read-only reader of a WAL database may create ``-wal``/``-shm``: with the process's
+    umask (world-readable beside a private database) and, as root, owned by root (the app,
+    running as its own user, could no longer write). Give them the database's mode and owner."""
     for suffix, was_there in existed.items():
         path = db_path + suffix
         if was_there:
             continue
         with contextlib.suppress(OSError):
             st = os.lstat(path)
-            if stat.S_ISREG(st.st_mode) and (st.st_uid, st.st_gid) != (db_stat.st_uid, db_stat.st_gid):
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (db_stat.st_uid, db_stat.st_gid):
                 os.chown(path, db_stat.st_uid, db_stat.st_gid, follow_symlinks=False)
+            if stat.S_IMODE(st.st_mode) != stat.S_IMODE(db_stat.st_mode):
                 os.chmod(path, stat.S_IMODE(db_stat.st_mode))
 
 
@@ -3024,9 +3028,32 @@ def restore_target_plan(target: str, mode: str) -> dict[str, Any]:
     }
 
 
+NEW_DATABASE_MODE = 0o600
+
+
+def file_identities(paths: Sequence[str]) -> dict[str, tuple[int, int, int] | None]:
+    """(inode, size, mtime) of each path, None for one that does not exist."""
+    identities: dict[str, tuple[int, int, int] | None] = {}
+    for path in paths:
+        try:
+            st = os.lstat(path)
+            identities[path] = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            identities[path] = None
+    return identities
+
+
+def side_files_removed(before: Mapping[str, tuple[int, int, int] | None]) -> list[str]:
+    """Of the side files that existed ``before`` a restore, those it removed (gone, or a new
+    file under that name): a refused restore removed none."""
+    now = file_identities(list(before))
+    return [path for path, identity in before.items() if identity is not None and now[path] != identity]
+
+
 def restore_backup(backup_path: str, target: str, *, mode: str = "replace", safety_dir: str | None = None,
                    safety_name: str | None = None, busy_timeout_ms: int = 5000, integrity: str = "full",
-                   check_mode: bool = False) -> dict[str, Any]:
+                   check_mode: bool = False, source_host: str | None = None,
+                   new_owner: tuple[int, int] | None = None) -> dict[str, Any]:
     """Restore a verified backup onto ``target``; the original stays in place on any failure.
 
     ``replace`` (the app is stopped): refuse while any process holds the database or its
@@ -3035,7 +3062,9 @@ def restore_backup(backup_path: str, target: str, *, mode: str = "replace", safe
     (they belong to the old file and must never be replayed into the new one), rename over it.
     ``live``: write the backup into the database through SQLite's backup API, which is safe
     while the app keeps its connections open. Either way a safety snapshot of the current
-    database is taken first (label ``pre-restore``) and the result is checked afterwards.
+    database is taken first (label ``pre-restore``, its manifest naming ``source_host``, the
+    inventory name, when given) and the result is checked afterwards. A database the restore
+    creates is mode 0600 and owned by ``new_owner`` (uid, gid) from its first byte.
     """
     backup_path = validate_abs_path(backup_path, "backup")
     target = validate_abs_path(target, "restore target")
@@ -3065,7 +3094,7 @@ def restore_backup(backup_path: str, target: str, *, mode: str = "replace", safe
     if exists and safety_dir and unreadable is None:
         try:
             safety = snapshot(target, safety_dir, safety_name or manifest["name"], label="pre-restore",
-                              integrity="quick", busy_timeout_ms=busy_timeout_ms)
+                              integrity="quick", busy_timeout_ms=busy_timeout_ms, source_host=source_host)
             plan["safety_backup"] = safety["backup"]
         except BackupError as exc:
             if exc.kind != KIND_CORRUPT or mode != "replace":
@@ -3079,7 +3108,7 @@ def restore_backup(backup_path: str, target: str, *, mode: str = "replace", safe
     if mode == "live":
         restore_live(backup_path, target, busy_timeout_ms)
     else:
-        restore_replace(backup_path, target, plan["journal_mode"], side_files)
+        restore_replace(backup_path, target, plan["journal_mode"], side_files, new_owner)
     existed = side_files_present(target)
     conn = open_readonly(target, busy_timeout_ms=busy_timeout_ms)
     try:
@@ -3113,12 +3142,17 @@ def restore_live(backup_path: str, target: str, busy_timeout_ms: int) -> None:
         source.close()
 
 
-def restore_replace(backup_path: str, target: str, journal_mode: str, side_files: Sequence[str]) -> None:
+def restore_replace(backup_path: str, target: str, journal_mode: str, side_files: Sequence[str],
+                    new_owner: tuple[int, int] | None = None) -> None:
+    """Copy beside, fsync, take the old file's owner and mode (a new database: 0600 and
+    ``new_owner``), drop the old side files, rename over."""
     directory = os.path.dirname(target)
     reference = os.stat(target) if os.path.exists(target) else None
     tmp = os.path.join(directory, "%s%s.%s" % (TMP_PREFIX, os.path.basename(target), secrets.token_hex(4)))
     try:
-        shutil.copyfile(backup_path, tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # private until it takes a mode
+        with os.fdopen(fd, "wb") as out, open(backup_path, "rb") as source:
+            shutil.copyfileobj(source, out, 1 << 20)
         if journal_mode == "wal":
             conn = sqlite3.connect(tmp, isolation_level=None)
             try:
@@ -3129,6 +3163,10 @@ def restore_replace(backup_path: str, target: str, journal_mode: str, side_files
             os.chmod(tmp, stat.S_IMODE(reference.st_mode))
             if os.geteuid() == 0:
                 os.chown(tmp, reference.st_uid, reference.st_gid)
+        else:
+            os.chmod(tmp, NEW_DATABASE_MODE)
+            if new_owner is not None:
+                chown_if_needed(tmp, new_owner)
         fsync_path(tmp)
         for side in side_files:
             with contextlib.suppress(FileNotFoundError):

@@ -98,7 +98,8 @@ def test_replace_restores_the_chosen_backup_drops_the_old_wal_and_keeps_a_safety
     assert before_counts["members"] == 437
 
     (result,) = run_many([{MODULE: {"path": str(db), "backup_dir": str(site["backups"]), "name": "gym",
-                                    "select": good["file"]}, "diff": True}], python, tmp_dir=site["tmp"])
+                                    "select": good["file"], "source_host": "pi7"}, "diff": True}],
+                         python, tmp_dir=site["tmp"])
 
     assert not result.get("failed"), result
     assert_no_traceback(result)
@@ -119,6 +120,8 @@ def test_replace_restores_the_chosen_backup_drops_the_old_wal_and_keeps_a_safety
     assert safety and Path(safety).parent == site["backups"]
     assert manifest_of(safety)["label"] == "pre-restore" and manifest_of(safety)["verified"] is True
     assert manifest_of(safety)["tables"] == before_counts
+    # named like every other backup of the host: its inventory name, not the system's host name
+    assert manifest_of(safety)["source"]["host"] == "pi7"
     assert "safety backup %s" % safety in result["msg"]
     assert result["seconds"] >= 0 and result["duration_seconds"] >= result["seconds"]
     assert result["diff"]["before_header"] == str(db) and result["diff"]["after_header"] == good["backup"]
@@ -140,6 +143,13 @@ def test_a_missing_database_is_created_owned_like_its_folder(site):
     assert "no database before" in created["msg"]
     st = target.stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (NOBODY, NOBODY, 0o600)
+    # the -wal/-shm that the restore's own check created hold the newest rows too: as private
+    assert created["journal_mode"] == "wal"
+    for side in ("-wal", "-shm"):
+        if os.path.exists(str(target) + side):
+            side_st = os.stat(str(target) + side)
+            assert (side_st.st_uid, side_st.st_gid, stat.S_IMODE(side_st.st_mode)) == (NOBODY, NOBODY, 0o600), side
+    assert os.path.exists(str(target) + "-shm"), "the check opened the WAL database"
     assert counts(target) == site["good"]["manifest"]["tables"]
     assert backups_in(site["backups"]) == sorted([site["good"]["file"], site["later"]["file"]])
 
@@ -169,6 +179,9 @@ def test_replace_is_refused_while_a_process_holds_the_database_and_live_works(si
         assert refused.get("failed") is True and refused["kind"] == "locked", refused
         assert "refusing to replace %s: it is open in %d (" % (db, os.getpid()) in refused["msg"], refused["msg"]
         assert refused["changed"] is False
+        # it removed nothing, and says so (the -wal and -shm are still there)
+        assert refused["removed"] == [], refused["removed"]
+        assert os.path.exists(str(db) + "-wal") and os.path.exists(str(db) + "-shm")
         assert_no_traceback(refused)
         # live restores under the open connection, which then sees the backup
         assert not live.get("failed"), live

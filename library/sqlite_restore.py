@@ -56,8 +56,9 @@ options:
     description:
       - Which backup of O(backup_dir) to restore.
       - V(latest) is the newest verified backup.
-      - A UTC time C(YYYYMMDD_HHMMSS) picks the newest verified backup taken at or before it (C(YYYYMMDDHHMMSS)
-        is accepted too).
+      - A time picks the newest verified backup taken at or before it, either C(YYYYMMDD_HHMMSS) (in UTC;
+        C(YYYYMMDDHHMMSS) is accepted too) or ISO 8601 such as C(2026-12-04T21:51:30Z) or
+        C(2026-12-04T22:51:30+01:00). A time without a zone is UTC.
       - A file name picks that backup.
       - Only with O(backup_dir); defaults to V(latest) there.
     type: str
@@ -324,7 +325,6 @@ from ansible.module_utils.sqlite_fleet import (
     KIND_BAD_INPUT,
     KIND_CORRUPT,
     KIND_IO,
-    STAMP_RE,
     BackupError,
     choose_backup,
     dated_in_future,
@@ -333,6 +333,7 @@ from ansible.module_utils.sqlite_fleet import (
     iso_utc,
     list_backups,
     parse_backup_filename,
+    parse_restore_time,
     read_manifest,
     resolve_owner,
     restore_backup,
@@ -348,7 +349,7 @@ SIDE_SUFFIXES = ("-wal", "-shm", "-journal")
 
 
 def normalise_select(select):
-    """``latest``, a ``YYYYMMDD_HHMMSS`` time or a file name; a 14-digit time (YAML reads
+    """``latest``, a time (``YYYYMMDD_HHMMSS`` or ISO 8601) or a file name; a 14-digit time (YAML reads
     ``20261122_030000`` as the integer 20261122030000) gets its underscore back."""
     select = "latest" if select is None else str(select).strip()
     if re.fullmatch(r"\d{14}", select):
@@ -369,7 +370,7 @@ def choose_in_folder(backup_dir, name, select):
     if not os.path.isdir(backup_dir):
         raise BackupError("backup folder %s does not exist" % backup_dir, KIND_BAD_INPUT)
     listing = list_backups(backup_dir, name)
-    if select not in ("latest",) and not STAMP_RE.match(select):
+    if select not in ("latest",) and parse_restore_time(select) is None:
         for item in listing["invalid"] + listing["unfinished"]:
             if item["file"] == select:
                 raise BackupError("%s in %s is not a finished backup: %s" % (select, backup_dir, item["why"]),

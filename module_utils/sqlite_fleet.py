@@ -2906,6 +2906,31 @@ def prune_previous_copies(dest: str, keep: int) -> list[str]:
 
 RESTORE_MODES = ("replace", "live")
 STAMP_RE = re.compile(r"^\d{8}_\d{6}$")
+ISO_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?$", re.IGNORECASE)
+TIME_SELECTOR_HELP = ("a time, YYYYMMDD_HHMMSS or ISO 8601 like 2026-12-04T21:51:30Z or 2026-12-04T22:51:30+01:00 "
+                      "(UTC when no zone is given)")
+
+
+def parse_restore_time(selector: Any) -> _dt.datetime | None:
+    """A restore's time selector as an aware UTC time: ``YYYYMMDD_HHMMSS`` or ISO 8601 (``Z``,
+    ``+HH:MM``, or no zone, which means UTC); None when ``selector`` is not shaped like a time.
+    Raises for a time-shaped text that is no valid date."""
+    text = str(selector).strip()
+    if STAMP_RE.match(text):
+        try:
+            return _dt.datetime.strptime(text, "%Y%m%d_%H%M%S").replace(tzinfo=_dt.timezone.utc)
+        except ValueError:
+            raise BackupError("%r is not a valid time: %s" % (text, TIME_SELECTOR_HELP), KIND_BAD_INPUT) from None
+    if not ISO_TIME_RE.match(text):
+        return None
+    iso = text[:-1] + "+00:00" if text[-1] in "zZ" else text
+    try:
+        moment = _dt.datetime.fromisoformat(iso.replace(" ", "T", 1).replace("t", "T", 1))
+    except ValueError:
+        raise BackupError("%r is not a valid time: %s" % (text, TIME_SELECTOR_HELP), KIND_BAD_INPUT) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_dt.timezone.utc)
+    return moment.astimezone(_dt.timezone.utc)
 
 
 # A host's clock may have run ahead when it took a backup: a date later than "now" (beyond this
@@ -2933,8 +2958,9 @@ def future_warning(future: Sequence[Mapping[str, Any]], now: _dt.datetime | None
 def choose_backup(backups: Sequence[Mapping[str, Any]], selector: str = "latest",
                   now: _dt.datetime | None = None) -> Mapping[str, Any]:
     """Pick from ``list_backups`` output: ``latest`` (newest verified, not a pre-restore safety
-    snapshot), a ``YYYYMMDD_HHMMSS`` stamp (the newest verified backup taken at or before it), or
-    an exact file name. Backups dated after ``now`` are only ever chosen by name."""
+    snapshot), a time (``YYYYMMDD_HHMMSS`` or ISO 8601, UTC when no zone is given: the newest
+    verified backup taken at or before it, see :func:`parse_restore_time`), or an exact file
+    name. Backups dated after ``now`` are only ever chosen by name."""
     future = {b["file"] for b in dated_in_future(backups, now)}
     verified = [b for b in backups if b["verified"] and b["file"] not in future]
     if selector in (None, "", "latest"):
@@ -2945,15 +2971,16 @@ def choose_backup(backups: Sequence[Mapping[str, Any]], selector: str = "latest"
             raise BackupError("there is no verified backup to restore%s" % (
                 " dated before now" if future else ""), KIND_BAD_INPUT)
         return candidates[0]
-    if STAMP_RE.match(selector):
-        moment = _dt.datetime.strptime(selector, "%Y%m%d_%H%M%S").replace(tzinfo=_dt.timezone.utc)
+    moment = parse_restore_time(selector)
+    if moment is not None:
         earlier = [b for b in verified if b["created"].replace(microsecond=0) <= moment]
         if not earlier:
-            raise BackupError("no verified backup was taken at or before %s (UTC)" % selector, KIND_BAD_INPUT)
+            raise BackupError("no verified backup was taken at or before %s (%s UTC)"
+                              % (selector, moment.strftime("%Y-%m-%d %H:%M:%S")), KIND_BAD_INPUT)
         return earlier[0]
     if os.path.basename(selector) != selector or parse_backup_filename(selector) is None:
-        raise BackupError("backup %r is neither 'latest', a YYYYMMDD_HHMMSS time nor a backup file name"
-                          % (selector,), KIND_BAD_INPUT)
+        raise BackupError("backup %r is neither 'latest', %s, nor a backup file name"
+                          % (selector, TIME_SELECTOR_HELP), KIND_BAD_INPUT)
     for b in backups:
         if b["file"] == selector:
             return b

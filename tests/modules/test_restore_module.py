@@ -6,6 +6,7 @@ database is this very test process (an open connection): to the module it is ano
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -265,10 +266,14 @@ def test_selection_by_latest_time_or_name_and_a_corrupt_backup_refused(site):
     stamp = core.parse_backup_filename(good["file"])["created"].strftime("%Y%m%d_%H%M%S")
     args = {"state": "selected", "path": "/srv/app/gym.db", "backup_dir": str(site["backups"]), "name": "gym"}
 
-    latest, by_time, by_time_digits, by_name, broken, restore_broken = run_many([
+    taken = core.parse_backup_filename(good["file"])["created"]
+    iso_plus_one = taken.astimezone(dt.timezone(dt.timedelta(hours=1))).isoformat()
+    latest, by_time, by_time_digits, by_iso, by_iso_zone, by_name, broken, restore_broken = run_many([
         {MODULE: args},
         {MODULE: dict(args, select=stamp)},
         {MODULE: dict(args, select=stamp.replace("_", ""))},
+        {MODULE: dict(args, select=taken.strftime("%Y-%m-%dT%H:%M:%S"))},  # ISO 8601, no zone: UTC
+        {MODULE: dict(args, select=iso_plus_one)},  # the same instant in UTC+1
         {MODULE: dict(args, select=good["file"])},
         {MODULE: dict(args, backup_dir=str(corrupt))},
         {MODULE: {"path": str(site["db"]), "backup_dir": str(corrupt), "name": "gym"}},
@@ -281,6 +286,7 @@ def test_selection_by_latest_time_or_name_and_a_corrupt_backup_refused(site):
     assert [b["file"] for b in latest["available"]] == [later["file"], good["file"]]
     assert "label pre-upgrade" in latest["available"][0]["summary"]
     assert by_time["backup"] == by_time_digits["backup"] == by_name["backup"] == good["file"]
+    assert by_iso["backup"] == by_iso_zone["backup"] == good["file"], (by_iso, by_iso_zone)
     assert broken.get("failed") and broken["kind"] == "corrupt", broken
     assert "refusing to restore %s" % later["file"] in broken["msg"] and "checksum" in broken["msg"]
     assert_no_traceback(broken)
@@ -300,7 +306,7 @@ BAD_INPUT = [
      "bad_input"),
     ("not-a-backup-name", {"path": "{db}", "backup": "{db}"}, "is not named like a backup", "bad_input"),
     ("bad-select", {"path": "{db}", "backup_dir": "{bk}", "name": "gym", "select": "yesterday"},
-     "is neither 'latest', a YYYYMMDD_HHMMSS time nor a backup file name", "bad_input"),
+     "is neither 'latest', a time, YYYYMMDD_HHMMSS or ISO 8601", "bad_input"),
     ("select-before-every-backup", {"path": "{db}", "backup_dir": "{bk}", "name": "gym", "select": "20000101_000000"},
      "no verified backup was taken at or before 20000101_000000", "bad_input"),
     ("select-unknown-file", {"path": "{db}", "backup_dir": "{bk}", "name": "gym",

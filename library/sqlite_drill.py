@@ -273,6 +273,7 @@ kind:
 import json
 import os
 import pathlib
+import re
 import sqlite3
 import traceback
 
@@ -585,11 +586,15 @@ def unreached_line(item, unreached_days):
 
 
 def markdown_text(value):
-    """Free text in a Markdown table cell: no column break, no raw HTML, one line."""
+    """Free text in a Markdown table cell: no column break, no raw HTML, one line. Readable as
+    plain text too: only what could start markup is escaped (``<`` before a tag's first
+    character, ``&`` before an entity's name), so ``> 0`` stays ``> 0``."""
     text = "" if value is None else str(value)
-    for old, new in (("\\", "\\\\"), ("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|"), ("*", "\\*"),
-                     ("`", "\\`"), ("[", "\\["), ("]", "\\]"), ("\r", " "), ("\n", " ")):
+    for old, new in (("\\", "\\\\"), ("|", "\\|"), ("*", "\\*"), ("`", "\\`"), ("[", "\\["), ("]", "\\]"),
+                     ("\r", " "), ("\n", " ")):
         text = text.replace(old, new)
+    text = re.sub(r"&(?=#?[A-Za-z0-9]+;)", "&amp;", text)
+    text = re.sub(r"<(?=[A-Za-z/!?])", "&lt;", text)
     return text
 
 

@@ -65,7 +65,7 @@ BACKUP_FILE_RE = re.compile(
 INTEGRITY_LEVELS = ("quick", "full")
 METHODS = ("pinned_copy", "backup_api", "vacuum_into")
 CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
-RETENTION_RULES = ("keep_last", "keep_days", "keep_daily", "keep_weekly", "keep_monthly")
+RETENTION_RULES = ("keep_last", "keep_days", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
 
 
 def retention_options() -> dict[str, dict[str, Any]]:
@@ -1821,8 +1821,7 @@ def select_retention(backups: Sequence[Mapping[str, Any]], policy: Mapping[str, 
         counted = [b for b in general if b["verified"]]
         for index, b in enumerate(counted[: rules["keep_last"]]):
             reasons[b["file"]].append("keep_last %d (#%d)" % (rules["keep_last"], index + 1))
-        for rule, bucket_of in (("keep_daily", day_bucket), ("keep_weekly", week_bucket),
-                                ("keep_monthly", month_bucket)):
+        for rule, bucket_of in CALENDAR_RULES:
             wanted = rules[rule]
             seen: list[str] = []
             for b in counted:
@@ -1846,6 +1845,11 @@ def select_retention(backups: Sequence[Mapping[str, Any]], policy: Mapping[str, 
     return decisions
 
 
+def hour_bucket(moment: _dt.datetime, tz: _dt.tzinfo | None) -> str:
+    """The hour of the local clock (the hour repeated when DST ends is one bucket)."""
+    return moment.astimezone(tz).strftime("%Y-%m-%dT%H")
+
+
 def day_bucket(moment: _dt.datetime, tz: _dt.tzinfo | None) -> str:
     return moment.astimezone(tz).strftime("%Y-%m-%d")
 
@@ -1857,6 +1861,15 @@ def week_bucket(moment: _dt.datetime, tz: _dt.tzinfo | None) -> str:
 
 def month_bucket(moment: _dt.datetime, tz: _dt.tzinfo | None) -> str:
     return moment.astimezone(tz).strftime("%Y-%m")
+
+
+def year_bucket(moment: _dt.datetime, tz: _dt.tzinfo | None) -> str:
+    return "%04d" % moment.astimezone(tz).year
+
+
+# The calendar rules, each with its bucket: keep the newest verified backup of each of the N latest.
+CALENDAR_RULES = (("keep_hourly", hour_bucket), ("keep_daily", day_bucket), ("keep_weekly", week_bucket),
+                  ("keep_monthly", month_bucket), ("keep_yearly", year_bucket))
 
 
 def apply_retention(backup_dir: str, name: str, policy: Mapping[str, Any], *, now: _dt.datetime | None = None,

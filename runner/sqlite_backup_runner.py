@@ -60,7 +60,7 @@ EXIT_BY_KIND[KIND_NOT_MOUNTED] = EXIT_NOT_MOUNTED
 
 LOG_MAX_BYTES = 1 << 20
 LOG_KEEP = 3
-RETENTION_KEYS = ("keep_last", "keep_days", "keep_daily", "keep_weekly", "keep_monthly")
+RETENTION_KEYS = core.RETENTION_RULES
 DEFAULT_LOCK_TIMEOUT = 600.0
 STATE_FILE = ".sqlite-backup-metrics.json"
 

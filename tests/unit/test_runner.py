@@ -639,3 +639,24 @@ def test_restore_creates_a_missing_database_private(layout: Layout) -> None:
         if os.path.exists(str(db) + side):
             assert stat.S_IMODE(os.stat(str(db) + side).st_mode) == 0o600, side
     assert members_in(db) == 30
+
+
+def test_cleanup_keeps_hourly_and_yearly_backups_of_the_config(layout: Layout,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # a sub-daily schedule: backups 2.5, 5 and 7.5 hours ago; keep the newest of each of the last 3 hours
+    # that have one (the new backup's hour and the two before with a backup)
+    old = [make_old_backup(monkeypatch, layout, hours / 24) for hours in (7.5, 5, 2.5)]
+    yearly = make_old_backup(monkeypatch, layout, 400)  # last year's: kept by keep_yearly
+    layout.write_config(retention={"keep_last": 1, "keep_hourly": 3, "keep_yearly": 2, "keep_label_days": {}},
+                        timezone="UTC")
+    assert layout.run("check-config").returncode == 0
+    code, report = layout.run_json("backup", "--cleanup")
+    assert code == 0, report
+    (record,) = report["results"]
+    assert record["deleted"] == [old[0]], record
+    assert layout.backups_of() == sorted([yearly, old[1], old[2], record["file"]])
+    # a bad value is refused before anything is taken
+    layout.write_config(retention={"keep_hourly": -1, "keep_last": 1})
+    refused = layout.run("backup", "--cleanup")
+    assert refused.returncode == 2 and "keep_hourly must be a non-negative integer" in refused.stderr
+    assert len(layout.backups_of()) == 4

@@ -102,7 +102,8 @@ def test_provisioning_the_demo_writes_only_inside_the_repository(tmp_path: Path)
     assert str(root / "var" / "log" / "sqlite-backup" / "cron.log") in runner_cron
     controller = (root / "var" / "cron.d" / "sqlite-fleet-controller").read_text()
     assert "backup -i %s --log %s" % (inventory, root / "var" / "log" / "backup.log") in controller
-    assert (root / "var" / "opt" / "sqlite-backup" / "config.json").exists()
+    config = json.loads((root / "var" / "opt" / "sqlite-backup" / "config.json").read_text())
+    assert config["retention"]["keep_hourly"] == 0 and config["retention"]["keep_yearly"] == 0
 
 
 def test_state_absent_takes_a_host_off_the_schedule_and_keeps_its_runner(tmp_path: Path) -> None:

@@ -338,7 +338,6 @@ from ansible.module_utils.sqlite_fleet import (
     resolve_owner,
     restore_backup,
     restore_target_plan,
-    sha256_file,
     side_files_removed,
     validate_abs_path,
     validate_name,
@@ -394,19 +393,13 @@ def verified_backup(backup_path, integrity, expected_sha256=None):
     return checked
 
 
-def first_hop_checked(backup_path, expected_sha256):
-    """The backup's manifest, and its checksum compared with the one verified at the previous hop."""
-    base = os.path.basename(backup_path)
+def manifest_for_plan(backup_path):
+    """The backup's manifest, for the plan; the core verifies the backup itself (checksums, the
+    previous hop's included, in one read) before it changes anything."""
     try:
-        manifest = read_manifest(backup_path)
+        return read_manifest(backup_path)
     except BackupError as exc:
-        raise BackupError("refusing to restore %s: %s" % (base, exc), exc.kind) from None
-    if expected_sha256 is not None:
-        actual = sha256_file(backup_path)
-        if actual != expected_sha256:
-            raise BackupError("refusing to restore %s: its sha256 is %s..., not the %s... verified before the copy"
-                              % (base, actual[:12], expected_sha256[:12]), KIND_CORRUPT)
-    return manifest
+        raise BackupError("refusing to restore %s: %s" % (os.path.basename(backup_path), exc), exc.kind) from None
 
 
 def backup_facts(path, manifest):
@@ -530,7 +523,7 @@ def main():
             manifest = checked["manifest"]
             result["checks"] = checked["checks"]
         else:
-            manifest = first_hop_checked(backup_path, expected)
+            manifest = manifest_for_plan(backup_path)
         facts = backup_facts(backup_path, manifest)
         result.update(facts)
 
@@ -573,7 +566,7 @@ def main():
         restored = restore_backup(backup_path, target, mode=params["mode"], safety_dir=safety_dir,
                                   safety_name=name or manifest["name"], busy_timeout_ms=params["busy_timeout_ms"],
                                   integrity=params["integrity"], source_host=params["source_host"],
-                                  new_owner=new_owner)
+                                  new_owner=new_owner, expected_sha256=expected)
         if new_owner is not None:
             result.update(owner_uid=new_owner[0], owner_gid=new_owner[1])
     except BackupError as exc:

@@ -3093,7 +3093,7 @@ def side_files_removed(before: Mapping[str, tuple[int, int, int] | None]) -> lis
 def restore_backup(backup_path: str, target: str, *, mode: str = "replace", safety_dir: str | None = None,
                    safety_name: str | None = None, busy_timeout_ms: int = 5000, integrity: str = "full",
                    check_mode: bool = False, source_host: str | None = None,
-                   new_owner: tuple[int, int] | None = None) -> dict[str, Any]:
+                   new_owner: tuple[int, int] | None = None, expected_sha256: str | None = None) -> dict[str, Any]:
     """Restore a verified backup onto ``target``; the original stays in place on any failure.
 
     ``replace`` (the app is stopped): refuse while any process holds the database or its
@@ -3105,13 +3105,15 @@ def restore_backup(backup_path: str, target: str, *, mode: str = "replace", safe
     database is taken first (label ``pre-restore``, its manifest naming ``source_host``, the
     inventory name, when given) and the result is checked afterwards. A database the restore
     creates is mode 0600 and owned by ``new_owner`` (uid, gid) from its first byte.
+    ``expected_sha256``: the checksum verified at the previous hop (e.g. on the controller before
+    the copy here), compared in the same single read that verifies the backup.
     """
     backup_path = validate_abs_path(backup_path, "backup")
     target = validate_abs_path(target, "restore target")
     validate_busy_timeout(busy_timeout_ms)
     if mode not in RESTORE_MODES:
         raise BackupError("mode must be one of %s" % ", ".join(RESTORE_MODES), KIND_BAD_INPUT)
-    checked = verify_backup(backup_path, integrity=integrity)
+    checked = verify_backup(backup_path, integrity=integrity, expected_sha256=expected_sha256)
     if not checked["ok"]:
         raise BackupError("refusing to restore %s: it failed verification: %s"
                           % (checked["file"], "; ".join(checked["problems"])), KIND_CORRUPT)

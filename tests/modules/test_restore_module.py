@@ -325,7 +325,7 @@ BAD_INPUT = [
     ("bad-expected-sha256", {"path": "{db}", "backup": "{good}", "expected_sha256": "abc"}, "64 hexadecimal digits",
      "bad_input"),
     ("other-expected-sha256", {"path": "{db}", "backup": "{good}", "expected_sha256": "0" * 64},
-     "not the 000000000000... verified before the copy", "corrupt"),
+     "but first hop says 000000000000", "corrupt"),
     ("negative-busy-timeout", {"path": "{db}", "backup": "{good}", "busy_timeout_ms": -1}, "must be 0 or more",
      "bad_input"),
     ("target-is-a-directory", {"path": "{d}", "backup": "{good}"}, "is not a regular file", "bad_input"),

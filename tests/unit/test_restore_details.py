@@ -56,3 +56,36 @@ def test_a_yaml_datetime_turned_into_a_string_is_a_time() -> None:
     selector = str(dt.datetime(2026, 12, 4, 21, 51, 30, tzinfo=UTC))
     assert core.parse_restore_time(selector) == dt.datetime(2026, 12, 4, 21, 51, 30, tzinfo=UTC)
     assert core.parse_restore_time("gym_backup_20261204_215130.db") is None
+
+
+def test_the_previous_hops_checksum_is_checked_by_the_core_before_anything_changes(tmp_path) -> None:
+    from unit_helpers import make_app_db
+    db = make_app_db(tmp_path / "app.db", rows=5)
+    taken = core.snapshot(str(db), str(tmp_path / "bk"), "app")
+    before = db.read_bytes()
+    with pytest.raises(core.BackupError) as refused:
+        core.restore_backup(taken["backup"], str(db), safety_dir=str(tmp_path / "bk"), expected_sha256="0" * 64)
+    assert refused.value.kind == core.KIND_CORRUPT and "first hop says 000000000000" in str(refused.value)
+    assert db.read_bytes() == before and len(core.list_backups(str(tmp_path / "bk"))["backups"]) == 1
+    done = core.restore_backup(taken["backup"], str(db), safety_dir=str(tmp_path / "bk"),
+                               expected_sha256=taken["manifest"]["sha256"], source_host="pi3")
+    assert done["changed"] and core.read_manifest(done["safety_backup"])["source"]["host"] == "pi3"
+
+
+def test_a_database_the_restore_creates_and_its_side_files_are_private_under_umask_022(tmp_path) -> None:
+    import os
+    import stat
+
+    from unit_helpers import make_app_db
+    db = make_app_db(tmp_path / "app.db", rows=5, journal_mode="wal")
+    taken = core.snapshot(str(db), str(tmp_path / "bk"), "app")
+    target = tmp_path / "new" / "app.db"
+    target.parent.mkdir()
+    old = os.umask(0o022)
+    try:
+        core.restore_backup(taken["backup"], str(target), new_owner=(os.getuid(), os.getgid()))
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in target.parent.iterdir()}
+    assert modes["app.db"] == 0o600 and "app.db-shm" in modes, modes
+    assert set(modes.values()) == {0o600}, modes

@@ -436,11 +436,7 @@ def describe_backup(facts):
 
 
 def file_identity(path):
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
+    return file_identities([path])[path]
 
 
 def main():

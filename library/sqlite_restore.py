@@ -326,14 +326,12 @@ from ansible.module_utils.sqlite_fleet import (
     KIND_CORRUPT,
     KIND_IO,
     BackupError,
-    choose_backup,
+    choose_backup_in_folder,
     dated_in_future,
     file_identities,
     future_warning,
     iso_utc,
-    list_backups,
     parse_backup_filename,
-    parse_restore_time,
     read_manifest,
     resolve_owner,
     restore_backup,
@@ -362,26 +360,6 @@ def available(backups):
                                              "  label %s" % b["label"] if b["label"] else "",
                                              "" if b["verified"] else "  UNVERIFIED (never chosen)")}
             for b in backups]
-
-
-def choose_in_folder(backup_dir, name, select):
-    """The chosen backup's path and the folder's listing; clear errors for what cannot be chosen."""
-    if not os.path.isdir(backup_dir):
-        raise BackupError("backup folder %s does not exist" % backup_dir, KIND_BAD_INPUT)
-    listing = list_backups(backup_dir, name)
-    if select not in ("latest",) and parse_restore_time(select) is None:
-        for item in listing["invalid"] + listing["unfinished"]:
-            if item["file"] == select:
-                raise BackupError("%s in %s is not a finished backup: %s" % (select, backup_dir, item["why"]),
-                                  KIND_CORRUPT)
-    try:
-        chosen = choose_backup(listing["backups"], select)
-    except BackupError as exc:
-        found = ", ".join("%s%s" % (b["file"], "" if b["verified"] else " (unverified)")
-                          for b in listing["backups"][:10]) or "none"
-        raise BackupError("%s in %s (backups of %s there, newest first: %s)" % (exc, backup_dir, name, found),
-                          exc.kind) from None
-    return chosen["path"], listing["backups"]
 
 
 def verified_backup(backup_path, integrity, expected_sha256=None):
@@ -487,7 +465,8 @@ def main():
         if params["backup_dir"] is not None:
             backup_dir = validate_abs_path(params["backup_dir"], "backup_dir")
             select = normalise_select(params["select"])
-            backup_path, backups = choose_in_folder(backup_dir, name, select)
+            chosen, listing = choose_backup_in_folder(backup_dir, name, select)
+            backup_path, backups = chosen["path"], listing["backups"]
             result["available"] = available(backups)
             future = future_warning(dated_in_future(backups))
             if future:

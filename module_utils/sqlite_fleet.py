@@ -3000,6 +3000,29 @@ def choose_backup(backups: Sequence[Mapping[str, Any]], selector: str = "latest"
     raise BackupError("there is no backup named %s" % selector, KIND_BAD_INPUT)
 
 
+def choose_backup_in_folder(backup_dir: str, name: str,
+                            select: str = "latest") -> tuple[Mapping[str, Any], dict[str, Any]]:
+    """:func:`choose_backup` over a folder: the chosen backup and the folder's listing. A file
+    named that is not a finished backup, or a choice that fails, is refused naming the folder
+    and the backups it holds."""
+    if not os.path.isdir(backup_dir):
+        raise BackupError("backup folder %s does not exist" % backup_dir, KIND_BAD_INPUT)
+    listing = list_backups(backup_dir, name)
+    if select not in (None, "", "latest") and parse_restore_time(select) is None:
+        for item in listing["invalid"] + listing["unfinished"]:
+            if item["file"] == select:
+                raise BackupError("%s in %s is not a finished backup: %s" % (select, backup_dir, item["why"]),
+                                  KIND_CORRUPT)
+    try:
+        chosen = choose_backup(listing["backups"], select)
+    except BackupError as exc:
+        found = ", ".join("%s%s" % (b["file"], "" if b["verified"] else " (unverified)")
+                          for b in listing["backups"][:10]) or "none"
+        raise BackupError("%s in %s (backups of %s there, newest first: %s)" % (exc, backup_dir, name, found),
+                          exc.kind) from None
+    return chosen, listing
+
+
 def processes_holding(paths: Sequence[str]) -> list[str]:
     """``pid (command)`` of every process with one of ``paths`` open (Linux /proc)."""
     wanted = set()

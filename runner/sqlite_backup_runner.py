@@ -384,17 +384,12 @@ def cmd_restore(config: dict[str, Any], args: argparse.Namespace) -> list[dict[s
         raise core.BackupError("restore needs --db: this host has %s" % ", ".join(
             db["name"] for db in config["databases"]), core.KIND_BAD_INPUT)
     (db,) = select_databases(config, args.db or config["databases"][0]["name"])
-    listing = core.list_backups(config["backup_dir"], db["name"]) if os.path.isdir(config["backup_dir"]) else \
-        {"backups": []}
     record: dict[str, Any] = {"database": db["name"], "command": "restore", "dry_run": args.dry_run}
+    chosen, listing = core.choose_backup_in_folder(config["backup_dir"], db["name"], args.backup)
     future = core.future_warning(core.dated_in_future(listing["backups"]))
     if future:
         record["warning"] = future
         print("warning: %s" % future, file=sys.stderr)
-    try:
-        chosen = core.choose_backup(listing["backups"], args.backup)
-    except core.BackupError as exc:
-        raise core.BackupError("%s in %s" % (exc, config["backup_dir"]), exc.kind) from None
     target = db["path"]
     new_owner = None
     if not os.path.lexists(target) and os.path.isdir(os.path.dirname(target)):

@@ -28,6 +28,12 @@ options:
         description: Keep every backup taken in the last N days.
         type: int
         default: 0
+      keep_hourly:
+        description:
+          - Keep the newest verified backup of each of the last N hours (of the local clock) that have one.
+          - For schedules that back up more often than daily (a smaller recovery point).
+        type: int
+        default: 0
       keep_daily:
         description: Keep the newest verified backup of each of the last N days that have one.
         type: int
@@ -40,6 +46,10 @@ options:
         description: Keep the newest verified backup of each of the last N months that have one.
         type: int
         default: 0
+      keep_yearly:
+        description: Keep the newest verified backup of each of the last N calendar years that have one.
+        type: int
+        default: 0
       keep_label_days:
         description:
           - Labels mapped to how many days backups with that label are kept.
@@ -48,7 +58,7 @@ options:
         default: {"pre-upgrade": 30}
       timezone:
         description:
-          - Time zone of the calendar buckets (days, ISO weeks, months), as an IANA name such as
+          - Time zone of the calendar buckets (hours, days, ISO weeks, months, years), as an IANA name such as
             V(Europe/Helsinki), or V(local) for the host's zone.
         type: str
         default: local

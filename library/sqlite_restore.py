@@ -56,8 +56,9 @@ options:
     description:
       - Which backup of O(backup_dir) to restore.
       - V(latest) is the newest verified backup.
-      - A UTC time C(YYYYMMDD_HHMMSS) picks the newest verified backup taken at or before it (C(YYYYMMDDHHMMSS)
-        is accepted too).
+      - A time picks the newest verified backup taken at or before it, either C(YYYYMMDD_HHMMSS) (in UTC;
+        C(YYYYMMDDHHMMSS) is accepted too) or ISO 8601 such as C(2026-12-04T21:51:30Z) or
+        C(2026-12-04T22:51:30+01:00). A time without a zone is UTC.
       - A file name picks that backup.
       - Only with O(backup_dir); defaults to V(latest) there.
     type: str
@@ -115,9 +116,16 @@ options:
     description:
       - Group (name or gid) of a database created by the restore. Defaults to the group of its folder.
     type: str
+  source_host:
+    description:
+      - The host's name as the fleet knows it (the inventory name), written as C(source.host) into the manifest
+        of the V(pre-restore) safety snapshot, like every other backup of that host.
+      - Defaults to the system's host name. The restore playbook passes C(inventory_hostname).
+    type: str
 notes:
   - Run as root or as the database's owner.
-  - A database created by the restore is mode C(0600).
+  - A database created by the restore is mode C(0600) from its first byte; a C(-wal)/C(-shm) created by the
+    restore's own check takes the database's mode and owner.
   - The safety snapshot is an ordinary backup (label V(pre-restore)) in O(safety_dir); the next backup run pulls
     it into the archive like any other.
   - Processes holding the database are found through C(/proc) (Linux).
@@ -246,7 +254,9 @@ journal_mode:
   type: str
   sample: wal
 removed:
-  description: The old C(-wal)/C(-shm)/C(-journal) files removed (or that would be) by a replace restore.
+  description:
+    - The old C(-wal)/C(-shm)/C(-journal) files a replace restore removed (in check mode, would remove).
+    - A restore that was refused or failed lists only what it did remove (usually nothing).
   returned: with O(state=restored)
   type: list
   elements: str
@@ -315,31 +325,28 @@ from ansible.module_utils.sqlite_fleet import (
     KIND_BAD_INPUT,
     KIND_CORRUPT,
     KIND_IO,
-    STAMP_RE,
     BackupError,
-    choose_backup,
-    chown_if_needed,
+    choose_backup_in_folder,
     dated_in_future,
+    file_identities,
     future_warning,
     iso_utc,
-    list_backups,
     parse_backup_filename,
     read_manifest,
     resolve_owner,
     restore_backup,
     restore_target_plan,
-    sha256_file,
+    side_files_removed,
     validate_abs_path,
     validate_name,
     verify_backup,
 )
 
 SIDE_SUFFIXES = ("-wal", "-shm", "-journal")
-NEW_DATABASE_MODE = 0o600
 
 
 def normalise_select(select):
-    """``latest``, a ``YYYYMMDD_HHMMSS`` time or a file name; a 14-digit time (YAML reads
+    """``latest``, a time (``YYYYMMDD_HHMMSS`` or ISO 8601) or a file name; a 14-digit time (YAML reads
     ``20261122_030000`` as the integer 20261122030000) gets its underscore back."""
     select = "latest" if select is None else str(select).strip()
     if re.fullmatch(r"\d{14}", select):
@@ -355,26 +362,6 @@ def available(backups):
             for b in backups]
 
 
-def choose_in_folder(backup_dir, name, select):
-    """The chosen backup's path and the folder's listing; clear errors for what cannot be chosen."""
-    if not os.path.isdir(backup_dir):
-        raise BackupError("backup folder %s does not exist" % backup_dir, KIND_BAD_INPUT)
-    listing = list_backups(backup_dir, name)
-    if select not in ("latest",) and not STAMP_RE.match(select):
-        for item in listing["invalid"] + listing["unfinished"]:
-            if item["file"] == select:
-                raise BackupError("%s in %s is not a finished backup: %s" % (select, backup_dir, item["why"]),
-                                  KIND_CORRUPT)
-    try:
-        chosen = choose_backup(listing["backups"], select)
-    except BackupError as exc:
-        found = ", ".join("%s%s" % (b["file"], "" if b["verified"] else " (unverified)")
-                          for b in listing["backups"][:10]) or "none"
-        raise BackupError("%s in %s (backups of %s there, newest first: %s)" % (exc, backup_dir, name, found),
-                          exc.kind) from None
-    return chosen["path"], listing["backups"]
-
-
 def verified_backup(backup_path, integrity, expected_sha256=None):
     """verify_backup, turned into an error naming the file when anything fails."""
     checked = verify_backup(backup_path, integrity=integrity, expected_sha256=expected_sha256)
@@ -384,19 +371,13 @@ def verified_backup(backup_path, integrity, expected_sha256=None):
     return checked
 
 
-def first_hop_checked(backup_path, expected_sha256):
-    """The backup's manifest, and its checksum compared with the one verified at the previous hop."""
-    base = os.path.basename(backup_path)
+def manifest_for_plan(backup_path):
+    """The backup's manifest, for the plan; the core verifies the backup itself (checksums, the
+    previous hop's included, in one read) before it changes anything."""
     try:
-        manifest = read_manifest(backup_path)
+        return read_manifest(backup_path)
     except BackupError as exc:
-        raise BackupError("refusing to restore %s: %s" % (base, exc), exc.kind) from None
-    if expected_sha256 is not None:
-        actual = sha256_file(backup_path)
-        if actual != expected_sha256:
-            raise BackupError("refusing to restore %s: its sha256 is %s..., not the %s... verified before the copy"
-                              % (base, actual[:12], expected_sha256[:12]), KIND_CORRUPT)
-    return manifest
+        raise BackupError("refusing to restore %s: %s" % (os.path.basename(backup_path), exc), exc.kind) from None
 
 
 def backup_facts(path, manifest):
@@ -433,20 +414,7 @@ def describe_backup(facts):
 
 
 def file_identity(path):
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def give_new_database_to_owner(target, ids):
-    """A database the restore created: mode 0600, owned by ``ids`` (uid, gid)."""
-    os.chmod(target, NEW_DATABASE_MODE)
-    for path in [target] + [target + suffix for suffix in ("-wal", "-shm")]:
-        if os.path.lexists(path):
-            chown_if_needed(path, ids)
-    return ids
+    return file_identities([path])[path]
 
 
 def main():
@@ -466,6 +434,7 @@ def main():
             manifest=dict(type="dict"),
             owner=dict(type="str"),
             group=dict(type="str"),
+            source_host=dict(type="str"),
         ),
         mutually_exclusive=[["backup", "backup_dir"], ["backup", "select"]],
         required_one_of=[["backup", "backup_dir"]],
@@ -477,6 +446,7 @@ def main():
     started = time.monotonic()
     target = params["path"]
     before = "unset"  # the target's identity just before the restore (None: it did not exist)
+    side_files_before = {}  # the side files a replace would remove, as they were before it
 
     try:
         target = validate_abs_path(params["path"], "path")
@@ -495,7 +465,8 @@ def main():
         if params["backup_dir"] is not None:
             backup_dir = validate_abs_path(params["backup_dir"], "backup_dir")
             select = normalise_select(params["select"])
-            backup_path, backups = choose_in_folder(backup_dir, name, select)
+            chosen, listing = choose_backup_in_folder(backup_dir, name, select)
+            backup_path, backups = chosen["path"], listing["backups"]
             result["available"] = available(backups)
             future = future_warning(dated_in_future(backups))
             if future:
@@ -527,7 +498,7 @@ def main():
             manifest = checked["manifest"]
             result["checks"] = checked["checks"]
         else:
-            manifest = first_hop_checked(backup_path, expected)
+            manifest = manifest_for_plan(backup_path)
         facts = backup_facts(backup_path, manifest)
         result.update(facts)
 
@@ -562,22 +533,25 @@ def main():
         del result["held_by"]  # the core refuses by itself, naming them
 
         # The restore.
+        new_owner = None
         if not plan["target_existed"]:  # a new database: its owner, or its folder's (resolved before any change)
             new_owner = resolve_owner(params["owner"], params["group"], os.stat(os.path.dirname(target)))
+        side_files_before = file_identities(plan["removed"])
         before = file_identity(target)
         restored = restore_backup(backup_path, target, mode=params["mode"], safety_dir=safety_dir,
                                   safety_name=name or manifest["name"], busy_timeout_ms=params["busy_timeout_ms"],
-                                  integrity=params["integrity"])
-        if not plan["target_existed"]:
-            give_new_database_to_owner(target, new_owner)
+                                  integrity=params["integrity"], source_host=params["source_host"],
+                                  new_owner=new_owner, expected_sha256=expected)
+        if new_owner is not None:
             result.update(owner_uid=new_owner[0], owner_gid=new_owner[1])
     except BackupError as exc:
         changed = before != "unset" and file_identity(target) != before
-        module.fail_json(msg=str(exc), kind=exc.kind, **dict(result, changed=changed))
+        module.fail_json(msg=str(exc), kind=exc.kind,
+                         **dict(result, changed=changed, removed=side_files_removed(side_files_before)))
     except (OSError, sqlite3.Error) as exc:
         changed = before != "unset" and file_identity(target) != before
         module.fail_json(msg="restore onto %s failed: %s" % (target, exc), kind=KIND_IO,
-                         **dict(result, changed=changed))
+                         **dict(result, changed=changed, removed=side_files_removed(side_files_before)))
 
     result.update(
         changed=True,

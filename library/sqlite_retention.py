@@ -12,8 +12,9 @@ description:
   - Deletes the backups of database O(name) in O(backup_dir) that no rule of the policy keeps, with their
     C(.sha256) and manifest files, under the folder's lock. Unfinished backups left by interrupted runs
     are removed too.
-  - A backup is kept when any rule keeps it (union, as in restic and borg). O(keep_last), O(keep_daily),
-    O(keep_weekly) and O(keep_monthly) count verified backups only; calendar buckets use O(timezone).
+  - A backup is kept when any rule keeps it (union, as in restic and borg). O(keep_last) and the calendar
+    rules (O(keep_hourly), O(keep_daily), O(keep_weekly), O(keep_monthly), O(keep_yearly)) count verified
+    backups only; calendar buckets use O(timezone).
   - The newest verified backup is always kept, and so is any unverified backup newer than it.
   - Labelled backups (for example V(pre-upgrade)) follow O(keep_label_days) instead of the general rules.
   - Nothing is deleted when "now" is earlier than the newest backup (a Pi without a real-time clock).
@@ -41,8 +42,8 @@ options:
       - For tests and for replaying a decision; defaults to the current time.
     type: str
 notes:
-  - At least one of O(keep_last), O(keep_days), O(keep_daily), O(keep_weekly), O(keep_monthly) must be above 0,
-    since an empty policy is refused. Negative values are refused.
+  - At least one of O(keep_last), O(keep_days), O(keep_hourly), O(keep_daily), O(keep_weekly), O(keep_monthly),
+    O(keep_yearly) must be above 0, since an empty policy is refused. Negative values are refused.
   - In check mode nothing is deleted and the lock is not taken; RV(deleted) lists what would be deleted.
   - With C(--diff), the backup files before and after are shown.
   - Relative paths are refused.

@@ -67,7 +67,7 @@ BACKUP_FILE_RE = re.compile(
 INTEGRITY_LEVELS = ("quick", "full")
 METHODS = ("pinned_copy", "backup_api", "vacuum_into")
 CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
-RETENTION_RULES = ("keep_last", "keep_days", "keep_daily", "keep_weekly", "keep_monthly")
+RETENTION_RULES = ("keep_last", "keep_days", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
 
 
 def retention_options() -> dict[str, dict[str, Any]]:
@@ -647,19 +647,23 @@ def side_files_present(db_path: str) -> dict[str, bool]:
     return {suffix: os.path.exists(db_path + suffix) for suffix in ("-wal", "-shm")}
 
 
+# Invariant: a -wal/-shm that our own reader created carries the database's owner and mode
+# (never the umask's 0644 beside a 0600 database: the WAL holds the newest rows).
 def give_side_files_to_owner(db_path: str, existed: Mapping[str, bool], db_stat: os.stat_result) -> None:
-    """A read-only reader of a WAL database may create ``-wal``/``-shm``; when it does so as
-    root, the app (running as its own user) could no longer write. Hand them over."""
-    if os.geteuid() != 0:
-        return
+    """A read-only reader of a WAL database may create ``-wal``/``-shm``: with the process's
+    umask (world-readable beside a private database) and, as root, owned by root (the app,
+    running as its own user, could no longer write). Give them the database's mode and owner."""
     for suffix, was_there in existed.items():
         path = db_path + suffix
         if was_there:
             continue
         with contextlib.suppress(OSError):
             st = os.lstat(path)
-            if stat.S_ISREG(st.st_mode) and (st.st_uid, st.st_gid) != (db_stat.st_uid, db_stat.st_gid):
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (db_stat.st_uid, db_stat.st_gid):
                 os.chown(path, db_stat.st_uid, db_stat.st_gid, follow_symlinks=False)
+            if stat.S_IMODE(st.st_mode) != stat.S_IMODE(db_stat.st_mode):
                 os.chmod(path, stat.S_IMODE(db_stat.st_mode))
 
 
@@ -1904,8 +1908,7 @@ def select_retention(backups: Sequence[Mapping[str, Any]], policy: Mapping[str, 
         counted = [b for b in general if b["verified"]]
         for index, b in enumerate(counted[: rules["keep_last"]]):
             reasons[b["file"]].append("keep_last %d (#%d)" % (rules["keep_last"], index + 1))
-        for rule, bucket_of in (("keep_daily", day_bucket), ("keep_weekly", week_bucket),
-                                ("keep_monthly", month_bucket)):
+        for rule, bucket_of in CALENDAR_RULES:
             wanted = rules[rule]
             seen: list[str] = []
             for b in counted:
@@ -1929,6 +1932,11 @@ def select_retention(backups: Sequence[Mapping[str, Any]], policy: Mapping[str, 
     return decisions
 
 
+def hour_bucket(moment: _dt.datetime, tz: _dt.tzinfo | None) -> str:
+    """The hour of the local clock (the hour repeated when DST ends is one bucket)."""
+    return moment.astimezone(tz).strftime("%Y-%m-%dT%H")
+
+
 def day_bucket(moment: _dt.datetime, tz: _dt.tzinfo | None) -> str:
     return moment.astimezone(tz).strftime("%Y-%m-%d")
 
@@ -1940,6 +1948,15 @@ def week_bucket(moment: _dt.datetime, tz: _dt.tzinfo | None) -> str:
 
 def month_bucket(moment: _dt.datetime, tz: _dt.tzinfo | None) -> str:
     return moment.astimezone(tz).strftime("%Y-%m")
+
+
+def year_bucket(moment: _dt.datetime, tz: _dt.tzinfo | None) -> str:
+    return "%04d" % moment.astimezone(tz).year
+
+
+# The calendar rules, each with its bucket: keep the newest verified backup of each of the N latest.
+CALENDAR_RULES = (("keep_hourly", hour_bucket), ("keep_daily", day_bucket), ("keep_weekly", week_bucket),
+                  ("keep_monthly", month_bucket), ("keep_yearly", year_bucket))
 
 
 def apply_retention(backup_dir: str, name: str, policy: Mapping[str, Any], *, now: _dt.datetime | None = None,
@@ -3153,6 +3170,31 @@ def prune_previous_copies(dest: str, keep: int) -> list[str]:
 
 RESTORE_MODES = ("replace", "live")
 STAMP_RE = re.compile(r"^\d{8}_\d{6}$")
+ISO_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?$", re.IGNORECASE)
+TIME_SELECTOR_HELP = ("a time, YYYYMMDD_HHMMSS or ISO 8601 like 2026-12-04T21:51:30Z or 2026-12-04T22:51:30+01:00 "
+                      "(UTC when no zone is given)")
+
+
+def parse_restore_time(selector: Any) -> _dt.datetime | None:
+    """A restore's time selector as an aware UTC time: ``YYYYMMDD_HHMMSS`` or ISO 8601 (``Z``,
+    ``+HH:MM``, or no zone, which means UTC); None when ``selector`` is not shaped like a time.
+    Raises for a time-shaped text that is no valid date."""
+    text = str(selector).strip()
+    if STAMP_RE.match(text):
+        try:
+            return _dt.datetime.strptime(text, "%Y%m%d_%H%M%S").replace(tzinfo=_dt.timezone.utc)
+        except ValueError:
+            raise BackupError("%r is not a valid time: %s" % (text, TIME_SELECTOR_HELP), KIND_BAD_INPUT) from None
+    if not ISO_TIME_RE.match(text):
+        return None
+    iso = text[:-1] + "+00:00" if text[-1] in "zZ" else text
+    try:
+        moment = _dt.datetime.fromisoformat(iso.replace(" ", "T", 1).replace("t", "T", 1))
+    except ValueError:
+        raise BackupError("%r is not a valid time: %s" % (text, TIME_SELECTOR_HELP), KIND_BAD_INPUT) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_dt.timezone.utc)
+    return moment.astimezone(_dt.timezone.utc)
 
 
 # A host's clock may have run ahead when it took a backup: a date later than "now" (beyond this
@@ -3180,8 +3222,9 @@ def future_warning(future: Sequence[Mapping[str, Any]], now: _dt.datetime | None
 def choose_backup(backups: Sequence[Mapping[str, Any]], selector: str = "latest",
                   now: _dt.datetime | None = None) -> Mapping[str, Any]:
     """Pick from ``list_backups`` output: ``latest`` (newest verified, not a pre-restore safety
-    snapshot), a ``YYYYMMDD_HHMMSS`` stamp (the newest verified backup taken at or before it), or
-    an exact file name. Backups dated after ``now`` are only ever chosen by name."""
+    snapshot), a time (``YYYYMMDD_HHMMSS`` or ISO 8601, UTC when no zone is given: the newest
+    verified backup taken at or before it, see :func:`parse_restore_time`), or an exact file
+    name. Backups dated after ``now`` are only ever chosen by name."""
     future = {b["file"] for b in dated_in_future(backups, now)}
     verified = [b for b in backups if b["verified"] and b["file"] not in future]
     if selector in (None, "", "latest"):
@@ -3192,19 +3235,43 @@ def choose_backup(backups: Sequence[Mapping[str, Any]], selector: str = "latest"
             raise BackupError("there is no verified backup to restore%s" % (
                 " dated before now" if future else ""), KIND_BAD_INPUT)
         return candidates[0]
-    if STAMP_RE.match(selector):
-        moment = _dt.datetime.strptime(selector, "%Y%m%d_%H%M%S").replace(tzinfo=_dt.timezone.utc)
+    moment = parse_restore_time(selector)
+    if moment is not None:
         earlier = [b for b in verified if b["created"].replace(microsecond=0) <= moment]
         if not earlier:
-            raise BackupError("no verified backup was taken at or before %s (UTC)" % selector, KIND_BAD_INPUT)
+            raise BackupError("no verified backup was taken at or before %s (%s UTC)"
+                              % (selector, moment.strftime("%Y-%m-%d %H:%M:%S")), KIND_BAD_INPUT)
         return earlier[0]
     if os.path.basename(selector) != selector or parse_backup_filename(selector) is None:
-        raise BackupError("backup %r is neither 'latest', a YYYYMMDD_HHMMSS time nor a backup file name"
-                          % (selector,), KIND_BAD_INPUT)
+        raise BackupError("backup %r is neither 'latest', %s, nor a backup file name"
+                          % (selector, TIME_SELECTOR_HELP), KIND_BAD_INPUT)
     for b in backups:
         if b["file"] == selector:
             return b
     raise BackupError("there is no backup named %s" % selector, KIND_BAD_INPUT)
+
+
+def choose_backup_in_folder(backup_dir: str, name: str,
+                            select: str = "latest") -> tuple[Mapping[str, Any], dict[str, Any]]:
+    """:func:`choose_backup` over a folder: the chosen backup and the folder's listing. A file
+    named that is not a finished backup, or a choice that fails, is refused naming the folder
+    and the backups it holds."""
+    if not os.path.isdir(backup_dir):
+        raise BackupError("backup folder %s does not exist" % backup_dir, KIND_BAD_INPUT)
+    listing = list_backups(backup_dir, name)
+    if select not in (None, "", "latest") and parse_restore_time(select) is None:
+        for item in listing["invalid"] + listing["unfinished"]:
+            if item["file"] == select:
+                raise BackupError("%s in %s is not a finished backup: %s" % (select, backup_dir, item["why"]),
+                                  KIND_CORRUPT)
+    try:
+        chosen = choose_backup(listing["backups"], select)
+    except BackupError as exc:
+        found = ", ".join("%s%s" % (b["file"], "" if b["verified"] else " (unverified)")
+                          for b in listing["backups"][:10]) or "none"
+        raise BackupError("%s in %s (backups of %s there, newest first: %s)" % (exc, backup_dir, name, found),
+                          exc.kind) from None
+    return chosen, listing
 
 
 def processes_holding(paths: Sequence[str]) -> list[str]:
@@ -3275,9 +3342,32 @@ def restore_target_plan(target: str, mode: str) -> dict[str, Any]:
     }
 
 
+NEW_DATABASE_MODE = 0o600
+
+
+def file_identities(paths: Sequence[str]) -> dict[str, tuple[int, int, int] | None]:
+    """(inode, size, mtime) of each path, None for one that does not exist."""
+    identities: dict[str, tuple[int, int, int] | None] = {}
+    for path in paths:
+        try:
+            st = os.lstat(path)
+            identities[path] = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            identities[path] = None
+    return identities
+
+
+def side_files_removed(before: Mapping[str, tuple[int, int, int] | None]) -> list[str]:
+    """Of the side files that existed ``before`` a restore, those it removed (gone, or a new
+    file under that name): a refused restore removed none."""
+    now = file_identities(list(before))
+    return [path for path, identity in before.items() if identity is not None and now[path] != identity]
+
+
 def restore_backup(backup_path: str, target: str, *, mode: str = "replace", safety_dir: str | None = None,
                    safety_name: str | None = None, busy_timeout_ms: int = 5000, integrity: str = "full",
-                   check_mode: bool = False) -> dict[str, Any]:
+                   check_mode: bool = False, source_host: str | None = None,
+                   new_owner: tuple[int, int] | None = None, expected_sha256: str | None = None) -> dict[str, Any]:
     """Restore a verified backup onto ``target``; the original stays in place on any failure.
 
     ``replace`` (the app is stopped): refuse while any process holds the database or its
@@ -3286,14 +3376,18 @@ def restore_backup(backup_path: str, target: str, *, mode: str = "replace", safe
     (they belong to the old file and must never be replayed into the new one), rename over it.
     ``live``: write the backup into the database through SQLite's backup API, which is safe
     while the app keeps its connections open. Either way a safety snapshot of the current
-    database is taken first (label ``pre-restore``) and the result is checked afterwards.
+    database is taken first (label ``pre-restore``, its manifest naming ``source_host``, the
+    inventory name, when given) and the result is checked afterwards. A database the restore
+    creates is mode 0600 and owned by ``new_owner`` (uid, gid) from its first byte.
+    ``expected_sha256``: the checksum verified at the previous hop (e.g. on the controller before
+    the copy here), compared in the same single read that verifies the backup.
     """
     backup_path = validate_abs_path(backup_path, "backup")
     target = validate_abs_path(target, "restore target")
     validate_busy_timeout(busy_timeout_ms)
     if mode not in RESTORE_MODES:
         raise BackupError("mode must be one of %s" % ", ".join(RESTORE_MODES), KIND_BAD_INPUT)
-    checked = verify_backup(backup_path, integrity=integrity)
+    checked = verify_backup(backup_path, integrity=integrity, expected_sha256=expected_sha256)
     if not checked["ok"]:
         raise BackupError("refusing to restore %s: it failed verification: %s"
                           % (checked["file"], "; ".join(checked["problems"])), KIND_CORRUPT)
@@ -3316,7 +3410,7 @@ def restore_backup(backup_path: str, target: str, *, mode: str = "replace", safe
     if exists and safety_dir and unreadable is None:
         try:
             safety = snapshot(target, safety_dir, safety_name or manifest["name"], label="pre-restore",
-                              integrity="quick", busy_timeout_ms=busy_timeout_ms)
+                              integrity="quick", busy_timeout_ms=busy_timeout_ms, source_host=source_host)
             plan["safety_backup"] = safety["backup"]
         except BackupError as exc:
             if exc.kind != KIND_CORRUPT or mode != "replace":
@@ -3330,7 +3424,7 @@ def restore_backup(backup_path: str, target: str, *, mode: str = "replace", safe
     if mode == "live":
         restore_live(backup_path, target, busy_timeout_ms)
     else:
-        restore_replace(backup_path, target, plan["journal_mode"], side_files)
+        restore_replace(backup_path, target, plan["journal_mode"], side_files, new_owner)
     existed = side_files_present(target)
     conn = open_readonly(target, busy_timeout_ms=busy_timeout_ms)
     try:
@@ -3364,12 +3458,17 @@ def restore_live(backup_path: str, target: str, busy_timeout_ms: int) -> None:
         source.close()
 
 
-def restore_replace(backup_path: str, target: str, journal_mode: str, side_files: Sequence[str]) -> None:
+def restore_replace(backup_path: str, target: str, journal_mode: str, side_files: Sequence[str],
+                    new_owner: tuple[int, int] | None = None) -> None:
+    """Copy beside, fsync, take the old file's owner and mode (a new database: 0600 and
+    ``new_owner``), drop the old side files, rename over."""
     directory = os.path.dirname(target)
     reference = os.stat(target) if os.path.exists(target) else None
     tmp = os.path.join(directory, "%s%s.%s" % (TMP_PREFIX, os.path.basename(target), secrets.token_hex(4)))
     try:
-        shutil.copyfile(backup_path, tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # private until it takes a mode
+        with os.fdopen(fd, "wb") as out, open(backup_path, "rb") as source:
+            shutil.copyfileobj(source, out, 1 << 20)
         if journal_mode == "wal":
             conn = sqlite3.connect(tmp, isolation_level=None)
             try:
@@ -3380,6 +3479,10 @@ def restore_replace(backup_path: str, target: str, journal_mode: str, side_files
             os.chmod(tmp, stat.S_IMODE(reference.st_mode))
             if os.geteuid() == 0:
                 os.chown(tmp, reference.st_uid, reference.st_gid)
+        else:
+            os.chmod(tmp, NEW_DATABASE_MODE)
+            if new_owner is not None:
+                chown_if_needed(tmp, new_owner)
         fsync_path(tmp)
         for side in side_files:
             with contextlib.suppress(FileNotFoundError):
@@ -3870,11 +3973,15 @@ def size_trend(sizes: Sequence[float]) -> str:
 
 
 def markdown_text(value: Any) -> str:
-    """Free text in a Markdown table cell: no column break, no raw HTML, one line."""
+    """Free text in a Markdown table cell: no column break, no raw HTML, one line. Readable as
+    plain text too: only what could start markup is escaped (``<`` before a tag's first
+    character, ``&`` before an entity's name), so ``> 0`` stays ``> 0``."""
     text = "" if value is None else str(value)
-    for old, new in (("\\", "\\\\"), ("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|"), ("*", "\\*"),
-                     ("`", "\\`"), ("[", "\\["), ("]", "\\]"), ("\r", " "), ("\n", " ")):
+    for old, new in (("\\", "\\\\"), ("|", "\\|"), ("*", "\\*"), ("`", "\\`"), ("[", "\\["), ("]", "\\]"),
+                     ("\r", " "), ("\n", " ")):
         text = text.replace(old, new)
+    text = re.sub(r"&(?=#?[A-Za-z0-9]+;)", "&amp;", text)
+    text = re.sub(r"<(?=[A-Za-z/!?])", "&lt;", text)
     return text
 
 

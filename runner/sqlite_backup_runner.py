@@ -7,7 +7,8 @@ provision.yml installs this file beside a copy of the core (``sqlite_fleet.py``)
 config generated from the inventory; the host's cron runs it. It offers what the original
 ``backup_database.py`` offered, done with the same core as the Ansible modules:
 
-    sqlite-backup backup [--db NAME] [--skip-checkpoint] [--cleanup [--keep-days N] [--keep-count N]]
+    sqlite-backup backup [--db NAME] [--skip-checkpoint] [--cleanup [--keep-days N] [--keep-count N]] [--dry-run]
+    sqlite-backup restore --db NAME [--backup latest|TIME|FILE] [--live] [--dry-run]
     sqlite-backup verify [--db NAME] [--all]
     sqlite-backup prune  [--db NAME] [--keep-days N] [--keep-count N] [--dry-run]
     sqlite-backup stats  [--db NAME]          (also: sqlite-backup --stats-only)
@@ -59,7 +60,7 @@ EXIT_BY_KIND[KIND_NOT_MOUNTED] = EXIT_NOT_MOUNTED
 
 LOG_MAX_BYTES = 1 << 20
 LOG_KEEP = 3
-RETENTION_KEYS = ("keep_last", "keep_days", "keep_daily", "keep_weekly", "keep_monthly")
+RETENTION_KEYS = core.RETENTION_RULES
 DEFAULT_LOCK_TIMEOUT = 600.0
 STATE_FILE = ".sqlite-backup-metrics.json"
 
@@ -266,8 +267,18 @@ def host_name(config: dict[str, Any]) -> str:
     return config.get("host") or socket.gethostname()
 
 
+def taken_summary(snap: dict[str, Any]) -> str:
+    """One line for a backup just taken (the file is named beside it in the log line)."""
+    if not snap["verified"]:
+        return snap["msg"]
+    return "taken and verified (%s in %.1f s)" % (core.human_bytes(snap["manifest"]["size_bytes"]),
+                                                   snap["manifest"]["duration_seconds"])
+
+
 def cmd_backup(config: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
     require_mount(config)
+    if args.dry_run:
+        return backup_dry_run(config, args)
     results = []
     for db in select_databases(config, args.db):
         started = time.time()
@@ -294,7 +305,7 @@ def cmd_backup(config: dict[str, Any], args: argparse.Namespace) -> list[dict[st
                 extra_manifest={"runner": {"version": RUNNER_VERSION, "made_by": "on-host runner"}},
             )
             record.update(ok=snap["verified"], file=snap["file"], size_bytes=snap["manifest"]["size_bytes"],
-                          duration_seconds=snap["manifest"]["duration_seconds"], msg=snap["msg"])
+                          duration_seconds=snap["manifest"]["duration_seconds"], msg=taken_summary(snap))
             if not snap["verified"]:
                 record["kind"] = core.KIND_CORRUPT
             if args.cleanup:
@@ -322,6 +333,65 @@ def cmd_backup(config: dict[str, Any], args: argparse.Namespace) -> list[dict[st
         record["seconds"] = round(time.time() - started, 3)
         results.append(record)
     return results
+
+
+def backup_dry_run(config: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """What ``backup`` would do: the database and folder checked, nothing written, no checkpoint,
+    no metrics; with --cleanup the backups the prune would delete (before this run's backup)."""
+    results = []
+    for db in select_databases(config, args.db):
+        record: dict[str, Any] = {"database": db["name"], "command": "backup", "dry_run": True}
+        try:
+            policy = retention_policy(config, db, args.keep_days, args.keep_count) if args.cleanup else None
+            if policy is not None:
+                core.normalise_policy(policy)
+                core.resolve_timezone(config.get("timezone"))
+            snap = core.snapshot(db["path"], config["backup_dir"], db["name"], label=args.label,
+                                 method=db.get("method") or config.get("method", "pinned_copy"),
+                                 integrity=db.get("integrity") or config.get("integrity", "quick"),
+                                 owner=db.get("owner") or config.get("owner") or None,
+                                 group=db.get("group") or config.get("group") or None, check_mode=True)
+            record.update(ok=True, file=snap["file"], msg=snap["msg"])
+            if policy is not None and os.path.isdir(config["backup_dir"]):
+                pruned = core.apply_retention(config["backup_dir"], db["name"], policy,
+                                              timezone=config.get("timezone"), check_mode=True,
+                                              lock_timeout=lock_timeout_of(config))
+                record["deleted"] = pruned["deleted"]
+                record["msg"] += "; then the prune: %s" % pruned["msg"]
+        except core.BackupError as exc:
+            record.update(ok=False, kind=exc.kind, msg=str(exc))
+        results.append(record)
+    return results
+
+
+def cmd_restore(config: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Restore a database of this host from its own backup folder (the controller away): the
+    newest verified backup, one taken at or before a time, or one by file name. The app must be
+    stopped (refused while a process holds the database) unless --live; a pre-restore safety
+    backup of the database as it was goes into the backup folder first."""
+    if args.db is None and len(config["databases"]) > 1:
+        raise core.BackupError("restore needs --db: this host has %s" % ", ".join(
+            db["name"] for db in config["databases"]), core.KIND_BAD_INPUT)
+    (db,) = select_databases(config, args.db or config["databases"][0]["name"])
+    record: dict[str, Any] = {"database": db["name"], "command": "restore", "dry_run": args.dry_run}
+    chosen, listing = core.choose_backup_in_folder(config["backup_dir"], db["name"], args.backup)
+    future = core.future_warning(core.dated_in_future(listing["backups"]))
+    if future:
+        record["warning"] = future
+        print("warning: %s" % future, file=sys.stderr)
+    target = db["path"]
+    new_owner = None
+    if not os.path.lexists(target) and os.path.isdir(os.path.dirname(target)):
+        new_owner = core.resolve_owner(None, None, os.stat(os.path.dirname(target)))
+    done = core.restore_backup(chosen["path"], target, mode="live" if args.live else "replace",
+                               safety_dir=config["backup_dir"], safety_name=db["name"],
+                               busy_timeout_ms=int(config.get("busy_timeout_ms", 5000)),
+                               check_mode=args.dry_run, source_host=host_name(config), new_owner=new_owner)
+    record.update(ok=True, file=chosen["file"], target=target, removed=done["removed"],
+                  safety_backup=done.get("safety_backup"), msg=done["msg"] + (
+                      "; the database as it was is in %s" % os.path.basename(done["safety_backup"])
+                      if done.get("safety_backup") else ""))
+    return [record]
 
 
 def cmd_verify(config: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -385,7 +455,7 @@ def cmd_check_config(config: dict[str, Any], args: argparse.Namespace) -> list[d
              "msg": "%s -> %s" % (db["path"], config["backup_dir"])} for db in config["databases"]]
 
 
-COMMANDS = {"backup": cmd_backup, "verify": cmd_verify, "prune": cmd_prune, "stats": cmd_stats,
+COMMANDS = {"backup": cmd_backup, "restore": cmd_restore, "verify": cmd_verify, "prune": cmd_prune, "stats": cmd_stats,
             "check-config": cmd_check_config}
 
 
@@ -402,7 +472,10 @@ def human_line(record: dict[str, Any]) -> str:
                                         b["newest_age_seconds"] or 0, b["oldest"], f.get("size_bytes"),
                                         f.get("wal_bytes"), f.get("journal_mode"), f.get("table_count"))
                 + ("" if record.get("ok") else " FAILED: %s" % record.get("msg")))
-    detail = " ".join(str(part) for part in (record.get("file"), record.get("msg")) if part)
+    # the file, then what happened to it (a message that names the file already stands alone)
+    parts = (record.get("msg"),) if record.get("file") and record["file"] in str(record.get("msg")) else \
+        (record.get("file"), record.get("msg"))
+    detail = " ".join(str(part) for part in parts if part)
     return ("%s %s %s: %s" % (record["command"], record["database"], status, detail)).rstrip()
 
 
@@ -438,6 +511,20 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("--cleanup", action="store_true", help="prune by the retention policy afterwards")
     backup.add_argument("--keep-days", type=non_negative, help="with --cleanup: keep backups younger than N days")
     backup.add_argument("--keep-count", type=non_negative, help="with --cleanup: keep at least the N newest")
+    backup.add_argument("--dry-run", action="store_true",
+                        help="check and show what would be done; write nothing (no checkpoint, no metrics)")
+
+    restore = sub.add_parser("restore", parents=[common],
+                             help="restore a database from this host's backups (the app stopped, or --live)")
+    restore.add_argument("--db", help="the database (required when the config has several)")
+    restore.add_argument("--backup", default="latest",
+                         help="latest (default: the newest verified backup), a time YYYYMMDD_HHMMSS or ISO 8601 "
+                              "(UTC when no zone is given: the newest verified backup taken at or before it), or "
+                              "a backup file name")
+    restore.add_argument("--live", action="store_true",
+                         help="write into the database through SQLite while the app runs (default: replace the "
+                              "file, refused while a process holds it)")
+    restore.add_argument("--dry-run", action="store_true", help="choose and verify, show the plan, change nothing")
 
     verify = sub.add_parser("verify", parents=[common], help="check the newest (or every) backup")
     verify.add_argument("--db")
@@ -478,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     config: dict[str, Any] = {}
     try:
         config = load_config(args.config)
-        if args.command == "backup":
+        if args.command == "backup" and not args.dry_run:
             ping(config, "start")
         results = COMMANDS[args.command](config, args)
     except core.BackupError as exc:
@@ -488,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
         results = [{"command": args.command, "database": getattr(args, "db", None) or "-", "ok": False,
                     "kind": None, "msg": "unexpected error: %s: %s" % (type(exc).__name__, exc)}]
     code = exit_code(results)
-    if args.command == "backup" and config:
+    if args.command == "backup" and config and not args.dry_run:
         ping(config, "success" if code == EXIT_OK else "fail")
     for record in results:
         if config:

@@ -334,6 +334,7 @@ def test_b_a_corrupt_database_gets_the_latest_good_backup(site: Any) -> None:
     assert f"safety backup {safety[0]}" in restored_line(run, "pi1")
     kept = manifest_of(host.path(BACKUP_DIR) / safety[0])
     assert kept["label"] == "pre-restore" and kept["verified"] is False, kept
+    assert kept["source"]["host"] == "pi1", "the inventory name, like every other backup of the host"
 
 
 # ------------------------------------------------------------------------- (c) deleted rows
@@ -474,6 +475,7 @@ def test_restore_under_a_running_app_stopped_and_started_by_the_hooks(site: Any)
     (safety,) = [name for name in backups_in(host.path(BACKUP_DIR)) if name != backup]
     saved = manifest_of(host.path(BACKUP_DIR) / safety)
     assert saved["label"] == "pre-restore" and saved["verified"] is True
+    assert saved["source"]["host"] == "pi1"
     assert saved["tables"]["app_events"] >= backup_events + 20
 
 

@@ -262,6 +262,14 @@ def test_failures_come_first_name_the_file_and_nothing_is_injected(tmp_path):
     assert bravo[-1].name in markdown and "<script" not in markdown and "<b>" not in markdown
     assert "- Drill: **passed** on `%s`" % charlie[-1].name in markdown  # the drill passed, the newest failed
     assert "\\*\\*\\* in database main \\*\\*\\*" in markdown  # SQLite's *** do not turn into emphasis
+    # a probe's expectation reads as written (Markdown is no HTML: no &gt;), markup still defused
+    assert "(want > 0)" in markdown and "(want >= 1)" in markdown and "&gt;" not in markdown
+    assert "&lt;b>members&lt;/b> \"present\" & &lt;i>counted&lt;/i>" in markdown
+    assert "| Verified when taken |" in markdown
+    # a FAILED drill's backup was verified when it was taken: said so, not shown green as if it were good now
+    bravo_row = html.split('data-host="bravo"')[1].split("</tr>")[0]
+    assert "yes, when taken" in bravo_row and "<th>Verified when taken</th>" in html
+    assert '<span class="good" title="verified when it was taken">' not in bravo_row
     # the log is written before the task fails: one line per drill
     assert [(line["host"], line["ok"]) for line in log_lines(archive)] == [
         ("bravo", False), ("charlie", False), (ODD_HOST, True), ("alpha", True)]

@@ -6,6 +6,7 @@ database is this very test process (an open connection): to the module it is ano
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -98,7 +99,8 @@ def test_replace_restores_the_chosen_backup_drops_the_old_wal_and_keeps_a_safety
     assert before_counts["members"] == 437
 
     (result,) = run_many([{MODULE: {"path": str(db), "backup_dir": str(site["backups"]), "name": "gym",
-                                    "select": good["file"]}, "diff": True}], python, tmp_dir=site["tmp"])
+                                    "select": good["file"], "source_host": "pi7"}, "diff": True}],
+                         python, tmp_dir=site["tmp"])
 
     assert not result.get("failed"), result
     assert_no_traceback(result)
@@ -119,6 +121,8 @@ def test_replace_restores_the_chosen_backup_drops_the_old_wal_and_keeps_a_safety
     assert safety and Path(safety).parent == site["backups"]
     assert manifest_of(safety)["label"] == "pre-restore" and manifest_of(safety)["verified"] is True
     assert manifest_of(safety)["tables"] == before_counts
+    # named like every other backup of the host: its inventory name, not the system's host name
+    assert manifest_of(safety)["source"]["host"] == "pi7"
     assert "safety backup %s" % safety in result["msg"]
     assert result["seconds"] >= 0 and result["duration_seconds"] >= result["seconds"]
     assert result["diff"]["before_header"] == str(db) and result["diff"]["after_header"] == good["backup"]
@@ -140,6 +144,13 @@ def test_a_missing_database_is_created_owned_like_its_folder(site):
     assert "no database before" in created["msg"]
     st = target.stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (NOBODY, NOBODY, 0o600)
+    # the -wal/-shm that the restore's own check created hold the newest rows too: as private
+    assert created["journal_mode"] == "wal"
+    for side in ("-wal", "-shm"):
+        if os.path.exists(str(target) + side):
+            side_st = os.stat(str(target) + side)
+            assert (side_st.st_uid, side_st.st_gid, stat.S_IMODE(side_st.st_mode)) == (NOBODY, NOBODY, 0o600), side
+    assert os.path.exists(str(target) + "-shm"), "the check opened the WAL database"
     assert counts(target) == site["good"]["manifest"]["tables"]
     assert backups_in(site["backups"]) == sorted([site["good"]["file"], site["later"]["file"]])
 
@@ -169,6 +180,9 @@ def test_replace_is_refused_while_a_process_holds_the_database_and_live_works(si
         assert refused.get("failed") is True and refused["kind"] == "locked", refused
         assert "refusing to replace %s: it is open in %d (" % (db, os.getpid()) in refused["msg"], refused["msg"]
         assert refused["changed"] is False
+        # it removed nothing, and says so (the -wal and -shm are still there)
+        assert refused["removed"] == [], refused["removed"]
+        assert os.path.exists(str(db) + "-wal") and os.path.exists(str(db) + "-shm")
         assert_no_traceback(refused)
         # live restores under the open connection, which then sees the backup
         assert not live.get("failed"), live
@@ -252,10 +266,14 @@ def test_selection_by_latest_time_or_name_and_a_corrupt_backup_refused(site):
     stamp = core.parse_backup_filename(good["file"])["created"].strftime("%Y%m%d_%H%M%S")
     args = {"state": "selected", "path": "/srv/app/gym.db", "backup_dir": str(site["backups"]), "name": "gym"}
 
-    latest, by_time, by_time_digits, by_name, broken, restore_broken = run_many([
+    taken = core.parse_backup_filename(good["file"])["created"]
+    iso_plus_one = taken.astimezone(dt.timezone(dt.timedelta(hours=1))).isoformat()
+    latest, by_time, by_time_digits, by_iso, by_iso_zone, by_name, broken, restore_broken = run_many([
         {MODULE: args},
         {MODULE: dict(args, select=stamp)},
         {MODULE: dict(args, select=stamp.replace("_", ""))},
+        {MODULE: dict(args, select=taken.strftime("%Y-%m-%dT%H:%M:%S"))},  # ISO 8601, no zone: UTC
+        {MODULE: dict(args, select=iso_plus_one)},  # the same instant in UTC+1
         {MODULE: dict(args, select=good["file"])},
         {MODULE: dict(args, backup_dir=str(corrupt))},
         {MODULE: {"path": str(site["db"]), "backup_dir": str(corrupt), "name": "gym"}},
@@ -268,6 +286,7 @@ def test_selection_by_latest_time_or_name_and_a_corrupt_backup_refused(site):
     assert [b["file"] for b in latest["available"]] == [later["file"], good["file"]]
     assert "label pre-upgrade" in latest["available"][0]["summary"]
     assert by_time["backup"] == by_time_digits["backup"] == by_name["backup"] == good["file"]
+    assert by_iso["backup"] == by_iso_zone["backup"] == good["file"], (by_iso, by_iso_zone)
     assert broken.get("failed") and broken["kind"] == "corrupt", broken
     assert "refusing to restore %s" % later["file"] in broken["msg"] and "checksum" in broken["msg"]
     assert_no_traceback(broken)
@@ -287,7 +306,7 @@ BAD_INPUT = [
      "bad_input"),
     ("not-a-backup-name", {"path": "{db}", "backup": "{db}"}, "is not named like a backup", "bad_input"),
     ("bad-select", {"path": "{db}", "backup_dir": "{bk}", "name": "gym", "select": "yesterday"},
-     "is neither 'latest', a YYYYMMDD_HHMMSS time nor a backup file name", "bad_input"),
+     "is neither 'latest', a time, YYYYMMDD_HHMMSS or ISO 8601", "bad_input"),
     ("select-before-every-backup", {"path": "{db}", "backup_dir": "{bk}", "name": "gym", "select": "20000101_000000"},
      "no verified backup was taken at or before 20000101_000000", "bad_input"),
     ("select-unknown-file", {"path": "{db}", "backup_dir": "{bk}", "name": "gym",
@@ -306,7 +325,7 @@ BAD_INPUT = [
     ("bad-expected-sha256", {"path": "{db}", "backup": "{good}", "expected_sha256": "abc"}, "64 hexadecimal digits",
      "bad_input"),
     ("other-expected-sha256", {"path": "{db}", "backup": "{good}", "expected_sha256": "0" * 64},
-     "not the 000000000000... verified before the copy", "corrupt"),
+     "but first hop says 000000000000", "corrupt"),
     ("negative-busy-timeout", {"path": "{db}", "backup": "{good}", "busy_timeout_ms": -1}, "must be 0 or more",
      "bad_input"),
     ("target-is-a-directory", {"path": "{d}", "backup": "{good}"}, "is not a regular file", "bad_input"),

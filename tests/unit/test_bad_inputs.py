@@ -130,7 +130,8 @@ CASES = [
          {"playbook": "backup.yml", "host": {"sqlite_backup_databases": [{"name": "gym/x", "path": "{d}/app/gym.db"}]}},
          "name 'gym/x' is not allowed", status=2),
     Case("backup-negative-keep", "playbook", {"playbook": "backup.yml", "vars": {"sqlite_backup_keep_last": -1}},
-         "retention of gym: keep_last, keep_days, keep_daily, keep_weekly and keep_monthly must be 0 or more",
+         "retention of gym: keep_last, keep_days, keep_hourly, keep_daily, keep_weekly, keep_monthly and keep_yearly "
+         "must be 0 or more",
          status=2),
     Case("backup-keep-nothing", "playbook",
          {"playbook": "backup.yml", "vars": {"sqlite_backup_" + rule: 0 for rule in

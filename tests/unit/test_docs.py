@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,3 +39,14 @@ def test_every_specified_default_lives_in_the_role_defaults(role: Path) -> None:
     options = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
     own = [name for name, option in options.items() if "default" in option]
     assert sorted(set(own) - set(defaults)) == []
+
+
+def test_the_readme_module_table_lists_every_module() -> None:
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("\n## Modules\n", 1)[1].strip().split("\n\n", 1)[0]
+    listed = set()
+    for row in table.splitlines()[2:]:
+        listed.update(re.findall(r"`(sqlite_\w+)`", row.split("|")[1]))
+    modules = {path.stem for path in (REPO / "library").glob("*.py")}
+    assert listed == modules, "README's module table: missing %s, unknown %s" % (
+        sorted(modules - listed), sorted(listed - modules))

@@ -25,6 +25,7 @@ BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
 LORD_HOWE = ZoneInfo("Australia/Lord_Howe")  # half-hour DST shift
 RULES = core.RETENTION_RULES
+CALENDAR = ("keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
 
 
 def at(*args: int) -> dt.datetime:
@@ -143,6 +144,33 @@ def test_keep_monthly_keeps_the_last_of_each_month() -> None:
     decisions = select(history, {"keep_monthly": 3}, at(2026, 4, 11))
     expected = {backup(at(2026, m, d, 3))["file"] for m, d in ((4, 10), (3, 31), (2, 28))}
     assert kept(decisions) == expected
+
+
+def test_keep_hourly_keeps_the_newest_of_each_of_the_n_latest_hours() -> None:
+    # every 15 minutes for 6 hours (a sub-daily schedule), then the hourly rule keeps 4 of them
+    history = [backup(at(2026, 4, 10, 6) + dt.timedelta(minutes=15 * i)) for i in range(24)]
+    decisions = select(history, {"keep_hourly": 4}, at(2026, 4, 10, 12))
+    assert kept(decisions) == {b["file"] for b in history if b["created"].minute == 45 and b["created"].hour >= 8}
+    assert [d["reasons"] for d in decisions if d["keep"]][0] == ["newest verified backup", "keep_hourly 2026-04-10T11"]
+
+
+def test_keep_hourly_follows_the_local_clock_across_the_autumn_dst_change() -> None:
+    # Berlin, 2026-10-25: 02:00-03:00 local happens twice (00:00-02:00 UTC); one bucket for both
+    history = [backup(at(2026, 10, 25, 0, 10)), backup(at(2026, 10, 25, 1, 10)), backup(at(2026, 10, 25, 2, 10))]
+    decisions = select(history, {"keep_hourly": 2}, at(2026, 10, 25, 3), tz=BERLIN)
+    assert kept(decisions) == {history[1]["file"], history[2]["file"]}
+
+
+def test_keep_yearly_keeps_the_last_of_each_year() -> None:
+    history = [backup(at(year, month, 28, 3)) for year in (2023, 2024, 2025, 2026) for month in (1, 6, 12)
+               if (year, month) <= (2026, 1)]
+    decisions = select(history, {"keep_yearly": 3}, at(2026, 2, 1), tz=UTC)
+    assert kept(decisions) == {backup(at(2026, 1, 28, 3))["file"], backup(at(2025, 12, 28, 3))["file"],
+                               backup(at(2024, 12, 28, 3))["file"]}
+    # the year turns in the policy's time zone: 2025-12-31 23:30 UTC is 2026 in Berlin
+    late = [backup(at(2025, 12, 31, 23, 30)), backup(at(2025, 6, 1, 3))]
+    assert kept(select(late, {"keep_yearly": 2}, at(2026, 1, 2), tz=BERLIN)) == {b["file"] for b in late}
+    assert kept(select(late, {"keep_yearly": 1}, at(2026, 1, 2), tz=BERLIN)) == {late[0]["file"]}
 
 
 def test_rules_are_a_union_and_say_why() -> None:
@@ -299,8 +327,9 @@ def scenarios(draw: Any) -> tuple[list[dict[str, Any]], dict[str, Any], dt.datet
 def bucket_keys(moment: dt.datetime, tz: dt.tzinfo | None) -> dict[str, tuple[int, ...]]:
     local = moment.astimezone(tz)
     iso = local.isocalendar()
-    return {"keep_daily": (local.year, local.month, local.day), "keep_weekly": (iso[0], iso[1]),
-            "keep_monthly": (local.year, local.month)}
+    return {"keep_hourly": (local.year, local.month, local.day, local.hour),
+            "keep_daily": (local.year, local.month, local.day), "keep_weekly": (iso[0], iso[1]),
+            "keep_monthly": (local.year, local.month), "keep_yearly": (local.year,)}
 
 
 def expected_kept(history: list[dict[str, Any]], policy: dict[str, Any], now: dt.datetime,
@@ -327,7 +356,7 @@ def expected_kept(history: list[dict[str, Any]], policy: dict[str, Any], now: dt
         keep |= {b["file"] for b in general if now - b["created"] <= dt.timedelta(days=policy["keep_days"])}
     counted = sorted((b for b in general if b["verified"]), key=order, reverse=True)
     keep |= {b["file"] for b in counted[: policy["keep_last"]]}
-    for rule in ("keep_daily", "keep_weekly", "keep_monthly"):
+    for rule in CALENDAR:
         newest_in: dict[tuple[int, ...], dict[str, Any]] = {}
         for b in counted:
             key = bucket_keys(b["created"], tz)[rule]
@@ -401,7 +430,7 @@ def test_property_guarantees_of_each_rule(scenario: Any) -> None:
         if b["label"] in label_days and now - b["created"] <= dt.timedelta(days=label_days[b["label"]]):
             assert b["file"] in keep
     # calendar rules: the newest verified unlabelled backup of each of the N latest buckets
-    for rule in ("keep_daily", "keep_weekly", "keep_monthly"):
+    for rule in CALENDAR:
         buckets: list[tuple[int, ...]] = []
         for b in counted:  # newest first
             key = bucket_keys(b["created"], tz)[rule]

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -218,7 +219,8 @@ def test_backup_verify_stats_and_check_config(layout: Layout) -> None:
     taken = layout.run("backup")
     assert taken.returncode == 0, taken.stderr
     (backup,) = layout.backups_of()
-    assert re.match(r"^backup gym ok: gym_backup_\d{8}_\d{6}\.db backup .* taken and verified$", taken.stdout.strip())
+    assert re.match(r"^backup gym ok: gym_backup_\d{8}_\d{6}\.db taken and verified "
+                    r"\(\d+(\.\d)? [KM]iB in \d+\.\d s\)$", taken.stdout.strip()), taken.stdout
     assert backup in taken.stdout
     for suffix in ("", ".sha256", ".json"):
         assert stat.S_IMODE((layout.backups / (backup + suffix)).stat().st_mode) == 0o600
@@ -243,7 +245,9 @@ def test_backup_verify_stats_and_check_config(layout: Layout) -> None:
     assert re.sub(r"\(\d+ s old\)", "", stats_only.stdout) == re.sub(r"\(\d+ s old\)", "", stats.stdout)
 
     lines = layout.log.read_text().splitlines()
-    assert any(line.endswith("backup gym ok: %s backup %s taken and verified" % (backup, backup)) for line in lines)
+    # the file named once, then what happened to it
+    assert any(re.search(r"backup gym ok: %s taken and verified \(" % re.escape(backup), line) for line in lines)
+    assert not any("%s backup %s" % (backup, backup) in line for line in lines), lines
     assert all(re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ", line) for line in lines)
 
 
@@ -365,7 +369,7 @@ def test_bad_arguments_exit_2(layout: Layout) -> None:
     assert layout.run("verify", "--db", "nope").returncode == 2
 
     for argv in (["backup", "--cleanup", "--keep-days", "-1"], ["prune", "--keep-count", "-3"],
-                 ["prune", "--keep-days", "week"], ["backup", "--checkpoint", "SOMETIMES"], ["restore"]):
+                 ["prune", "--keep-days", "week"], ["backup", "--checkpoint", "SOMETIMES"], ["restore", "--backup"]):
         proc = layout.run(*argv)
         assert proc.returncode == 2, argv
         assert "usage: sqlite-backup" in proc.stderr and "Traceback" not in proc.stderr
@@ -546,3 +550,113 @@ def test_log_is_size_capped(layout: Layout) -> None:
     assert layout.run("check-config").returncode == 0  # below the cap: appended, not rotated
     assert layout.log.read_text().count("check-config gym ok") == 2
     assert rotated.stat().st_size == ONE_MIB + 1
+
+
+# --------------------------------------------------------------------------- restore, backup --dry-run
+
+
+def test_backup_dry_run_checks_and_writes_nothing(layout: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = [make_old_backup(monkeypatch, layout, days) for days in (10, 9)]
+    before = sorted(os.listdir(layout.backups))
+    log_before = layout.log.read_text() if layout.log.exists() else ""
+    code, report = layout.run_json("backup", "--dry-run", "--cleanup", "--keep-days", "7", "--keep-count", "1")
+    assert code == 0, report
+    (record,) = report["results"]
+    assert record["dry_run"] is True and record["msg"].startswith("would snapshot %s" % layout.db())
+    assert record["deleted"] == old[:1], record  # the prune as it stands now: the 9-day-old one kept
+    assert sorted(os.listdir(layout.backups)) == before, "a dry run wrote or deleted something"
+    assert not layout.prom.exists(), "a dry run wrote metrics"
+    assert "would snapshot" in layout.log.read_text()[len(log_before):]
+    # a missing database is found by the dry run as by the real one
+    layout.write_config(databases=[{"name": "gym", "path": str(layout.root / "nowhere.db")}])
+    missing = layout.run("backup", "--dry-run")
+    assert missing.returncode == 2 and "nowhere.db" in missing.stderr
+
+
+def members_in(db: Path) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT count(*) FROM members").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_restore_from_the_hosts_own_backups(layout: Layout) -> None:
+    db = layout.db()
+    assert layout.run("backup").returncode == 0
+    (first,) = layout.backups_of()
+    conn = sqlite3.connect(db)
+    conn.execute("DELETE FROM members")
+    conn.commit()
+    conn.close()
+    os.chmod(db, 0o640)
+
+    code, planned = layout.run_json("restore", "--dry-run")
+    assert code == 0, planned
+    assert planned["results"][0]["msg"].startswith("would restore %s onto %s" % (first, db))
+    assert layout.backups_of() == [first]
+    assert members_in(db) == 0
+
+    taken = core.parse_backup_filename(first)["created"]
+    code, report = layout.run_json("restore", "--backup", taken.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    assert code == 0, report
+    (record,) = report["results"]
+    assert record["file"] == first and record["target"] == str(db)
+    assert members_in(db) == 30
+    assert stat.S_IMODE(db.stat().st_mode) == 0o640, "the database keeps its mode"
+    safety = [f for f in layout.backups_of() if f != first]
+    assert len(safety) == 1 and record["safety_backup"].endswith(safety[0])
+    manifest = json.loads((layout.backups / (safety[0] + ".json")).read_text())
+    assert manifest["label"] == "pre-restore" and manifest["source"]["host"] == "testpi"
+    assert "restore gym ok: restored %s onto %s" % (first, db) in layout.log.read_text()
+
+    # refused while the app holds the database: nothing changes, exit 3
+    app = sqlite3.connect(db)
+    app.execute("SELECT count(*) FROM members").fetchone()
+    try:
+        held = layout.run("restore", "--backup", first)
+    finally:
+        app.close()
+    assert held.returncode == 3 and "it is open in" in held.stderr, held.stderr
+    assert len(layout.backups_of()) == 2
+
+    # bad selections: a clear line, exit 2
+    for selector, message in (("yesterday", "ISO 8601"), ("2000-01-01T00:00:00", "no verified backup was taken")):
+        bad = layout.run("restore", "--backup", selector)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+        assert "Traceback" not in bad.stderr
+
+
+def test_restore_creates_a_missing_database_private(layout: Layout) -> None:
+    assert layout.run("backup").returncode == 0
+    db = layout.db()
+    for path in (db, Path(str(db) + "-wal"), Path(str(db) + "-shm")):
+        path.unlink(missing_ok=True)
+    code, report = layout.run_json("restore")
+    assert code == 0, report
+    assert report["results"][0]["safety_backup"] is None
+    for side in ("", "-wal", "-shm"):
+        if os.path.exists(str(db) + side):
+            assert stat.S_IMODE(os.stat(str(db) + side).st_mode) == 0o600, side
+    assert members_in(db) == 30
+
+
+def test_cleanup_keeps_hourly_and_yearly_backups_of_the_config(layout: Layout,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # a sub-daily schedule: backups 2.5, 5 and 7.5 hours ago; keep the newest of each of the last 3 hours
+    # that have one (the new backup's hour and the two before with a backup)
+    old = [make_old_backup(monkeypatch, layout, hours / 24) for hours in (7.5, 5, 2.5)]
+    yearly = make_old_backup(monkeypatch, layout, 400)  # last year's: kept by keep_yearly
+    layout.write_config(retention={"keep_last": 1, "keep_hourly": 3, "keep_yearly": 2, "keep_label_days": {}},
+                        timezone="UTC")
+    assert layout.run("check-config").returncode == 0
+    code, report = layout.run_json("backup", "--cleanup")
+    assert code == 0, report
+    (record,) = report["results"]
+    assert record["deleted"] == [old[0]], record
+    assert layout.backups_of() == sorted([yearly, old[1], old[2], record["file"]])
+    # a bad value is refused before anything is taken
+    layout.write_config(retention={"keep_hourly": -1, "keep_last": 1})
+    refused = layout.run("backup", "--cleanup")
+    assert refused.returncode == 2 and "keep_hourly must be a non-negative integer" in refused.stderr
+    assert len(layout.backups_of()) == 4

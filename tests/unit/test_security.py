@@ -63,6 +63,10 @@ AnsibleLoader.add_multi_constructor("!", lambda loader, suffix, node: loader.con
                                     if isinstance(node, yaml.ScalarNode) else None)
 
 
+# The runner role's main.yml only picks present/absent; install.yml holds what it installs.
+RUNNER_INSTALL_TASKS = REPO / "roles" / "sqlite_runner" / "tasks" / "install.yml"
+
+
 def tasks_of(path: Path) -> Iterator[dict[str, Any]]:
     """Every task of a playbook or task file, blocks, rescue and always included."""
     def walk(items: Any) -> Iterator[dict[str, Any]]:
@@ -130,10 +134,10 @@ def test_backups_archive_and_working_copies_are_private_whatever_the_umask(tmp_p
 
 def test_the_roles_create_backup_folders_0700_and_the_runner_config_0600() -> None:
     runner_tasks = {task.get("name"): task
-                    for task in tasks_of(REPO / "roles" / "sqlite_runner" / "tasks" / "main.yml")}
+                    for task in tasks_of(RUNNER_INSTALL_TASKS)}
     config = runner_tasks["Write the runner's config from the inventory"]["ansible.builtin.template"]
     assert config["mode"] == "0600"
-    folders = runner_tasks["Create the backup, log and metrics folders"]["loop"]
+    folders = runner_tasks["Create the backup, log, metrics and cron folders"]["loop"]
     assert {"path": "{{ sqlite_backup_dir }}", "mode": "0700"} in folders
 
 
@@ -234,11 +238,11 @@ def test_the_runner_cron_line_quotes_or_validates_every_interpolation() -> None:
             if expression in validated or re.fullmatch(r"'[^']*' if [a-z_]+ \| bool else ''", expression):
                 continue
             assert re.search(r"\|\s*quote\s*$", expression), "cron.j2 interpolates %r unquoted" % expression
-    checks = next(task for task in tasks_of(REPO / "roles" / "sqlite_runner" / "tasks" / "main.yml")
+    checks = next(task for task in tasks_of(RUNNER_INSTALL_TASKS)
                   if task.get("name") == "Check the cron schedule and user")["ansible.builtin.assert"]["that"]
     for variable in validated:
         assert any(check.startswith(variable + " | string is match('^[") for check in checks), variable
-    runner_tasks = list(tasks_of(REPO / "roles" / "sqlite_runner" / "tasks" / "main.yml"))
+    runner_tasks = list(tasks_of(RUNNER_INSTALL_TASKS))
     names = [task.get("name") for task in runner_tasks]
     assert names.index("Check the cron schedule and user") < names.index("Install the cron entries (one per database)")
 

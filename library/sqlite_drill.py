@@ -72,6 +72,13 @@ options:
       - A host whose entry is missing, null, empty or an empty string uses O(probes).
     type: dict
     default: {}
+  source:
+    description:
+      - Where the drilled backups came from, recorded in every drill log line - C(archive), or C(offsite) when
+        O(archive_dir) is a copy just restored from the offsite repository (M(sqlitefleet.sqlite_fleet.sqlite_offsite)).
+    type: str
+    choices: [archive, offsite]
+    default: archive
   drill_log:
     description:
       - JSON Lines file that gets one line per drill appended (created C(0600); earlier lines are kept).
@@ -636,8 +643,9 @@ def append_log(path, lines):
         os.close(fd)
 
 
-def log_line(entry, now):
-    return {"time": iso_utc(now), "host": entry["host"], "database": entry["database"], "backup": entry["backup"],
+def log_line(entry, now, source="archive"):
+    return {"time": iso_utc(now), "source": source, "host": entry["host"], "database": entry["database"],
+            "backup": entry["backup"],
             "created": entry["created"], "age_seconds": entry["age_seconds"], "size_bytes": entry["size_bytes"],
             "status": entry["status"], "ok": entry["ok"], "stale": entry["stale"], "problems": entry["problems"],
             "probes": entry["probes"], "seconds": entry["seconds"], "restore_seconds": entry["restore_seconds"],
@@ -675,6 +683,7 @@ def main():
             unreached_days=dict(type="float", default=3),
             trend_count=dict(type="int", default=10),
             lock_timeout=dict(type="float", default=600),
+            source=dict(type="str", default="archive", choices=["archive", "offsite"]),
         ),
         required_by={"report_dir": "templates_dir"},
         supports_check_mode=True,
@@ -792,7 +801,7 @@ def main():
     finished = utcnow()
     try:
         if drill_log:
-            append_log(drill_log, [log_line(e, finished) for e in entries])
+            append_log(drill_log, [log_line(e, finished, params["source"]) for e in entries])
             result.update(changed=True, drill_log=drill_log)
         if report_dir:
             counts = {status: sum(1 for e in entries if e["status"] == status) for status in STATUS_RANK}

@@ -35,6 +35,14 @@ SUBSET_RE = re.compile(r"^(?:\d+/\d+|\d+(?:\.\d+)?%|\d+[kKmMgGtT]?)$")
 MANIFEST_MAX_BYTES = 1 << 20
 
 
+# What restic or ssh print when the back end cannot be reached (or stops answering).
+UNREACHABLE_SIGNS = ("ssh command exited", "connection refused", "connection reset", "connection closed",
+                     "connection lost", "no route to host", "network is unreachable", "i/o timeout", "timed out",
+                     "not responding", "broken pipe", "dial tcp", "unable to start the sftp session",
+                     "could not resolve", "no such host", "host key verification failed",
+                     "permission denied (publickey")
+
+
 class OffsiteError(Exception):
     """A failure with a one-line message for the operator (never the password)."""
 
@@ -120,16 +128,12 @@ def restic_error(stderr: str, repository: str, doing: str, secrets: Sequence[str
             ("config" in low and "no such file" in low) or "repository does not exist" in low:
         cause = ("no restic repository at %s: create it with `sqlite-fleet offsite init` "
                  "(or -e sqlite_offsite_init=true)" % where)
-    elif "repository is already locked" in low or "unable to create lock" in low:
+    elif "already locked" in low:
         lock_line = first_line(text, ("locked", "lock was created"))
         cause = "the offsite repository %s is locked (%s): another run is using it; if none is, run " \
                 "`restic unlock`" % (where, lock_line)
-    elif any(sign in low for sign in ("ssh command exited", "connection refused", "connection reset",
-                                      "connection closed", "no route to host", "network is unreachable",
-                                      "i/o timeout", "timed out", "broken pipe", "eof", "dial tcp",
-                                      "unable to start the sftp session", "could not resolve", "no such host",
-                                      "host key verification failed", "permission denied (publickey")):
-        cause = "offsite back end %s unreachable: %s" % (where, first_line(text, ()))
+    elif any(sign in low for sign in UNREACHABLE_SIGNS):
+        cause = "offsite back end %s unreachable: %s" % (where, first_line(text, ("subprocess ssh", "timeout")))
     elif "no space left" in low:
         cause = "the offsite repository %s is full: %s" % (where, first_line(text, ("no space",)))
     else:
@@ -296,7 +300,7 @@ def send(archive_dir: str, env: Mapping[str, str], *, hosts: Sequence[str] | Non
     args = ["backup", "--json", "--host", snapshot_host, "--tag", ",".join(snapshot_tags_list)]
     # The file list changes every run, so restic would find no parent by its paths: name it, so
     # that files already sent (same size, time and inode) are not even read again.
-    previous = list_snapshots(env, snapshot_host, timeout)
+    previous = list_snapshots(env, snapshot_host, timeout, doing="upload")
     if previous:
         args += ["--parent", previous[-1]["id"]]
     if limit_upload_kib:
@@ -343,12 +347,12 @@ def init_repository(env: Mapping[str, str], check_mode: bool = False, timeout: f
 
 
 def list_snapshots(env: Mapping[str, str], snapshot_host: str | None = None,
-                   timeout: float | None = None) -> list[dict[str, Any]]:
+                   timeout: float | None = None, doing: str = "listing") -> list[dict[str, Any]]:
     """The tool's snapshots, oldest first."""
     args = ["snapshots", "--json", "--tag", TAG_TOOL]
     if snapshot_host:
         args += ["--host", snapshot_host]
-    proc = run_restic(args, env, "listing", timeout=timeout)
+    proc = run_restic(args, env, doing, timeout=timeout)
     try:
         snapshots = json.loads(proc.stdout or "[]") or []
     except ValueError:
@@ -364,6 +368,13 @@ def newest_per_database(snapshots: Sequence[Mapping[str, Any]]) -> dict[str, dic
             if tag.startswith("db:"):
                 newest[tag[3:]] = dict(snap)
     return newest
+
+
+# Invariant: only locks of dead processes on this machine (or older than restic's stale limit) go.
+def remove_stale_locks(env: Mapping[str, str], timeout: float | None = None) -> None:
+    """``restic unlock`` (without --remove-all): a run cut off mid-upload leaves its lock behind,
+    and the next run's forget or check (which need the repository alone) would fail on it forever."""
+    run_restic(["unlock"], env, "unlock", timeout=timeout)
 
 
 # --------------------------------------------------------------------------- retention
@@ -399,7 +410,9 @@ def forget(env: Mapping[str, str], policy: Mapping[str, Any], *, snapshot_host: 
     """Forget the snapshots the policy does not keep (and prune their data), except the newest of
     every host/database; check mode lists what would be forgotten."""
     keep = forget_args(policy)
-    snapshots = list_snapshots(env, snapshot_host, timeout)
+    if not check_mode:
+        remove_stale_locks(env, timeout)
+    snapshots = list_snapshots(env, snapshot_host, timeout, doing="retention")
     protected = {s["id"] for s in newest_per_database(snapshots).values()}
     proc = run_restic(["forget", "--dry-run", "--json", "--tag", TAG_TOOL, "--host", snapshot_host,
                        "--group-by", "host", *keep], env, "retention", timeout=timeout)
@@ -431,6 +444,7 @@ def check(env: Mapping[str, str], read_data_subset: str = "", timeout: float | N
             raise OffsiteError("sqlite_offsite_check_read_data_subset %r is not n/t, x%% or a size such as 500M"
                                % (read_data_subset,))
         args += ["--read-data-subset", str(read_data_subset)]
+    remove_stale_locks(env, timeout)
     try:
         proc = subprocess.run([restic_binary(), *getattr(env, "options", []), *args], env=dict(env),
                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, check=False)

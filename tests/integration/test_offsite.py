@@ -1,0 +1,249 @@
+"""The offsite copy with real parts: backup.yml sends the archive to a restic repository in a local
+folder and on a test host over SFTP (the fleet's sshd); a second run sends only new data; the
+password never shows in the run's output, its record or the process list; a link cut mid-upload
+fails fast with one line and the archive untouched; restore and drill from the offsite copy."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlite_offsite as offsite
+from fleet import Fleet, Host
+from integration_helpers import (
+    DB_NAME,
+    DB_PATH,
+    HOST_DIRS,
+    REPO,
+    Site,
+    backups_in,
+    integrity_check,
+    reset_host,
+    run_records,
+    table_counts,
+    tree_state,
+)
+
+PASSWORD = "offsite-integration-pw-3c9a1e"
+REPO_DIR = "/srv/app/restic-repo"  # on the repository host, a private folder
+
+if shutil.which("restic") is None:
+    if os.environ.get("CI") == "true":
+        raise RuntimeError("restic is not installed (tools/setup-system.sh test installs it)")
+    pytest.skip("restic is not installed", allow_module_level=True)
+
+
+@pytest.fixture
+def site(fleet3: Fleet, tmp_path: Path) -> Iterator[Site]:
+    for host in fleet3:
+        reset_host(host, HOST_DIRS)
+    yield Site(fleet3, tmp_path)
+    for host in fleet3:
+        host.link_up()
+        host.unshape()
+        reset_host(host, HOST_DIRS)
+
+
+def password_file(tmp: Path) -> Path:
+    path = tmp / "offsite.pass"
+    path.write_text(PASSWORD + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def sftp_command(fleet: Fleet, host: Host) -> str:
+    """restic's sftp.command for a repository on ``host``: the fleet's key and known_hosts, and
+    keep-alives so that a cut link ends the upload within seconds."""
+    return "sftp.command=" + shlex.join([
+        "ssh", "-F", "/dev/null", "-i", str(fleet.client_key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+        "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={fleet.known_hosts}",
+        "-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-o", "ServerAliveInterval=1",
+        "-o", "ServerAliveCountMax=3", f"root@{host.address}", "-s", "sftp"])
+
+
+def offsite_line(stdout: str) -> str:
+    lines = [line for line in stdout.splitlines() if '"msg": "offsite: ' in line]
+    assert lines, stdout[-4000:]
+    return json.loads("{" + lines[-1].strip() + "}")["msg"]
+
+
+def bytes_added(stdout: str) -> int:
+    match = re.search(r"\((\d+) bytes of new data\)", offsite_line(stdout))
+    assert match, offsite_line(stdout)
+    return int(match.group(1))
+
+
+def restic_snapshots(env: dict[str, str]) -> list[dict]:
+    return offsite.list_snapshots(env)
+
+
+def grow(db: Path, rows: int = 1) -> None:
+    import sqlite3
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE IF NOT EXISTS offsite_probe (x BLOB)")
+    for _ in range(rows):
+        conn.execute("INSERT INTO offsite_probe VALUES (randomblob(4000))")
+    conn.commit()
+    conn.close()
+
+
+def test_backup_sends_to_a_local_repository_and_the_second_run_only_new_data(site: Site) -> None:
+    host = site.fleet["pi1"]
+    db = site.create_database(host, members=1000)
+    grow(db, 900)  # about 4 MB of incompressible pages
+    pw = password_file(site.tmp)
+    repo = site.tmp / "offsite-repo"
+    inventory = site.inventory(hosts=[host], group_vars={
+        "sqlite_offsite_repository": str(repo), "sqlite_offsite_password_file": str(pw),
+        "sqlite_offsite_init": True, "sqlite_offsite_check_read_data_subset": "100%"})
+
+    first = site.backup(inventory)
+    grow(db, 3)
+    second = site.backup(inventory)
+
+    env = offsite.restic_env(str(repo), password_file=str(pw))
+    snapshots = restic_snapshots(env)
+    assert len(snapshots) == 2
+    assert {"host:pi1", "db:pi1/%s" % DB_NAME} <= set(snapshots[-1]["tags"])
+    first_bytes, second_bytes = bytes_added(first.stdout), bytes_added(second.stdout)
+    newest = site.archive_folder("pi1") / backups_in(site.archive_folder("pi1"))[-1]
+    print("offsite: first run %d bytes, second run %d bytes (its new backup is %d bytes)"
+          % (first_bytes, second_bytes, newest.stat().st_size))
+    assert first_bytes > 3_500_000
+    assert second_bytes < newest.stat().st_size / 2
+    assert "check passed, read 100% of the data" in offsite_line(second.stdout)
+    for record in run_records(site.archive, "backup"):
+        assert PASSWORD not in json.dumps(record)
+
+
+def test_vault_password_never_in_output_record_or_process_list(site: Site) -> None:
+    host = site.fleet["pi1"]
+    site.create_database(host)
+    repo = site.tmp / "offsite-repo"
+    vault_pass = site.tmp / "vault.pass"
+    vault_pass.write_text("vault-key-for-the-test\n")
+    vault_pass.chmod(0o600)
+    env = dict(site.env(), ANSIBLE_VAULT_PASSWORD_FILE=str(vault_pass))
+    encrypted = subprocess.run([str(REPO / ".venv" / "bin" / "ansible-vault"), "encrypt_string", PASSWORD,
+                                "--name", "sqlite_offsite_password"], env=env, capture_output=True, text=True,
+                               check=True).stdout
+    (site.tmp / "group_vars").mkdir()
+    (site.tmp / "group_vars" / "sqlite_hosts.yml").write_text("---\n" + encrypted)
+    inventory = site.inventory(hosts=[host], group_vars={
+        "sqlite_offsite_repository": str(repo), "sqlite_offsite_init": True})
+    seen: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            out = subprocess.run(["ps", "-eww", "-o", "args="], capture_output=True, text=True).stdout
+            seen.extend(line for line in out.splitlines() if "restic" in line)
+            if PASSWORD in out:
+                seen.append("PASSWORD SEEN: " + out)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        run = site.run("backup.yml", inventory=inventory, env=env)
+    finally:
+        done.set()
+        watcher.join()
+    assert run.rc == 0, run.explain()
+    assert any("restic" in line and " backup " in line for line in seen), "ps never saw restic upload"
+    assert len(offsite.list_snapshots(offsite.restic_env(str(repo), password=PASSWORD))) == 1
+    assert not [line for line in seen if PASSWORD in line]
+    assert PASSWORD not in run.stdout + run.stderr
+    for path in site.tmp.rglob("*"):
+        if path.is_file() and path.stat().st_size < 5_000_000 and "offsite-repo" not in path.parts:
+            assert PASSWORD.encode() not in path.read_bytes(), path
+
+
+def test_wrong_password_and_missing_repository_fail_with_one_line_archive_untouched(site: Site) -> None:
+    host = site.fleet["pi1"]
+    site.create_database(host)
+    pw = password_file(site.tmp)
+    repo = site.tmp / "offsite-repo"
+    base = {"sqlite_offsite_repository": str(repo), "sqlite_offsite_password_file": str(pw)}
+    missing = site.run("backup.yml", inventory=site.inventory(hosts=[host], group_vars=base))
+    assert missing.rc != 0
+    assert "no restic repository at %s" % repo in missing.stdout
+    assert not repo.exists()
+    archived = tree_state(site.archive_folder("pi1"))
+    assert len(backups_in(site.archive_folder("pi1"))) == 1
+
+    offsite.init_repository(offsite.restic_env(str(repo), password="another-password"))
+    wrong = site.run("backup.yml", inventory=site.inventory(hosts=[host], group_vars=base))
+    assert wrong.rc != 0 and "wrong password for the offsite repository" in wrong.stdout
+    assert PASSWORD not in wrong.stdout
+    assert len(backups_in(site.archive_folder("pi1"))) == 2
+    now = tree_state(site.archive_folder("pi1"))
+    assert all(now[name] == state for name, state in archived.items() if not stat.S_ISDIR(state[0]))
+
+
+def test_sftp_repository_link_cut_mid_upload_then_restore_and_drill_from_offsite(site: Site) -> None:
+    pi1, pi3 = site.fleet["pi1"], site.fleet["pi3"]
+    db = site.create_database(pi1)
+    grow(db, 50)
+    pw = password_file(site.tmp)
+    repository = f"sftp:root@{pi3.address}:{REPO_DIR}"
+    group_vars = {"sqlite_offsite_repository": repository, "sqlite_offsite_password_file": str(pw),
+                  "sqlite_offsite_restic_options": [sftp_command(site.fleet, pi3)], "sqlite_offsite_init": True}
+    inventory = site.inventory(hosts=[pi1], group_vars=group_vars)
+    site.backup(inventory)
+    assert (pi3.path(REPO_DIR) / "config").is_file()
+
+    # the link to the repository host goes down while the next upload runs
+    grow(db, 800)  # about 3 MB more: 12 s at 2 Mbit/s
+    pi3.shape(rate="2mbit", burst="16kb", latency="500ms")
+    started = site.start("backup.yml", inventory=inventory)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any("restic" in line and " backup " in line for line in
+                                             subprocess.run(["ps", "-eww", "-o", "args="], capture_output=True,
+                                                            text=True).stdout.splitlines()):
+        time.sleep(0.1)
+    time.sleep(1.0)
+    archived = tree_state(site.archive_folder("pi1"))
+    cut_at = time.time()
+    pi3.link_down()
+    cut = site.finish(started)
+    failed_after = time.time() - cut_at
+    pi3.link_up()
+    pi3.unshape()
+    print("link cut: the run failed %.1f s after the cut" % failed_after)
+    assert cut.rc != 0
+    errors = [line for line in cut.stdout.splitlines() if line.startswith("fatal:") and "offsite" in line]
+    assert errors and "offsite upload failed: offsite back end" in errors[0] and "unreachable" in errors[0], \
+        cut.stdout[-3000:]
+    assert failed_after < 60
+    assert tree_state(site.archive_folder("pi1")) == archived
+
+    # the next run catches up
+    caught_up = site.backup(inventory)
+    assert "sent 3 verified backup(s)" in caught_up.stdout or "verified backup(s) as snapshot" in caught_up.stdout
+
+    # the controller's archive is lost: restore from the offsite copy onto a new, empty host
+    shutil.rmtree(site.archive)
+    want = table_counts(db)
+    reset_host(pi1, HOST_DIRS)
+    restore = site.run("restore.yml", "-e", "restore_hosts=pi1", "-e", f"restore_database={DB_NAME}",
+                       "-e", "restore_from=offsite", inventory=inventory)
+    assert restore.rc == 0, restore.explain()
+    assert "from the offsite copy" in restore.stdout
+    restored = pi1.path(DB_PATH)
+    assert integrity_check(restored) == ["ok"] and table_counts(restored) == want
+
+    drill = site.run("restore_drill.yml", "-e", "drill_from=offsite", inventory=inventory)
+    assert drill.rc == 0, drill.explain()
+    log = [json.loads(line) for line in (site.archive / "drills" / "drill-log.jsonl").read_text().splitlines()]
+    assert log and log[-1]["source"] == "offsite"

@@ -22,6 +22,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -160,22 +161,55 @@ def redact_url(repository: str) -> str:
     return re.sub(r"(://[^/:@]+):[^/@]*@", r"\1:***@", repository)
 
 
+# ssh's own words when an SFTP back end's connection is gone: restic 0.14 never opens a new one in
+# the same run and would retry against the dead one for many minutes.
+SSH_GONE_RE = re.compile(r"subprocess ssh: .*(timeout|not responding|connection (closed|reset|refused|timed out)|"
+                         r"broken pipe|no route to host|network is unreachable)", re.I)
+
+
 # Invariant: restic gets its secrets from the environment only; its argv holds none.
 def run_restic(args: Sequence[str], env: Mapping[str, str], doing: str, *, cwd: str | None = None,
                timeout: float | None = None, ok_codes: Sequence[int] = (0,), binary: str | None = None
                ) -> subprocess.CompletedProcess:
-    """Run restic; a failure raises OffsiteError with one clear line."""
+    """Run restic; a failure raises OffsiteError with one clear line. When its ssh (SFTP back end)
+    reports the link gone, restic is stopped at once instead of retrying a dead connection."""
     argv = [restic_binary(binary), *getattr(env, "options", []), *args]
     secrets = [env.get("RESTIC_PASSWORD", "")]
+    proc = subprocess.Popen(argv, env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    stderr_lines: list[str] = []
+    stopped = {"why": None}
+
+    def stop(why: str) -> None:
+        if stopped["why"] is None and proc.poll() is None:
+            stopped["why"] = why
+            proc.terminate()  # restic removes its lock when it can, then exits
+            threading.Timer(10.0, lambda: proc.poll() is None and proc.kill()).start()
+
+    def read_stderr() -> None:
+        for line in proc.stderr:
+            stderr_lines.append(line)
+            if SSH_GONE_RE.search(line):
+                stop("link")
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    timer = threading.Timer(timeout, stop, ("timeout",)) if timeout else None
+    if timer:
+        timer.start()
     try:
-        proc = subprocess.run(argv, env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
-                              text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
+        stdout = proc.stdout.read()
+        proc.wait()
+        reader.join(15)
+    finally:
+        if timer:
+            timer.cancel()
+    if stopped["why"] == "timeout":
         raise OffsiteError("offsite %s failed: restic did not finish within %s s (back end %s too slow or "
-                           "unreachable)" % (doing, timeout, redact_url(env["RESTIC_REPOSITORY"]))) from None
-    if proc.returncode not in ok_codes:
-        raise OffsiteError(restic_error(proc.stderr, env["RESTIC_REPOSITORY"], doing, secrets))
-    return proc
+                           "unreachable)" % (doing, timeout, redact_url(env["RESTIC_REPOSITORY"])))
+    if proc.returncode not in ok_codes or stopped["why"]:
+        raise OffsiteError(restic_error("".join(stderr_lines), env["RESTIC_REPOSITORY"], doing, secrets))
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, "".join(stderr_lines))
 
 
 def json_lines(stdout: str) -> list[Any]:
@@ -445,18 +479,14 @@ def check(env: Mapping[str, str], read_data_subset: str = "", timeout: float | N
                                % (read_data_subset,))
         args += ["--read-data-subset", str(read_data_subset)]
     remove_stale_locks(env, timeout)
-    try:
-        proc = subprocess.run([restic_binary(), *getattr(env, "options", []), *args], env=dict(env),
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise OffsiteError("offsite check failed: restic did not finish within %s s" % timeout) from None
+    proc = run_restic(args, env, "check", timeout=timeout, ok_codes=(0, 1))
     if proc.returncode == 0:
         return {"ok": True, "read_data_subset": read_data_subset or None, "damaged_packs": []}
     damaged = sorted(set(re.findall(r"(?:[Pp]ack |[Pp]ack ID does not match, want )([0-9a-f]{8,64})",
                                          proc.stdout + proc.stderr)))
     if damaged:
-        raise OffsiteError("offsite check failed: the repository %s has damaged pack(s) %s: run `restic repair` "
-                           "or send again (the archive still holds the backups)"
+        raise OffsiteError("offsite check failed: the repository %s has damaged pack(s) %s: the archive still "
+                           "holds the backups; see docs/offsite.md, a damaged pack"
                            % (redact_url(env["RESTIC_REPOSITORY"]), ", ".join(d[:16] for d in damaged)))
     raise OffsiteError(restic_error(proc.stderr or proc.stdout, env["RESTIC_REPOSITORY"], "check",
                                     [env.get("RESTIC_PASSWORD", "")]))

@@ -128,7 +128,7 @@ def test_wrong_password_missing_repository_and_open_password_file_are_one_line(s
     missing = offsite.restic_env(str(site["tmp"] / "nowhere"), password_file=str(site["pw"]))
     with pytest.raises(offsite.OffsiteError) as raised:
         offsite.send(str(archive), missing)
-    assert "no restic repository at" in str(raised.value) and "offsite init" in str(raised.value)
+    assert "no restic repository at" in str(raised.value) and "sqlite_offsite_init=true" in str(raised.value)
     assert not (site["tmp"] / "nowhere").exists()
 
     site["pw"].chmod(0o644)

@@ -92,8 +92,10 @@ options:
     default: 0
 notes:
   - Check mode - C(sent) runs C(restic backup --dry-run) and reports what would be added; C(forgotten) lists what
-    would be forgotten; C(present) says whether it would create the repository; C(checked) and C(listed) only read;
-    C(restored) restores nothing.
+    would be forgotten; C(present) says whether it would create the repository; C(checked) and C(listed) only
+    read; C(restored) restores nothing.
+  - Outside check mode, C(checked) and C(forgotten) first remove the stale locks of runs that died on this
+    machine (C(restic unlock), never a live run's lock).
 extends_documentation_fragment:
   - sqlite_fleet_attributes
 seealso:
@@ -204,7 +206,7 @@ def main():
             result = forget(env, p["keep"], snapshot_host=p["snapshot_host"], prune=p["prune"],
                             check_mode=module.check_mode, timeout=timeout)
         elif state == "checked":
-            result = dict(check(env, p["read_data_subset"], timeout), changed=False)
+            result = dict(check(env, p["read_data_subset"], timeout, module.check_mode), changed=False)
         elif state == "present":
             result = init_repository(env, module.check_mode, timeout)
         elif state == "listed":

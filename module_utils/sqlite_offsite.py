@@ -470,15 +470,18 @@ def forget(env: Mapping[str, str], policy: Mapping[str, Any], *, snapshot_host: 
 # --------------------------------------------------------------------------- verification
 
 
-def check(env: Mapping[str, str], read_data_subset: str = "", timeout: float | None = None) -> dict[str, Any]:
-    """restic check (with --read-data-subset when given): names the damaged packs on failure."""
+def check(env: Mapping[str, str], read_data_subset: str = "", timeout: float | None = None,
+          check_mode: bool = False) -> dict[str, Any]:
+    """restic check (with --read-data-subset when given): names the damaged packs on failure.
+    It only reads; outside check mode the stale locks of dead runs go first."""
     args = ["check"]
     if read_data_subset:
         if not SUBSET_RE.fullmatch(str(read_data_subset)):
             raise OffsiteError("sqlite_offsite_check_read_data_subset %r is not n/t, x%% or a size such as 500M"
                                % (read_data_subset,))
         args += ["--read-data-subset", str(read_data_subset)]
-    remove_stale_locks(env, timeout)
+    if not check_mode:
+        remove_stale_locks(env, timeout)
     proc = run_restic(args, env, "check", timeout=timeout, ok_codes=(0, 1))
     if proc.returncode == 0:
         return {"ok": True, "read_data_subset": read_data_subset or None, "damaged_packs": []}

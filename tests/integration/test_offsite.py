@@ -99,37 +99,10 @@ def grow(db: Path, rows: int = 1) -> None:
 
 
 def test_backup_sends_to_a_local_repository_and_the_second_run_only_new_data(site: Site) -> None:
+    """The password from Ansible Vault: never in the output, the records, the site's files or ``ps``."""
     host = site.fleet["pi1"]
     db = site.create_database(host, members=1000)
     grow(db, 900)  # about 4 MB of incompressible pages
-    pw = password_file(site.tmp)
-    repo = site.tmp / "offsite-repo"
-    inventory = site.inventory(hosts=[host], group_vars={
-        "sqlite_offsite_repository": str(repo), "sqlite_offsite_password_file": str(pw),
-        "sqlite_offsite_init": True, "sqlite_offsite_check_read_data_subset": "100%"})
-
-    first = site.backup(inventory)
-    grow(db, 3)
-    second = site.backup(inventory)
-
-    env = offsite.restic_env(str(repo), password_file=str(pw))
-    snapshots = restic_snapshots(env)
-    assert len(snapshots) == 2
-    assert {"host:pi1", "db:pi1/%s" % DB_NAME} <= set(snapshots[-1]["tags"])
-    first_bytes, second_bytes = bytes_added(first.stdout), bytes_added(second.stdout)
-    newest = site.archive_folder("pi1") / backups_in(site.archive_folder("pi1"))[-1]
-    print("offsite: first run %d bytes, second run %d bytes (its new backup is %d bytes)"
-          % (first_bytes, second_bytes, newest.stat().st_size))
-    assert first_bytes > 3_500_000
-    assert second_bytes < newest.stat().st_size / 2
-    assert "check passed, read 100% of the data" in offsite_line(second.stdout)
-    for record in run_records(site.archive, "backup"):
-        assert PASSWORD not in json.dumps(record)
-
-
-def test_vault_password_never_in_output_record_or_process_list(site: Site) -> None:
-    host = site.fleet["pi1"]
-    site.create_database(host)
     repo = site.tmp / "offsite-repo"
     vault_pass = site.tmp / "vault.pass"
     vault_pass.write_text("vault-key-for-the-test\n")
@@ -141,7 +114,8 @@ def test_vault_password_never_in_output_record_or_process_list(site: Site) -> No
     (site.tmp / "group_vars").mkdir()
     (site.tmp / "group_vars" / "sqlite_hosts.yml").write_text("---\n" + encrypted)
     inventory = site.inventory(hosts=[host], group_vars={
-        "sqlite_offsite_repository": str(repo), "sqlite_offsite_init": True})
+        "sqlite_offsite_repository": str(repo), "sqlite_offsite_init": True,
+        "sqlite_offsite_check_read_data_subset": "100%"})
     seen: list[str] = []
     done = threading.Event()
 
@@ -156,18 +130,41 @@ def test_vault_password_never_in_output_record_or_process_list(site: Site) -> No
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        run = site.run("backup.yml", inventory=inventory, env=env)
+        first = site.run("backup.yml", inventory=inventory, env=env)
     finally:
         done.set()
         watcher.join()
-    assert run.rc == 0, run.explain()
+    assert first.rc == 0, first.explain()
     assert any("restic" in line and " backup " in line for line in seen), "ps never saw restic upload"
-    assert len(offsite.list_snapshots(offsite.restic_env(str(repo), password=PASSWORD))) == 1
     assert not [line for line in seen if PASSWORD in line]
-    assert PASSWORD not in run.stdout + run.stderr
+    grow(db, 3)
+    second = site.run("backup.yml", inventory=inventory, env=env)
+    assert second.rc == 0, second.explain()
+    for run in (first, second):
+        assert PASSWORD not in run.stdout + run.stderr
     for path in site.tmp.rglob("*"):
         if path.is_file() and path.stat().st_size < 5_000_000 and "offsite-repo" not in path.parts:
             assert PASSWORD.encode() not in path.read_bytes(), path
+
+    snapshots = restic_snapshots(offsite.restic_env(str(repo), password=PASSWORD))
+    assert len(snapshots) == 2
+    assert {"host:pi1", "db:pi1/%s" % DB_NAME} <= set(snapshots[-1]["tags"])
+    first_bytes, second_bytes = bytes_added(first.stdout), bytes_added(second.stdout)
+    newest = site.archive_folder("pi1") / backups_in(site.archive_folder("pi1"))[-1]
+    print("offsite: first run %d bytes, second run %d bytes (its new backup is %d bytes)"
+          % (first_bytes, second_bytes, newest.stat().st_size))
+    assert first_bytes > 3_500_000
+    assert second_bytes < newest.stat().st_size / 2
+    assert "check passed, read 100% of the data" in offsite_line(second.stdout)
+    for record in run_records(site.archive, "backup"):
+        assert PASSWORD not in json.dumps(record)
+
+    # check mode: what the policy would forget (the newest snapshot of pi1/gym is spared), nothing forgotten
+    planned = site.run("backup.yml", "--check", "-e", "sqlite_offsite_keep_last=1", inventory=inventory, env=env)
+    assert planned.rc == 0, planned.explain()
+    assert "would forget %s" % snapshots[0]["short_id"] in offsite_line(planned.stdout)
+    assert [s["id"] for s in restic_snapshots(offsite.restic_env(str(repo), password=PASSWORD))] == \
+        [s["id"] for s in snapshots]
 
 
 def test_wrong_password_and_missing_repository_fail_with_one_line_archive_untouched(site: Site) -> None:

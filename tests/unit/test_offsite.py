@@ -1,13 +1,12 @@
 """The offsite copy's core (module_utils/sqlite_offsite.py) against a real restic and a real
 repository in a local folder, with real backups made by the core: what is sent, what is held
-back, dedup on the second run, retention, check of a corrupted pack, and the one-line errors."""
+back, retention, check of a corrupted pack, and the one-line errors."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
 import shutil
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -87,27 +86,6 @@ def test_only_verified_backups_go_offsite_in_one_tagged_snapshot(site) -> None:
         for suffix in ("", ".sha256", ".json"):
             assert "/" + path + suffix + "\n" in listed
     assert flagged.name not in listed and damaged.name not in listed
-
-
-def test_second_run_sends_only_the_new_data(tmp_path: Path) -> None:
-    site = make_site(tmp_path, 6000)  # 12 MB each: several of restic's chunks
-    archive, env = site["archive"], site["env"]
-    first = offsite.send(str(archive), env)
-    db = site["dbs"]["pi1"]
-    conn = sqlite3.connect(db)
-    conn.execute("INSERT INTO app_events (seq, at, payload) VALUES (9999, 0, randomblob(20000))")
-    conn.commit()
-    conn.close()
-    new = take(archive, "pi1", "app", db, seq=7)
-    second = offsite.send(str(archive), env)
-    print("first run sent %d bytes, second %d bytes for a new %d-byte backup"
-          % (first["data_added"], second["data_added"], new.stat().st_size))
-    assert first["data_added"] > 2 * 6000 * 2000
-    assert (second["files_new"], second["files_changed"]) == (3, 0)
-    # restic cuts files into content-defined chunks (about 1 MiB): a backup that differs in a few pages
-    # shares most chunks with the one before, and the other host's backup is not read again at all.
-    assert second["data_added"] < new.stat().st_size / 3
-    assert len(offsite.list_snapshots(env)) == 2
 
 
 def test_check_mode_sends_nothing(site) -> None:

@@ -323,7 +323,10 @@ def send(archive_dir: str, env: Mapping[str, str], *, hosts: Sequence[str] | Non
 
     restic reads only what changed since the last snapshot and uploads only new chunks, so
     ``data_added`` is what this run sent (before compression on the wire)."""
-    chosen = verified_backups(archive_dir, hosts)
+    if check_mode and not os.path.isdir(archive_dir):
+        chosen: dict[str, list[dict[str, Any]]] = {"send": [], "held": []}  # the first run's pull would make it
+    else:
+        chosen = verified_backups(archive_dir, hosts)
     result: dict[str, Any] = {"backups": [b["relpath"] for b in chosen["send"]], "held_back": chosen["held"],
                               "snapshot_id": None, "data_added": 0, "files_new": 0, "files_changed": 0,
                               "changed": False}
@@ -334,7 +337,15 @@ def send(archive_dir: str, env: Mapping[str, str], *, hosts: Sequence[str] | Non
     args = ["backup", "--json", "--host", snapshot_host, "--tag", ",".join(snapshot_tags_list)]
     # The file list changes every run, so restic would find no parent by its paths: name it, so
     # that files already sent (same size, time and inode) are not even read again.
-    previous = list_snapshots(env, snapshot_host, timeout, doing="upload")
+    try:
+        previous = list_snapshots(env, snapshot_host, timeout, doing="upload")
+    except OffsiteError as exc:
+        if not (check_mode and "no restic repository" in str(exc)):
+            raise
+        # check mode before the repository is created (sqlite_offsite_init): all of it would be sent
+        result.update(tags=snapshot_tags_list, data_added=sum(b["size_bytes"] for b in chosen["send"]),
+                      msg="the repository does not exist yet: everything would be sent")
+        return result
     if previous:
         args += ["--parent", previous[-1]["id"]]
     if limit_upload_kib:

@@ -173,6 +173,11 @@ def test_wrong_password_and_missing_repository_fail_with_one_line_archive_untouc
     pw = password_file(site.tmp)
     repo = site.tmp / "offsite-repo"
     base = {"sqlite_offsite_repository": str(repo), "sqlite_offsite_password_file": str(pw)}
+    planned = site.run("backup.yml", "--check", "-e", "sqlite_offsite_init=true",
+                       inventory=site.inventory(hosts=[host], group_vars=base))
+    assert planned.rc == 0, planned.explain()
+    assert "would send 0 verified backup(s)" in offsite_line(planned.stdout)  # check mode pulls nothing
+    assert not repo.exists()
     missing = site.run("backup.yml", inventory=site.inventory(hosts=[host], group_vars=base))
     assert missing.rc != 0
     assert "no restic repository at %s" % repo in missing.stdout

@@ -92,6 +92,13 @@ def test_check_mode_sends_nothing(site) -> None:
     result = offsite.send(str(site["archive"]), site["env"], check_mode=True)
     assert result["changed"] is False and result["snapshot_id"] is None and len(result["backups"]) == 2
     assert offsite.list_snapshots(site["env"]) == []
+    # before the repository exists (the first run with sqlite_offsite_init, in check mode)
+    fresh = offsite.restic_env(str(site["tmp"] / "not-yet"), password="pw-for-a-new-repository")
+    planned = offsite.send(str(site["archive"]), fresh, check_mode=True)
+    assert planned["changed"] is False and len(planned["backups"]) == 2 and planned["data_added"] > 0
+    assert not (site["tmp"] / "not-yet").exists()
+    with pytest.raises(offsite.OffsiteError, match="no restic repository"):
+        offsite.send(str(site["archive"]), fresh)
 
 
 def test_wrong_password_missing_repository_and_open_password_file_are_one_line(site) -> None:

@@ -72,6 +72,13 @@ options:
       - A host whose entry is missing, null, empty or an empty string uses O(probes).
     type: dict
     default: {}
+  source:
+    description:
+      - Where the drilled backups came from, recorded in every drill log line - C(archive), or C(offsite) when
+        O(archive_dir) is a copy just restored from the offsite repository (M(sqlitefleet.sqlite_fleet.sqlite_offsite)).
+    type: str
+    choices: [archive, offsite]
+    default: archive
   drill_log:
     description:
       - JSON Lines file that gets one line per drill appended (created C(0600); earlier lines are kept).
@@ -322,6 +329,7 @@ ARGUMENT_SPEC = dict(
     unreached_days=dict(type="float", default=3),
     trend_count=dict(type="int", default=10),
     lock_timeout=dict(type="float", default=600),
+    source=dict(type="str", default="archive", choices=["archive", "offsite"]),
 )
 
 
@@ -345,7 +353,7 @@ def write_record(module, options, entries, findings, ignored, result):
     finished = utcnow()
     try:
         if options["drill_log"]:
-            append_json_lines(options["drill_log"], [drill_log_line(e, finished) for e in entries])
+            append_json_lines(options["drill_log"], [drill_log_line(e, finished, options["source"]) for e in entries])
             result.update(changed=True, drill_log=options["drill_log"])
         if options["report_dir"]:
             context = drill_report_context(entries, findings, ignored, options, finished)

@@ -2,12 +2,12 @@
 # Install the Debian packages the project needs on the controller, when they are missing.
 #   tools/setup-system.sh demo   -> what `make demo` needs (Python venv support)
 #   tools/setup-system.sh test   -> plus sshd, rsync, sqlite3, cron, iproute2, sudo for the test fleet,
-#                                    git for ansible-test (make sanity)
+#                                    git for ansible-test (make sanity), restic for the offsite copy
 set -euo pipefail
 purpose=${1:-test}
 packages=(python3-venv)
 if [ "$purpose" = test ]; then
-  packages+=(openssh-server openssh-client rsync sqlite3 cron iproute2 util-linux make chromium sudo git)
+  packages+=(openssh-server openssh-client rsync sqlite3 cron iproute2 util-linux make chromium sudo git restic)
 fi
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then

@@ -3864,7 +3864,8 @@ def drill_findings(entries: Sequence[Mapping[str, Any]], options: Mapping[str, A
 def drill_log_line(entry: Mapping[str, Any], now: _dt.datetime, source: str = "archive") -> dict[str, Any]:
     """One line of the drill log (JSON Lines; sqlite_fleet_cli's history reads it back); ``source``:
     where the drilled backups came from (the archive, or a copy restored from the offsite repository)."""
-    return {"time": iso_utc(now), "source": source, "host": entry["host"], "database": entry["database"], "backup": entry["backup"],
+    return {"time": iso_utc(now), "source": source, "host": entry["host"],
+            "database": entry["database"], "backup": entry["backup"],
             "created": entry["created"], "age_seconds": entry["age_seconds"], "size_bytes": entry["size_bytes"],
             "status": entry["status"], "ok": entry["ok"], "stale": entry["stale"], "problems": entry["problems"],
             "probes": entry["probes"], "seconds": entry["seconds"], "restore_seconds": entry["restore_seconds"],

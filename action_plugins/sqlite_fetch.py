@@ -109,11 +109,18 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
         _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        result.update(self.pull(args))
+        return result
+
+    # The one transfer of a pull, shared by this task and the sqlite_backup action plugin (one task per
+    # host): fetch every checked transfer, then remove the host's staging folders, even when a fetch failed.
+    def pull(self, args):
+        """Fetch ``args["transfers"]`` to ``dest`` and remove ``staging_dirs``: this task's result."""
         backup_dir = host_path(args["backup_dir"], "backup_dir")
         staging_dirs = sorted({staging_folder(path, backup_dir) for path in args["staging_dirs"]})
         plan = self.plan(args, staging_dirs)
         total = sum(entry["bytes"] for entry in plan)
-        result.update(changed=bool(plan or staging_dirs), staging_dirs=staging_dirs)
+        result = dict(changed=bool(plan or staging_dirs), staging_dirs=staging_dirs)
 
         if self._task.check_mode:
             result.update(fetched=plan, bytes=0, removed=[],

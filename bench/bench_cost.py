@@ -30,6 +30,7 @@ import argparse
 import ctypes
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -109,7 +110,9 @@ class Bench:
         wire = sum((r1 - r0) + (t1 - t0) for (r0, t0), (r1, t1) in zip(links0, links1))
         entry = {"variant": variant, "hosts": len(hosts), "seconds": round(seconds, 2), "wire_bytes": wire,
                  "controller_cpu_s": round(controller, 2), "hosts_cpu_s": round(hosts_cpu, 2),
-                 "tasks": proc.stdout.count("\nTASK ["), "load_average_before": load}
+                 "task_headers": proc.stdout.count("\nTASK ["),
+                 "task_results": len(re.findall(r"(?m)^(?:ok|changed): \[", proc.stdout)),
+                 "load_average_before": load}
         self.log("  %-10s %-9s n=%3d %7.2f s  wire %9d B  controller cpu %6.2f s  hosts cpu %6.2f s  load %s"
                  % (label, variant, len(hosts), seconds, wire, controller, hosts_cpu, load))
         return entry
@@ -177,10 +180,12 @@ def one_host(bench: Bench, fleet: Fleet, rounds: int) -> dict[str, Any]:
         for variant in (*VARIANTS, "rsync"):
             chosen = [r for r in runs + anchors if r["scenario"] == scenario and r["variant"] == variant]
             table.setdefault(scenario, {})[variant] = {
-                "seconds": median([r["seconds"] for r in chosen]),
-                "wire_bytes": median([r["wire_bytes"] for r in chosen]),
-                "controller_cpu_s": median([r["controller_cpu_s"] for r in chosen]) if variant != "rsync" else None,
-                "tasks": chosen[0].get("tasks"), "runs": len(chosen)}
+                "seconds": round(median([r["seconds"] for r in chosen]), 2),
+                "wire_bytes": int(median([r["wire_bytes"] for r in chosen])),
+                "controller_cpu_s": round(median([r["controller_cpu_s"] for r in chosen]), 2)
+                if variant != "rsync" else None,
+                "task_headers": chosen[0].get("task_headers", chosen[0].get("tasks")),
+                "task_results": chosen[0].get("task_results"), "runs": len(chosen)}
     return {"runs": runs + anchors, "medians": table}
 
 
@@ -204,8 +209,8 @@ def per_host(bench: Bench, fleet: Fleet, sizes: list[int], rounds: int) -> dict[
         points = {}
         for n in sizes:
             chosen = [r for r in runs if r["variant"] == variant and r["hosts"] == n]
-            points[n] = {key: median([r[key] for r in chosen]) for key in ("seconds", "controller_cpu_s",
-                                                                            "hosts_cpu_s")}
+            points[n] = {key: round(median([r[key] for r in chosen]), 2) for key in ("seconds", "controller_cpu_s",
+                                                                                      "hosts_cpu_s")}
             points[n]["hosts_archived"] = min(r["hosts_archived"] for r in chosen)
         table[variant] = {
             "by_hosts": points,
@@ -225,11 +230,13 @@ def markdown(result: dict[str, Any]) -> str:
                                         result["rounds"]), "",
              "sqlite3_rsync: not measured (%s)." % result["sqlite3_rsync"], "",
              "## One host: nothing changed, and 1% of the rows changed", "",
-             "| run | variant | seconds | bytes on the wire | controller CPU s | tasks |", "|---|---|---|---|---|---|"]
+             "| run | variant | seconds | bytes on the wire | controller CPU s | task headers | task results |",
+             "|---|---|---|---|---|---|---|"]
     for scenario, label in (("no_change", "nothing changed"), ("change_1pct", "1% of rows changed")):
         for variant, row in result["one_host"]["medians"][scenario].items():
-            lines.append("| %s | %s | %s | %s | %s | %s |" % (label, variant, row["seconds"], row["wire_bytes"],
-                                                             row["controller_cpu_s"], row["tasks"]))
+            lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                label, variant, row["seconds"], row["wire_bytes"], row["controller_cpu_s"],
+                row.get("task_headers", row.get("tasks")), row.get("task_results")))
     lines += ["", "## Per host (first backup and full pull of a ~150 KiB database each)", "",
               "| variant | hosts | seconds | controller CPU s | hosts CPU s | hosts archived |",
               "|---|---|---|---|---|---|"]
@@ -252,7 +259,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="cost")
     parser.add_argument("--results-dir", default=str(RESULTS_DIR))
     parser.add_argument("--tmp", default=None)
+    parser.add_argument("--markdown-only", action="store_true", help="rewrite <name>.md from <name>.json")
     args = parser.parse_args(argv)
+    out = Path(args.results_dir)
+    if args.markdown_only:
+        result = json.loads((out / ("%s.json" % args.name)).read_text())
+        for scenario in result["one_host"]["medians"].values():
+            for row in scenario.values():
+                row.update({k: round(v, 2) for k, v in row.items() if isinstance(v, float)})
+                row["wire_bytes"] = int(row["wire_bytes"])
+        for data in result["per_host"]["medians"].values():
+            for row in data["by_hosts"].values():
+                row.update({k: round(v, 2) for k, v in row.items() if isinstance(v, float)})
+        (out / ("%s.md" % args.name)).write_text(markdown(result))
+        print(markdown(result))
+        return 0
     rounds, sizes = (1, [1, 2]) if args.quick else (args.rounds, [int(n) for n in args.sizes.split(",")])
     config = Config(quick=args.quick, tmp_base=args.tmp)
     become_subreaper()
@@ -267,7 +288,6 @@ def main(argv: list[str] | None = None) -> int:
         result["one_host"] = one_host(bench, fleet, rounds)
         result["per_host"] = per_host(bench, fleet, sizes, rounds)
     result["load_end"] = load_average()
-    out = Path(args.results_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / ("%s.json" % args.name)).write_text(json.dumps(result, indent=2, default=str) + "\n")
     text = markdown(result)

@@ -28,6 +28,7 @@ except ImportError:  # the playbook repository: sqlite_fetch's import makes the 
 
 from ansible.module_utils.sqlite_fleet import (  # noqa: E402 (after the loader made it importable)
     INCOMING_PREFIX,
+    KIND_IO,
     BackupError,
     archived_backups,
     import_and_prune,
@@ -110,7 +111,7 @@ class ActionModule(PullAction):
         except (BackupError, OSError) as exc:
             self.remove(staging, backup_dir)  # nothing fetched: the staging folder goes now
             result.update(failed=True, msg="checking the pull of %s failed: %s" % (archive["host"], exc),
-                          kind=getattr(exc, "kind", "io"))
+                          kind=getattr(exc, "kind", KIND_IO))
             return
         pulled.update(transfers=prepared["transfers"], dropped=prepared["dropped"], flagged=prepared["flagged"],
                       need_bytes=prepared["need_bytes"], free_bytes=prepared["free_bytes"])
@@ -129,7 +130,7 @@ class ActionModule(PullAction):
                                                  diff=self._task.diff, warn=warnings.append)
         except (BackupError, OSError) as exc:
             imported, failure = {}, {"msg": "archive import for %s failed: %s" % (archive["host"], exc),
-                                     "kind": getattr(exc, "kind", "io")}
+                                     "kind": getattr(exc, "kind", KIND_IO)}
         pulled.update(imported=imported.get("imported", []), pruned=imported.get("pruned", []))
         if imported.get("diff"):
             pulled["diff"] = imported["diff"]

@@ -233,7 +233,7 @@ def markdown(result: dict[str, Any]) -> str:
              "| run | variant | seconds | bytes on the wire | controller CPU s | task headers | task results |",
              "|---|---|---|---|---|---|---|"]
     for scenario, label in (("no_change", "nothing changed"), ("change_1pct", "1% of rows changed")):
-        for variant, row in result["one_host"]["medians"][scenario].items():
+        for variant, row in result["one_host"]["medians"].get(scenario, {}).items():
             lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
                 label, variant, row["seconds"], row["wire_bytes"], row["controller_cpu_s"],
                 row.get("task_headers", row.get("tasks")), row.get("task_results")))
@@ -259,12 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="cost")
     parser.add_argument("--results-dir", default=str(RESULTS_DIR))
     parser.add_argument("--tmp", default=None)
+    parser.add_argument("--no-one-host", action="store_true", help="only the per-host runs (--sizes)")
     parser.add_argument("--markdown-only", action="store_true", help="rewrite <name>.md from <name>.json")
     args = parser.parse_args(argv)
     out = Path(args.results_dir)
     if args.markdown_only:
         result = json.loads((out / ("%s.json" % args.name)).read_text())
-        for scenario in result["one_host"]["medians"].values():
+        for scenario in result["one_host"].get("medians", {}).values():
             for row in scenario.values():
                 row.update({k: round(v, 2) for k, v in row.items() if isinstance(v, float)})
                 row["wire_bytes"] = int(row["wire_bytes"])
@@ -285,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         for index, host in enumerate(fleet):
             demo_db.create_demo_db(host.path(DB_PATH), members=60, seed=index + 1)
         bench = Bench(fleet, tmp, config.log)
-        result["one_host"] = one_host(bench, fleet, rounds)
+        result["one_host"] = {"medians": {}, "runs": []} if args.no_one_host else one_host(bench, fleet, rounds)
         result["per_host"] = per_host(bench, fleet, sizes, rounds)
     result["load_end"] = load_average()
     out.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 
 try:  # the collection (the build rewrites this import to the collection's module_utils)
-    from ansible.module_utils.sqlite_fleet import EXPORT_PREFIX, STAGING_HOME_PREFIX, PullProgress
+    from ansible.module_utils.sqlite_fleet import EXPORT_PREFIX, INCOMING_PREFIX, STAGING_HOME_PREFIX, PullProgress
 except ImportError:  # the playbook repository: see core_on_the_controller
     import ansible.module_utils
     from ansible import constants
@@ -41,12 +41,12 @@ except ImportError:  # the playbook repository: see core_on_the_controller
                 ansible.module_utils.__path__.append(folder)
 
     core_on_the_controller()
-    from ansible.module_utils.sqlite_fleet import EXPORT_PREFIX, STAGING_HOME_PREFIX, PullProgress
+    from ansible.module_utils.sqlite_fleet import EXPORT_PREFIX, INCOMING_PREFIX, STAGING_HOME_PREFIX, PullProgress
 
 ARGUMENT_SPEC = dict(
     transfers=dict(type="list", elements="dict", default=[]),
     dest=dict(type="path", required=True),
-    incoming_prefix=dict(type="str", default=".sqlite-backup-tmp.incoming."),
+    incoming_prefix=dict(type="str", default=INCOMING_PREFIX),
     backup_dir=dict(type="str", required=True),
     staging_dirs=dict(type="list", elements="str", default=[]),
 )
@@ -111,11 +111,19 @@ class ActionModule(ActionBase):
         del tmp
         _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
         self._host_name = (task_vars or {}).get("inventory_hostname", self._play_context.remote_addr)
+        result.update(self.pull(args))
+        return result
+
+    # The one transfer of a pull, shared by this task and the sqlite_backup action plugin (one task per
+    # host): fetch every checked transfer, then remove the host's staging folders, even when a fetch failed.
+    def pull(self, args):
+        """Fetch ``args["transfers"]`` to ``dest`` and remove ``staging_dirs``: this task's result.
+        ``self._host_name`` (the inventory host, for the progress files) is set by the caller's run()."""
         backup_dir = host_path(args["backup_dir"], "backup_dir")
         staging_dirs = sorted({staging_folder(path, backup_dir) for path in args["staging_dirs"]})
         plan = self.plan(args, staging_dirs)
         total = sum(entry["bytes"] for entry in plan)
-        result.update(changed=bool(plan or staging_dirs), staging_dirs=staging_dirs)
+        result = dict(changed=bool(plan or staging_dirs), staging_dirs=staging_dirs)
 
         if self._task.check_mode:
             result.update(fetched=plan, bytes=0, removed=[],

@@ -228,153 +228,22 @@ kind:
   type: str
 """
 
-import contextlib
 import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sqlite_fleet import (
-    CORE_VERSION,
-    KIND_BAD_INPUT,
-    KIND_CORRUPT,
+    INCOMING_PREFIX,
     KIND_IO,
-    TMP_PREFIX,
     BackupError,
-    apply_delta,
-    apply_retention,
-    check_pull_space,
-    check_transfers,
-    core_sha256,
     ensure_private_dir,
-    import_backup,
-    parse_backup_filename,
+    import_and_prune,
+    import_pulled,
+    outdated_runner,
+    prepare_pull,
     retention_options,
-    retention_policy,
-    settle_bases,
     validate_abs_path,
     validate_name,
 )
-
-INCOMING_PREFIX = TMP_PREFIX + "incoming."
-NOT_STAGED = "/not-staged-in-check-mode"
-
-
-def import_pulled(params, folder):
-    incoming = validate_abs_path(params["incoming"], "incoming file")
-    if os.path.dirname(incoming) != folder or not os.path.basename(incoming).startswith(INCOMING_PREFIX):
-        raise BackupError("incoming file %s must lie in %s and start with %s" % (incoming, folder, INCOMING_PREFIX),
-                          KIND_BAD_INPUT)
-    if not os.path.isfile(incoming) or os.path.islink(incoming):
-        raise BackupError("incoming file %s is missing or not a regular file" % incoming, KIND_BAD_INPUT)
-    if params["mode"] == "full":
-        return import_backup(incoming, params["manifest"], folder, source_host=params["host"],
-                             integrity=params["integrity"], lock_timeout=params["lock_timeout"])
-    base = params["base"] or ""
-    rebuilt = incoming + ".rebuilt"
-    applied = None
-    try:
-        if os.path.basename(base) != base or parse_backup_filename(base) is None:
-            raise BackupError("base %r is not a backup file name" % base, KIND_BAD_INPUT)
-        applied = apply_delta(os.path.join(folder, base), incoming, rebuilt)
-    except FileNotFoundError:
-        raise BackupError("the delta's base %s is not in the archive" % base, KIND_BAD_INPUT) from None
-    finally:
-        # the fetched delta is consumed either way; a half-rebuilt file never waits for the next run
-        for leftover in (incoming,) if applied else (incoming, rebuilt):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(leftover)
-    result = import_backup(rebuilt, params["manifest"], folder, source_host=params["host"],
-                           integrity=params["integrity"], lock_timeout=params["lock_timeout"])
-    result["pages_changed"] = applied["pages_changed"]
-    return result
-
-
-def offered_transfers(transfers, check_mode):
-    """In check mode the host staged nothing: its transfers have no fetch_path to check yet."""
-    if not check_mode:
-        return transfers
-    return [dict(t, fetch_path=NOT_STAGED) if isinstance(t, dict) and t.get("fetch_path") is None else t
-            for t in transfers]
-
-
-def import_all(module, host_dir, transfers):
-    """Import every fetched transfer, in order; one result each (a failure does not stop the others)."""
-    params = module.params
-    results = []
-    for transfer in transfers:
-        folder = os.path.join(host_dir, transfer["name"])
-        entry = {"name": transfer["name"], "file": transfer["file"], "mode": transfer["mode"]}
-        if module.check_mode:
-            results.append(dict(entry, changed=True, failed=False, msg="would import %s" % transfer["file"]))
-            continue
-        one = dict(params, name=transfer["name"], incoming=os.path.join(folder, INCOMING_PREFIX + transfer["file"]),
-                   mode=transfer["mode"], base=transfer["base"], manifest=transfer["manifest"])
-        try:
-            entry.update(import_pulled(one, folder), failed=False)
-            if entry.get("disputed"):
-                entry.update(failed=True, kind=KIND_CORRUPT)
-            elif entry.get("verified") is False:
-                module.warn(entry["msg"])
-        except BackupError as exc:
-            entry.update(changed=False, failed=True, msg=str(exc), kind=exc.kind)
-        except OSError as exc:
-            entry.update(changed=False, failed=True, kind=KIND_IO,
-                         msg="archive import of %s from %s failed: %s" % (transfer["file"], params["host"], exc))
-        outdated = None if entry["failed"] else outdated_runner(transfer["manifest"])
-        if outdated:
-            entry["outdated_runner"] = outdated
-            module.warn(outdated)
-        results.append(entry)
-    return results
-
-
-def archive_diff(host_dir, name, imported, pruned, check_mode):
-    """What --diff shows for one database: its archived backups before and after this import and prune."""
-    present = [d["file"] for d in pruned["decisions"]]
-    new = [e["file"] for e in imported if e["name"] == name and not e["failed"]]
-    before = [f for f in present if f not in new] if not check_mode else present
-    after = pruned["kept"] + (new if check_mode else [])
-    header = "%s (archived backups)" % os.path.join(host_dir, name)
-    return {"before_header": header, "after_header": header, "before": "".join("%s\n" % f for f in sorted(before)),
-            "after": "".join("%s\n" % f for f in sorted(set(after)))}
-
-
-def import_and_prune(module, host_dir):
-    """state=import with transfers and/or retention: one run for the whole pull of a host."""
-    params = module.params
-    policy = retention_policy(params["retention"]) if params["retention"] is not None else None
-    if policy is not None and params["databases"] is None:
-        raise BackupError("retention needs databases: the archive folders to prune", KIND_BAD_INPUT)
-    transfers = check_transfers(offered_transfers(params["transfers"] or [], module.check_mode),
-                                params["databases"])
-    imported = import_all(module, host_dir, transfers)
-    for dropped in params["dropped"] or []:  # deltas whose base failed in state=prepare: reported, not imported
-        imported.append({"name": str(dropped.get("name")), "file": str(dropped.get("file")), "mode": "delta",
-                         "changed": False, "failed": True, "kind": KIND_CORRUPT, "msg": str(dropped.get("msg"))})
-    failures = [entry for entry in imported if entry["failed"]]
-    result = dict(changed=any(entry["changed"] for entry in imported), imported=imported, folder=host_dir)
-    if failures:
-        module.fail_json(msg="; ".join(entry["msg"] for entry in failures), kind=failures[0]["kind"], **result)
-    messages = ["%d backup(s) %simported" % (len(imported), "would be " if module.check_mode else "")]
-    if policy is not None:
-        result["pruned"] = []
-        for name in params["databases"]:
-            fresh = [entry["file"] for entry in imported if entry["name"] == name and entry.get("verified")]
-            try:
-                pruned = apply_retention(os.path.join(host_dir, validate_name(name)), name, policy,
-                                         timezone=params["retention"]["timezone"], check_mode=module.check_mode,
-                                         lock_timeout=params["lock_timeout"], trusted=fresh)
-            except (BackupError, OSError) as exc:
-                module.fail_json(msg="pruning the archive of %s failed: %s" % (name, exc),
-                                 kind=getattr(exc, "kind", KIND_IO), **result)
-            for flagged in pruned["flagged"]:
-                module.warn("the archive's %s of %s fails its checksum (%s): flagged unverified, never deleted "
-                            "as the newest verified backup" % (flagged["file"], name, flagged["why"]))
-            result["pruned"].append(dict(pruned, name=name))
-            if module._diff:
-                result.setdefault("diff", []).append(archive_diff(host_dir, name, imported, pruned, module.check_mode))
-            result["changed"] = result["changed"] or pruned["changed"]
-            messages.append(pruned["msg"])
-    module.exit_json(msg="; ".join(messages), **result)
 
 
 def main():
@@ -406,31 +275,15 @@ def main():
         archive_dir = validate_abs_path(params["archive_dir"], "archive folder")
         host_dir = os.path.join(archive_dir, validate_name(params["host"], "host"))
         if params["state"] == "prepare":
-            transfers = check_transfers(offered_transfers(params["transfers"], module.check_mode), params["databases"])
-            for transfer in transfers:
-                if transfer["fetch_path"] == NOT_STAGED:
-                    transfer["fetch_path"] = None
-            settled = settle_bases(host_dir, transfers, check_mode=module.check_mode)
-            transfers = settled["transfers"]
-            for problem in settled["flagged"]:
-                module.warn("the archive's %s of %s fails its checksum (%s): flagged unverified"
-                            % (problem["file"], problem["name"], problem["why"]))
-            for transfer in transfers:
-                if transfer.get("fallback"):
-                    module.warn(transfer["fallback"])
-            space = check_pull_space(host_dir, transfers, params["host"])
-            created = False
-            for name in sorted({transfer["name"] for transfer in transfers}):  # where the files are fetched to
-                for level in (archive_dir, host_dir, os.path.join(host_dir, name)):
-                    created = ensure_private_dir(level, None, check_mode=module.check_mode) or created
-            result = dict(changed=created or bool(settled["flagged"] and not module.check_mode), transfers=transfers,
-                          dropped=settled["dropped"], flagged=settled["flagged"], folder=host_dir, **space)
-            for dropped in settled["dropped"]:
-                module.warn(dropped["msg"])
-            module.exit_json(msg="%d transfer(s) checked; %d bytes needed, %d free in the archive"
-                             % (len(transfers), space["need_bytes"], space["free_bytes"]), **result)
+            result = prepare_pull(archive_dir, params["host"], params["transfers"], params["databases"],
+                                  check_mode=module.check_mode, warn=module.warn)
+            module.exit_json(**result)
         if params["state"] == "import" and params["incoming"] is None:
-            import_and_prune(module, host_dir)
+            result, failure = import_and_prune(params, host_dir, check_mode=module.check_mode, diff=module._diff,
+                                               warn=module.warn)
+            if failure:
+                module.fail_json(**dict(result, **failure))
+            module.exit_json(**result)
         folder = os.path.join(host_dir, validate_name(params["name"]))
         paths = dict(folder=folder, incoming_dir=folder, incoming_prefix=INCOMING_PREFIX)
         for level in (archive_dir, os.path.dirname(folder), folder):
@@ -448,17 +301,6 @@ def main():
         result["outdated_runner"] = outdated
         module.warn(outdated)
     module.exit_json(**result)
-
-
-def outdated_runner(manifest):
-    """A warning when the host's own runner made this backup with another core than ours."""
-    tool = manifest.get("tool") or {}
-    if not manifest.get("runner") or not tool.get("core_sha256") or tool["core_sha256"] == core_sha256():
-        return None
-    return ("%s was made by the on-host runner %s with a core (%s...) that differs from the repository's "
-            "(%s, %s...): run provision.yml to update the runner"
-            % (manifest.get("file"), tool.get("version"), tool["core_sha256"][:12], CORE_VERSION,
-               (core_sha256() or "")[:12]))
 
 
 if __name__ == "__main__":

@@ -169,6 +169,13 @@ class Fold:
         facts = res.get("ansible_facts") if isinstance(res.get("ansible_facts"), Mapping) else {}
         if isinstance(facts.get(RUN_FACT), Mapping):
             self.run = dict(facts[RUN_FACT])
+            listed = self.run.get("databases") if isinstance(self.run.get("databases"), Mapping) else {}
+            if self.run.get("command") not in ("backup", "pre-upgrade", "sync"):
+                listed = {}  # a restore or drill lists only the databases it acts on
+            for member, names in listed.items():  # the run backs up every database: known before its tasks ran
+                for name in names if isinstance(names, list) else []:
+                    if isinstance(member, str) and isinstance(name, str):
+                        self.database(member, name)
         handler = getattr(self, "_on_" + action, None)
         if action == "sqlite_archive_info":
             handler = self._on_sqlite_archive
@@ -279,6 +286,13 @@ class Fold:
         elif not self.check_mode and res.get("verified") and db["backup"]:
             db["newest_verified_on_host"] = db["backup"]
         transfers = [t for t in res.get("transfers") or [] if isinstance(t, Mapping)]
+        steps += self._pulled_in_task(host, name, res, transfers, failed)
+        return steps
+
+    def _pulled_in_task(self, host: str, name: str, res: Mapping[str, Any], transfers: list, failed: bool) -> list:
+        """What the backup's task staged and, with the action plugin's ``archive``, pulled and imported."""
+        db = self.database(host, name)
+        steps = []
         if transfers:
             total = sum(t.get("bytes") or 0 for t in transfers)
             what = "%d file(s), %s (%s)" % (len(transfers), human_bytes(total),
@@ -288,6 +302,13 @@ class Fold:
                 steps.append((host, name, "would stage %s for the pull" % what))
             else:
                 steps.append((host, name, "staged %s for the pull" % what))
+        pulled = res.get("archive") if isinstance(res.get("archive"), Mapping) else None
+        if pulled is not None:  # one task per database: the listing, the fetch and the import are in it
+            self._have[(host, name)] = [h for h in pulled.get("have") or [] if isinstance(h, Mapping)]
+            if "fetched" in pulled:
+                steps += self._on_sqlite_fetch(host, pulled, failed)
+            steps += self._on_sqlite_archive(host, {"imported": pulled.get("imported"),
+                                                    "pruned": pulled.get("pruned")}, failed)
         return steps
 
     def _on_sqlite_fetch(self, host: str, res: Mapping[str, Any], failed: bool) -> list:

@@ -521,7 +521,9 @@ def test_guard_fails_without_hosts_or_without_the_repository_config(site: Site) 
 LOGIN_USER, LOGIN_UID = "pi", 4242
 MODULE_FILE = re.compile(r"^Using module file (?P<path>\S+)$", re.MULTILINE)
 # The modules a backup-and-pull runs (the controller lists, checks and imports; the host backs up and stages).
-PULL_MODULES = ["sqlite_archive.py", "sqlite_archive_info.py", "sqlite_backup.py"]
+# One task per database: the module on the host; the listing, the check, the import and the prune of
+# the archive run inside the sqlite_backup action plugin, with no local module run.
+PULL_MODULES = ["sqlite_backup.py"]
 
 
 def add_sudo_login_user(host: Host, etc: Path) -> None:
@@ -587,6 +589,7 @@ def test_a_login_user_with_become_fetches_over_sftp_without_slurp(make_fleet, tm
         assert run.rc == 0, run.explain()
         modules = sorted({Path(m["path"]).name for m in MODULE_FILE.finditer(run.stdout)})
         assert modules == PULL_MODULES, modules
+        assert len(MODULE_FILE.findall(run.stdout)) == 1, "one module run for the host's one database"
         assert re.search(r"SSH: EXEC sftp .*User=\W*pi\W", run.stdout), "no sftp as pi"
         assert re.search(rf"FETCH {re.escape(BACKUP_DIR)}/\.sqlite-export\.\S+/gym_backup_", run.stdout)
         assert re.search(r"sudo -H -S -n\s+-u root /bin/sh -c .*rm -rf -- ", run.stdout), "no rm -rf with sudo"
@@ -652,3 +655,44 @@ def test_a_login_user_with_become_fetches_over_sftp_without_slurp(make_fleet, tm
     print(f"become: runs {runs[0].seconds:.1f} s (full) and {runs[1].seconds:.1f} s (delta) as {LOGIN_USER} + sudo; "
           f"refused run: {line[:300]}; app and backups root's: {as_root[0].seconds:.1f} s (deltas), "
           f"{as_root[1].seconds:.1f} s (full copy), staged beside in {beside}")
+
+
+def test_the_one_task_pull_and_the_separate_tasks_build_the_same_archive(site: Site) -> None:
+    """sqlite_pull_in_one_task (the action plugin, the default) and the separate tasks (false) take
+    turns on one host: each imports deltas against what the other imported, the archive ends up with
+    the host's very files (bytes, .sha256 and manifests), and both runs' records say the same things."""
+    host = site.fleet["pi2"]
+    create_demo_db(host.path(DB_PATH), members=120, size_mb=2, seed=9)
+    inventory = site.inventory(hosts=[host])
+    runs = []
+    for turn, one_task in enumerate((False, True, False, True)):
+        if turn:
+            change_photo_blobs(host.path(DB_PATH), fraction=0.05, seed=turn)
+        run = site.run("backup.yml", "-e", "sqlite_pull_in_one_task=%s" % one_task, inventory=inventory)
+        assert run.rc == 0, run.explain()
+        runs.append(run)
+    def task_output(stdout: str, task: str) -> str:
+        start = stdout.index("TASK [%s" % task)
+        return stdout[start:stdout.find("TASK [", start + 6)]
+
+    import_task = "sqlite_archive : Import the pulled backups"
+    assert "changed: [%s -> localhost]" % host.name in task_output(runs[0].stdout, import_task)
+    assert "skipping: [%s]" % host.name in task_output(runs[1].stdout, import_task), "the one task imported"
+
+    rows = [rows_by_host(record)[host.name] for record in run_records(site.archive, "backup")]
+    assert len(rows) == 4
+    assert [row["transfers"] for row in rows] == [[f"{rows[0]['backup']} (full)"]] + [
+        [f"{row['backup']} (delta)"] for row in rows[1:]], rows
+    for row in rows:
+        assert row["ok"] and row["backup"] in row["archived"], row
+        assert row["transferred_bytes"] > 0, row
+    assert {key for key in rows[0]} == {key for key in rows[1]}, "both paths fill the same record fields"
+
+    archive, on_host = site.archive_folder(host.name), site.host_backup_folder(host)
+    assert backups_in(archive) == sorted(row["backup"] for row in rows)
+    for name in backups_in(archive):
+        for suffix in ("", ".sha256"):
+            assert (archive / (name + suffix)).read_bytes() == (on_host / (name + suffix)).read_bytes(), name + suffix
+        assert manifest_of(archive / name) == manifest_of(on_host / name)
+    assert sha256sum_check(archive).returncode == 0
+    assert not [e for e in os.listdir(host.path(BACKUP_DIR)) if e.startswith(".sqlite-export.")]

@@ -571,7 +571,9 @@ MODULE_RE = re.compile(r"AnsiballZ_(?P<module>\w+)\.py")
 def test_backup_yml_sends_one_module_per_database_to_the_host(tmp_path):
     """backup.yml on a host reached by the local connection, -vvv: every module run and every
     command Ansible executes is logged with the host it ran for. Per database, one module on the
-    host (the backup, which also prunes and stages); the fetch runs one rm -rf and no module."""
+    host (the backup, which also prunes and stages); its task (the sqlite_backup action plugin) then
+    fetches, runs one rm -rf, and lists, imports and prunes the archive in-process: no module on the
+    controller."""
     app = tmp_path / "app"
     app.mkdir()
     databases = [{"name": name, "path": str(make_database(app / ("%s.db" % name), rows=100))}
@@ -599,10 +601,10 @@ def test_backup_yml_sends_one_module_per_database_to_the_host(tmp_path):
                 commands.append(match["command"])
         assert modules["pi-local"] == Counter(sqlite_backup=2), modules
         controller = modules.get("localhost", Counter()) + modules.get("127.0.0.1", Counter())
-        # the listing (one per database), prepare, import + prune (the summary and record come from the callback)
-        assert controller == Counter(sqlite_archive_info=2, sqlite_archive=2), modules
-        (removal,) = commands
-        assert removal.count(core.EXPORT_PREFIX) == 2
+        # the listing, the check, the import and the prune run inside the backup's task, in-process
+        assert controller == Counter(), modules
+        assert len(commands) == 2, commands  # one removal per database's task
+        assert all(removal.count(core.EXPORT_PREFIX) == 1 for removal in commands), commands
         assert "slurp" not in output and "AnsiballZ_stat" not in output
         for name in ("gym", "ledger"):
             assert re.search(r"pi-local %s: \S+, .* verified on host and in archive" % name, output), output[-3000:]

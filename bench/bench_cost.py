@@ -1,0 +1,301 @@
+#!/usr/bin/env python3
+"""Per-run and per-host cost of backup.yml (issue 15): the one-task pull against the separate tasks.
+
+    bench/bench_cost.py [--quick] [--rounds 3] [--sizes 1,4,10] [--name cost]
+
+Variants, measured back to back in alternating order on the same test fleet (tests/fleet.py):
+  one_task   the default: one task per database does list -> backup on the host -> fetch ->
+             import -> prune (action_plugins/sqlite_backup.py, the archive work in-process)
+  separate   -e sqlite_pull_in_one_task=false: list, backup, prepare, fetch and import as their
+             own tasks (three local module runs per host), as before
+Anchor: rsync (over ssh, no connection sharing) of the host's newest backup onto the archive's copy.
+sqlite3_rsync is not measured: it ships with SQLite >= 3.47 and this machine has 3.40 (Debian 12,
+no package carries it); building it needs SQLite's source tree, not at hand here.
+
+Figures:
+  no change  one host, nothing written since the last run: seconds and bytes on the wire (the
+             host link's rx + tx: SSH, module payloads, data)
+  1% change  one host, ~1% of the rows updated since the last run
+  per host   n hosts (fresh archive and empty backup folders: a first backup and full pull of a small
+             database each): wall seconds, controller CPU (ansible-playbook and all its children,
+             ssh ControlPersist masters included: this process is their subreaper and reaps them)
+             and the hosts' CPU (their sshd's reaped children) apart; per extra host = the slope.
+Prints the figures and writes bench/results/<name>.md and .json. The test hosts share the
+controller's two CPUs, and other jobs may run: the load average is noted with each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import REPO, RESULTS_DIR, RSYNC, Config, cpu_seconds, load_average, median, workdir  # noqa: E402, I001
+
+import demo_db  # noqa: E402
+from bench_fleet import slope, sshd_children_cpu  # noqa: E402
+from fleet import Fleet, Host  # noqa: E402
+from integration_helpers import ANSIBLE_PLAYBOOK, BACKUP_DIR, DB_NAME, DB_PATH  # noqa: E402
+
+VARIANTS = {"one_task": [], "separate": ["-e", "sqlite_pull_in_one_task=false"]}
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> None:
+    """Orphaned descendants (the ssh ControlPersist masters) are re-parented to this process, so
+    reaping them adds their CPU time to RUSAGE_CHILDREN: the controller's CPU includes them."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def reap_orphans() -> None:
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+class Bench:
+    def __init__(self, fleet: Fleet, tmp: Path, log: Any) -> None:
+        self.fleet = fleet
+        self.tmp = tmp
+        self.log = log
+        self.env = {**fleet.env(), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
+
+    def inventory(self, name: str, hosts: list[Host], archive: Path) -> Path:
+        body = {"hosts": {h.name: self.fleet.host_vars(h) for h in hosts},
+                "vars": {"sqlite_backup_databases": [{"name": DB_NAME, "path": DB_PATH}],
+                         "sqlite_archive_dir": str(archive)}}
+        path = self.tmp / ("%s.yml" % name)
+        path.write_text(json.dumps({"all": {"children": {"sqlite_hosts": body}}}, indent=2))
+        return path
+
+    def playbook(self, label: str, variant: str, inventory: Path, hosts: list[Host]) -> dict[str, Any]:
+        """One backup.yml run from cold SSH connections: seconds, wire bytes, controller and hosts CPU."""
+        self.fleet.close_control_masters()
+        time.sleep(0.3)
+        reap_orphans()
+        links0 = [h.link_bytes() for h in hosts]
+        hosts_cpu0 = sum(sshd_children_cpu(h) for h in hosts)
+        load = load_average()
+        cpu0 = cpu_seconds()
+        started = time.perf_counter()
+        proc = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(inventory), "backup.yml", *VARIANTS[variant]],
+                              cwd=REPO, env=self.env, capture_output=True, text=True, timeout=3600, check=False)
+        seconds = time.perf_counter() - started
+        links1 = [h.link_bytes() for h in hosts]
+        self.fleet.close_control_masters()  # the masters' CPU counts for the controller
+        time.sleep(0.5)
+        reap_orphans()
+        controller = cpu_seconds() - cpu0
+        hosts_cpu = sum(sshd_children_cpu(h) for h in hosts) - hosts_cpu0
+        (self.tmp / ("%s-%s.log" % (label, variant))).write_text(proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            raise RuntimeError("%s (%s) failed (exit %d):\n%s\n%s" % (label, variant, proc.returncode,
+                                                                      proc.stdout[-4000:], proc.stderr[-2000:]))
+        wire = sum((r1 - r0) + (t1 - t0) for (r0, t0), (r1, t1) in zip(links0, links1))
+        entry = {"variant": variant, "hosts": len(hosts), "seconds": round(seconds, 2), "wire_bytes": wire,
+                 "controller_cpu_s": round(controller, 2), "hosts_cpu_s": round(hosts_cpu, 2),
+                 "task_headers": proc.stdout.count("\nTASK ["),
+                 "task_results": len(re.findall(r"(?m)^(?:ok|changed): \[", proc.stdout)),
+                 "load_average_before": load}
+        self.log("  %-10s %-9s n=%3d %7.2f s  wire %9d B  controller cpu %6.2f s  hosts cpu %6.2f s  load %s"
+                 % (label, variant, len(hosts), seconds, wire, controller, hosts_cpu, load))
+        return entry
+
+    def rsync_anchor(self, host: Host, archive: Path) -> dict[str, Any]:
+        """rsync of the host's newest backup onto the archive's copy (hard-linked under a scratch name)."""
+        folder = archive / host.name / DB_NAME
+        newest = sorted(p.name for p in folder.glob("%s_backup_*.db" % DB_NAME))[-1]
+        scratch = self.tmp / "rsync" / newest
+        scratch.parent.mkdir(exist_ok=True)
+        if scratch.exists():
+            scratch.unlink()
+        os.link(folder / newest, scratch)
+        ssh = ("ssh -F /dev/null -i %s -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes "
+               "-o UserKnownHostsFile=%s -o GlobalKnownHostsFile=/dev/null -l root"
+               % (self.fleet.client_key, self.fleet.known_hosts))
+        (r0, t0) = host.link_bytes()
+        started = time.perf_counter()
+        subprocess.run([RSYNC, "-e", ssh, "--inplace", "%s:%s" % (host.address, os.path.join(BACKUP_DIR, newest)),
+                        str(scratch)], check=True, capture_output=True, timeout=600)
+        seconds = time.perf_counter() - started
+        (r1, t1) = host.link_bytes()
+        entry = {"variant": "rsync", "seconds": round(seconds, 2), "wire_bytes": (r1 - r0) + (t1 - t0)}
+        self.log("  %-10s %-9s       %7.2f s  wire %9d B" % ("anchor", "rsync", seconds, entry["wire_bytes"]))
+        return entry
+
+
+def change_rows(db: Path, fraction: float) -> int:
+    """Give about ``fraction`` of the rows of the demo database's busy tables a new value."""
+    step = max(1, round(1 / fraction))
+    conn = sqlite3.connect(db)
+    try:
+        changed = 0
+        for sql in ("UPDATE members SET phone = hex(randomblob(5)) WHERE id %% %d = 0",
+                    "UPDATE access_log SET at = strftime('%%Y-%%m-%%dT%%H:%%M:%%f', 'now') WHERE id %% %d = 0",
+                    "UPDATE rentals SET started_at = strftime('%%Y-%%m-%%dT%%H:%%M:%%f', 'now') WHERE id %% %d = 0"):
+            changed += conn.execute(sql % step).rowcount
+        conn.commit()
+    finally:
+        conn.close()
+    return changed
+
+
+def one_host(bench: Bench, fleet: Fleet, rounds: int) -> dict[str, Any]:
+    host = fleet.hosts[0]
+    runs: list[dict[str, Any]] = []
+    anchors: list[dict[str, Any]] = []
+    archives = {v: bench.tmp / ("archive-one-%s" % v) for v in VARIANTS}
+    host.empty(BACKUP_DIR)
+    for variant, archive in archives.items():  # seed: each variant's archive holds a first backup
+        bench.playbook("seed", variant, bench.inventory("one-%s" % variant, [host], archive), [host])
+    for round_no in range(rounds):
+        order = list(VARIANTS) if round_no % 2 == 0 else list(VARIANTS)[::-1]
+        for variant in order:
+            inventory = bench.inventory("one-%s" % variant, [host], archives[variant])
+            runs.append(dict(bench.playbook("no-change", variant, inventory, [host]), scenario="no_change"))
+        anchors.append(dict(bench.rsync_anchor(host, archives["one_task"]), scenario="no_change"))
+        for variant in order:
+            change_rows(host.path(DB_PATH), 0.01)
+            inventory = bench.inventory("one-%s" % variant, [host], archives[variant])
+            runs.append(dict(bench.playbook("1%-change", variant, inventory, [host]), scenario="change_1pct"))
+        anchors.append(dict(bench.rsync_anchor(host, archives["one_task"]), scenario="change_1pct"))
+    table = {}
+    for scenario in ("no_change", "change_1pct"):
+        for variant in (*VARIANTS, "rsync"):
+            chosen = [r for r in runs + anchors if r["scenario"] == scenario and r["variant"] == variant]
+            table.setdefault(scenario, {})[variant] = {
+                "seconds": round(median([r["seconds"] for r in chosen]), 2),
+                "wire_bytes": int(median([r["wire_bytes"] for r in chosen])),
+                "controller_cpu_s": round(median([r["controller_cpu_s"] for r in chosen]), 2)
+                if variant != "rsync" else None,
+                "task_headers": chosen[0].get("task_headers", chosen[0].get("tasks")),
+                "task_results": chosen[0].get("task_results"), "runs": len(chosen)}
+    return {"runs": runs + anchors, "medians": table}
+
+
+def per_host(bench: Bench, fleet: Fleet, sizes: list[int], rounds: int) -> dict[str, Any]:
+    runs = []
+    for round_no in range(rounds):
+        for n in sizes:
+            order = list(VARIANTS) if (round_no + n) % 2 == 0 else list(VARIANTS)[::-1]
+            for variant in order:
+                hosts = fleet.hosts[:n]
+                for host in hosts:
+                    host.empty(BACKUP_DIR)
+                archive = bench.tmp / ("archive-%s-%d-%d" % (variant, n, time.monotonic_ns()))
+                inventory = bench.inventory("fleet-%s-%d" % (variant, n), hosts, archive)
+                entry = bench.playbook("fleet", variant, inventory, hosts)
+                verified = sum(1 for h in hosts if list((archive / h.name / DB_NAME).glob("%s_backup_*.db" % DB_NAME)))
+                entry["hosts_archived"] = verified
+                runs.append(entry)
+    table: dict[str, Any] = {}
+    for variant in VARIANTS:
+        points = {}
+        for n in sizes:
+            chosen = [r for r in runs if r["variant"] == variant and r["hosts"] == n]
+            points[n] = {key: round(median([r[key] for r in chosen]), 2) for key in ("seconds", "controller_cpu_s",
+                                                                                      "hosts_cpu_s")}
+            points[n]["hosts_archived"] = min(r["hosts_archived"] for r in chosen)
+        table[variant] = {
+            "by_hosts": points,
+            "controller_cpu_s_per_extra_host": round(slope([(n, points[n]["controller_cpu_s"]) for n in sizes]) or 0, 2)
+            if len(sizes) > 1 else None,
+            "seconds_per_extra_host": round(slope([(n, points[n]["seconds"]) for n in sizes]) or 0, 2)
+            if len(sizes) > 1 else None,
+        }
+    return {"runs": runs, "medians": table}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = ["# backup.yml cost per run and per host (issue 15)", "",
+             "Generated by `bench/bench_cost.py` on %s (load average at start %s, at end %s; other jobs ran on "
+             "this 2-core machine, and the test hosts share its CPUs). Medians of %d round(s), variants back to back "
+             "in alternating order." % (result["date_utc"], result["load_start"], result["load_end"],
+                                        result["rounds"]), "",
+             "sqlite3_rsync: not measured (%s)." % result["sqlite3_rsync"], "",
+             "## One host: nothing changed, and 1% of the rows changed", "",
+             "| run | variant | seconds | bytes on the wire | controller CPU s | task headers | task results |",
+             "|---|---|---|---|---|---|---|"]
+    for scenario, label in (("no_change", "nothing changed"), ("change_1pct", "1% of rows changed")):
+        for variant, row in result["one_host"]["medians"].get(scenario, {}).items():
+            lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                label, variant, row["seconds"], row["wire_bytes"], row["controller_cpu_s"],
+                row.get("task_headers", row.get("tasks")), row.get("task_results")))
+    lines += ["", "## Per host (first backup and full pull of a ~150 KiB database each)", "",
+              "| variant | hosts | seconds | controller CPU s | hosts CPU s | hosts archived |",
+              "|---|---|---|---|---|---|"]
+    for variant, data in result["per_host"]["medians"].items():
+        for n, row in data["by_hosts"].items():
+            lines.append("| %s | %s | %s | %s | %s | %s |" % (variant, n, row["seconds"], row["controller_cpu_s"],
+                                                             row["hosts_cpu_s"], row["hosts_archived"]))
+    lines += ["", "| variant | controller CPU s per extra host | seconds per extra host |", "|---|---|---|"]
+    for variant, data in result["per_host"]["medians"].items():
+        lines.append("| %s | %s | %s |" % (variant, data["controller_cpu_s_per_extra_host"],
+                                           data["seconds_per_extra_host"]))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, sizes 1,2")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sizes", default="1,4,10")
+    parser.add_argument("--name", default="cost")
+    parser.add_argument("--results-dir", default=str(RESULTS_DIR))
+    parser.add_argument("--tmp", default=None)
+    parser.add_argument("--no-one-host", action="store_true", help="only the per-host runs (--sizes)")
+    parser.add_argument("--markdown-only", action="store_true", help="rewrite <name>.md from <name>.json")
+    args = parser.parse_args(argv)
+    out = Path(args.results_dir)
+    if args.markdown_only:
+        result = json.loads((out / ("%s.json" % args.name)).read_text())
+        for scenario in result["one_host"].get("medians", {}).values():
+            for row in scenario.values():
+                row.update({k: round(v, 2) for k, v in row.items() if isinstance(v, float)})
+                row["wire_bytes"] = int(row["wire_bytes"])
+        for data in result["per_host"]["medians"].values():
+            for row in data["by_hosts"].values():
+                row.update({k: round(v, 2) for k, v in row.items() if isinstance(v, float)})
+        (out / ("%s.md" % args.name)).write_text(markdown(result))
+        print(markdown(result))
+        return 0
+    rounds, sizes = (1, [1, 2]) if args.quick else (args.rounds, [int(n) for n in args.sizes.split(",")])
+    config = Config(quick=args.quick, tmp_base=args.tmp)
+    become_subreaper()
+    result: dict[str, Any] = {"date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rounds": rounds,
+                              "load_start": load_average(),
+                              "sqlite3_rsync": "it ships with SQLite 3.47+; this machine has %s and no package "
+                              "carries it" % sqlite3.sqlite_version}
+    with Fleet(max(sizes)) as fleet, workdir(config, "bench-cost-") as tmp:
+        for index, host in enumerate(fleet):
+            demo_db.create_demo_db(host.path(DB_PATH), members=60, seed=index + 1)
+        bench = Bench(fleet, tmp, config.log)
+        result["one_host"] = {"medians": {}, "runs": []} if args.no_one_host else one_host(bench, fleet, rounds)
+        result["per_host"] = per_host(bench, fleet, sizes, rounds)
+    result["load_end"] = load_average()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ("%s.json" % args.name)).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    text = markdown(result)
+    (out / ("%s.md" % args.name)).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -100,7 +100,8 @@ FILL_AFTER_CHECK_SCRIPT = r"""
 import json, os, sys
 sys.path.insert(0, sys.argv[1])
 import sqlite_fleet as core
-checked = core.check_free_space
+parts = [m for n, m in list(sys.modules.items()) if n.split(".")[0] == "sqlite_fleet"]  # the file, or the package's
+checked = next(m.check_free_space for m in parts if hasattr(m, "check_free_space"))
 
 def check_then_fill(directory, needed, what):
     checked(directory, needed, what)
@@ -112,8 +113,8 @@ def check_then_fill(directory, needed, what):
         except OSError:
             pass
 
-for module in [m for n, m in list(sys.modules.items()) if n.split(".")[0] == "sqlite_fleet"]:
-    if getattr(module, "check_free_space", None) is checked:  # the single file, or every part that uses it
+for module in parts:
+    if getattr(module, "check_free_space", None) is checked:  # every part that uses it
         module.check_free_space = check_then_fill
 """ + SNAPSHOT_SCRIPT.split("import sqlite_fleet as core", 1)[1]
 

@@ -23,15 +23,22 @@ A new function needs nothing: it goes to its banner section's part. A new banner
 row in SECTIONS. Names moved by OVERRIDES keep their old banner unless BANNERS names a new one.
 
 Re-run on main after merging work that changed the single file (the lead's procedure):
-    git checkout main && git merge <branches>           # module_utils/sqlite_fleet.py holds it all
-    .venv/bin/python tools/split_core.py --dry-run      # refuses? extend SECTIONS / OVERRIDES here
+    git checkout main && git merge <the other branches>  # module_utils/sqlite_fleet.py holds it all
+    git merge split~1      # this tool, the hand changes (role, core_sha256, tests, docs); not the
+                           # generated commit (merging it too: keep the merged single file on the
+                           # modify/delete conflict of module_utils/sqlite_fleet.py, drop its package)
+    .venv/bin/python tools/split_core.py --dry-run      # refused? extend SECTIONS / OVERRIDES / PARTS
     .venv/bin/python tools/split_core.py                # writes module_utils/sqlite_fleet/, removes the file
-    .venv/bin/ruff check module_utils && CI=true .venv/bin/pytest -q tests/unit tests/modules
-    git rm --cached module_utils/sqlite_fleet.py; git add module_utils/sqlite_fleet/*.py
+    .venv/bin/ruff check module_utils
+    CI=true .venv/bin/pytest -q tests/unit tests/modules tests/collection tests/integration/test_provision.py
+    git rm -q --cached module_utils/sqlite_fleet.py && git add module_utils/sqlite_fleet/*.py
     git commit -m "Split the core into module_utils/sqlite_fleet/ (tools/split_core.py)"
-When module_utils/sqlite_fleet.py and the package both exist (a branch that changed the single
-file merged after the split), move the branch's changes into the single file, delete the package
-and run the tool again: the single file is the source, the package is output.
+The package is output until that commit, the source after it: edit the parts from then on. A
+branch that still changes the single file after the split: apply its change to the single file
+of the commit before the split and run the tool again (it replaces the package), or port it by
+hand to the part that holds the function (``grep -n "def NAME" module_utils/sqlite_fleet/*.py``).
+Tests that patch the core (``monkeypatch.setattr(core, "X", ...)``) keep working through
+tests/core_parts.py; tests that read module_utils/sqlite_fleet.py by path use its core_files().
 """
 
 from __future__ import annotations

@@ -1602,18 +1602,35 @@ def check_sidecars(backup_path: str, digest: str) -> None:
 _CORE_SHA256: str | None = None
 
 
+def core_files() -> list[str]:
+    """The core's source files: every file of the package this module is part of (its ``PARTS``
+    and ``__init__.py``), or this single file."""
+    here = os.path.abspath(__file__)
+    parts = getattr(sys.modules.get(__name__.rpartition(".")[0]), "PARTS", None)
+    if not parts:
+        return [here]
+    folder = os.path.dirname(here)
+    return [os.path.join(folder, name + ".py") for name in ("__init__", *parts)]
+
+
 def core_sha256() -> str | None:
-    """sha256 of this very file (recorded in manifests; the controller compares versions)."""
+    """sha256 of the ``sha256sum`` lines of the core's files sorted by name (in the package's folder:
+    ``LC_ALL=C sha256sum *.py | sha256sum``); recorded in manifests, the controller compares it."""
     global _CORE_SHA256
     if _CORE_SHA256 is None:
+        lines = []
         try:
-            _CORE_SHA256 = sha256_file(os.path.abspath(__file__))
-        except OSError:
-            # Inside an Ansible module the core is read from the module's zip payload.
-            try:
-                _CORE_SHA256 = hashlib.sha256(__loader__.get_data(__file__)).hexdigest()  # type: ignore[name-defined]
-            except Exception:
-                _CORE_SHA256 = ""
+            for path in sorted(core_files(), key=os.path.basename):
+                try:
+                    with open(path, "rb") as handle:
+                        data = handle.read()
+                except OSError:
+                    # Inside an Ansible module the core is read from the module's zip payload.
+                    data = __loader__.get_data(path)  # type: ignore[name-defined]
+                lines.append("%s  %s\n" % (hashlib.sha256(data).hexdigest(), os.path.basename(path)))
+            _CORE_SHA256 = hashlib.sha256("".join(lines).encode()).hexdigest()
+        except Exception:
+            _CORE_SHA256 = ""
     return _CORE_SHA256 or None
 
 

@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """sqlite-backup: the on-host runner, so a host keeps backing up when the controller is away.
 
-provision.yml installs this file beside a copy of the core (``sqlite_fleet.py``) and a
+provision.yml installs this file beside a copy of the core (the package ``sqlite_fleet/``) and a
 config generated from the inventory; the host's cron runs it. It offers what the original
 ``backup_database.py`` offered, done with the same core as the Ansible modules:
 

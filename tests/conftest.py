@@ -10,7 +10,7 @@ Imports: the test folders are packages (tests.unit.test_core ...), so test files
 in two folders do not clash. Helper modules are imported by their own names, from the folders put
 on sys.path here (tests/, tests/unit, tests/integration, module_utils/, tools/, the repository
 root): ``fleet``, ``browser``, ``module_test_helpers`` (tests/), ``unit_helpers``,
-``integration_helpers``, ``sqlite_fleet``, ``app_writer``, ``demo_db``, ``sqlite_fleet_cli``; so
+``integration_helpers``, ``core_parts``, ``sqlite_fleet``, ``app_writer``, ``demo_db``, ``sqlite_fleet_cli``; so
 helper module names are unique across the folders. Never
 ``import conftest`` (every folder has one) nor a test module: what tests share goes in a helper
 module. Any combination of test files runs in one pytest call.
@@ -33,7 +33,11 @@ for _folder in (REPO_ROOT, REPO_ROOT / "tools", REPO_ROOT / "module_utils", TEST
     if str(_folder) not in sys.path:
         sys.path.insert(0, str(_folder))
 
+import sqlite_fleet  # noqa: E402
+from core_parts import whole_core  # noqa: E402
 from fleet import Fleet, FleetError, fleet_unavailable_reason  # noqa: E402
+
+whole_core(sqlite_fleet)  # core.X and monkeypatch.setattr(core, "X", ...) reach the package's parts
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from core_parts import core_files, core_sha256_of, install_core
 from demo_db import create_demo_db
 from fleet import DEFAULT_MOUNTS, Fleet, Host
 from integration_helpers import (
@@ -43,7 +44,6 @@ from prometheus_text import parse_prometheus
 
 pytestmark = pytest.mark.integration
 
-CORE = REPO / "module_utils" / "sqlite_fleet.py"
 RUNNER = REPO / "runner" / "sqlite_backup_runner.py"
 CLI = REPO / ".venv" / "bin" / "sqlite-fleet"
 
@@ -181,6 +181,11 @@ def site(fleet3: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pr
         for host in fleet3:
             host.path(CRON_FILE).unlink(missing_ok=True)
             create_demo_db(host.path(GYM["path"]), members=60, seed=int(host.name[2:]), force=True)
+            # an older installation: the core as one file, and a part the package no longer has
+            old = host.path(RUNNER_DIR)
+            (old / "sqlite_fleet").mkdir(parents=True, exist_ok=True)
+            (old / "sqlite_fleet.py").write_text("raise SystemExit('the old single-file core')\n")
+            (old / "sqlite_fleet" / "gone.py").write_text("raise SystemExit('a part the core no longer has')\n")
         expect_ok(current.playbook("provision.yml"))
         for host in fleet3:
             (entry,) = cron_entries(host.path(CRON_FILE).read_text())
@@ -199,7 +204,9 @@ def site(fleet3: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pr
 def test_provision_installs_the_runner_config_and_cron_lines(site: ProvisionSite) -> None:
     for host in site.fleet:
         installed = host.path(RUNNER_DIR)
-        assert (installed / "sqlite_fleet.py").read_bytes() == CORE.read_bytes()
+        assert {path.name: path.read_bytes() for path in (installed / "sqlite_fleet").glob("*.py")} == {
+            path.name: path.read_bytes() for path in core_files()}
+        assert not (installed / "sqlite_fleet.py").exists(), "the old single-file core was left behind"
         assert (installed / "sqlite_backup_runner.py").read_bytes() == RUNNER.read_bytes()
         assert mode_of(installed / "sqlite_backup_runner.py") == 0o755
         assert mode_of(installed / "config.json") == 0o600
@@ -227,7 +234,7 @@ def test_provision_installs_the_runner_config_and_cron_lines(site: ProvisionSite
 
 def test_installed_cron_line_takes_a_verified_backup_with_metrics(site: ProvisionSite) -> None:
     made = site.run_cron_lines()
-    core_sha256 = sha256_of(CORE)
+    core_sha256 = core_sha256_of(core_files())
     for host in site.fleet:
         assert backups_in(host.path(BACKUP_DIR)) == [made[host.name]]
         backup = host.path(BACKUP_DIR) / made[host.name]
@@ -380,7 +387,7 @@ class OneHost:
     def install(self, **configs: dict[str, Any]) -> None:
         """The installed layout (as provision.yml leaves it) with one config file per name."""
         folder = self.host.path(RUNNER_DIR)
-        (folder / "sqlite_fleet.py").write_bytes(CORE.read_bytes())
+        install_core(folder)
         (folder / "sqlite_backup_runner.py").write_bytes(RUNNER.read_bytes())
         (folder / "sqlite_backup_runner.py").chmod(0o755)
         for name, overrides in configs.items():

@@ -43,6 +43,7 @@ from typing import Any
 
 import pytest
 import sqlite_fleet as core
+from core_parts import install_core
 from demo_db import create_demo_db
 from fleet import Fleet, Host
 from hypothesis import HealthCheck, given, settings
@@ -99,7 +100,8 @@ FILL_AFTER_CHECK_SCRIPT = r"""
 import json, os, sys
 sys.path.insert(0, sys.argv[1])
 import sqlite_fleet as core
-checked = core.check_free_space
+parts = [m for n, m in list(sys.modules.items()) if n.split(".")[0] == "sqlite_fleet"]  # the file, or the package's
+checked = next(m.check_free_space for m in parts if hasattr(m, "check_free_space"))
 
 def check_then_fill(directory, needed, what):
     checked(directory, needed, what)
@@ -111,7 +113,9 @@ def check_then_fill(directory, needed, what):
         except OSError:
             pass
 
-core.check_free_space = check_then_fill
+for module in parts:
+    if getattr(module, "check_free_space", None) is checked:  # every part that uses it
+        module.check_free_space = check_then_fill
 """ + SNAPSHOT_SCRIPT.split("import sqlite_fleet as core", 1)[1]
 
 
@@ -547,7 +551,7 @@ def install_runner(host: Host) -> None:
     """The runner as provision.yml installs it (tests/integration/test_provision.py runs the role itself)."""
     opt = host.path(RUNNER_DIR)
     shutil.copy2(REPO / "runner" / "sqlite_backup_runner.py", opt / "sqlite_backup_runner.py")
-    shutil.copy2(CORE_DIR / "sqlite_fleet.py", opt / "sqlite_fleet.py")
+    install_core(opt)
     config = {"host": host.name, "backup_dir": BACKUP_DIR, "databases": [{"name": DB_NAME, "path": DB_PATH}],
               "retention": dict(RETENTION, keep_label_days={}), "timezone": "UTC", "lock_timeout": 120,
               "busy_timeout_ms": 5000, "log_file": "/var/log/sqlite-backup/backup.log", "metrics_dir": ""}

@@ -33,7 +33,7 @@ def test_a_backup_made_by_an_older_runner_is_archived_with_a_warning(tmp_path: P
 
 def test_a_backup_made_by_the_current_core_brings_no_warning(tmp_path: Path) -> None:
     current = {"name": core.TOOL_NAME, "version": core.CORE_VERSION,
-               "core_sha256": core.sha256_file(core.__file__)}
+               "core_sha256": core.core_sha256()}
     result = import_one(tmp_path, current, runner=True)
     assert not result.get("failed"), result
     assert "outdated_runner" not in result

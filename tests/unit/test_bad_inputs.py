@@ -28,6 +28,7 @@ from typing import Any
 
 import module_test_helpers as helpers
 import pytest
+from core_parts import install_core
 from module_test_helpers import core, fill
 
 REPO = Path(__file__).resolve().parents[2]
@@ -245,7 +246,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (template / "shared").chmod(0o1777)
     (template / "opt").mkdir()
     shutil.copy2(REPO / "runner" / "sqlite_backup_runner.py", template / "opt" / "sqlite_backup_runner.py")
-    shutil.copy2(REPO / "module_utils" / "sqlite_fleet.py", template / "opt" / "sqlite_fleet.py")
+    install_core(template / "opt")
     folders = {}
     for case in CASES:
         folder = shutil.copytree(template, root / case.id, copy_function=shutil.copy2, symlinks=True)

@@ -1,7 +1,7 @@
 """The on-host runner, run as real processes.
 
 ``runner/sqlite_backup_runner.py`` runs from a temporary copy of the installed layout (the
-core ``sqlite_fleet.py`` beside the runner and a ``config.json``), under every host Python
+core (the package ``sqlite_fleet/``) beside the runner and a ``config.json``), under every host Python
 present: the system one and the Pi-like 3.9. (The controller's scheduled runs: test_cli_units.py
 and tests/integration/test_cli.py.) No fleet, no mocks: real files,
 real SQLite databases, real flocks held by this process or by other processes.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -31,10 +30,10 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "module_utils"))
 import sqlite_fleet as core  # noqa: E402
+from core_parts import core_files, core_sha256_of, install_core  # noqa: E402
 from prometheus_text import parse_prometheus  # noqa: E402
 from unit_helpers import create_demo_db  # noqa: E402
 
-CORE = REPO_ROOT / "module_utils" / "sqlite_fleet.py"
 RUNNER = REPO_ROOT / "runner" / "sqlite_backup_runner.py"
 HOST_PYTHONS = [p for p in ("/usr/bin/python3", "/root/.pyenv/versions/3.9.18/bin/python3") if os.access(p, os.X_OK)]
 UTC = dt.timezone.utc
@@ -143,7 +142,7 @@ class Layout:
 def layout(request: pytest.FixtureRequest, tmp_path: Path) -> Layout:
     installed = Layout(request.param, tmp_path)
     installed.opt.mkdir(parents=True)
-    shutil.copy2(CORE, installed.opt / "sqlite_fleet.py")
+    install_core(installed.opt)
     shutil.copy2(RUNNER, installed.opt / "sqlite_backup_runner.py")
     installed.db().parent.mkdir()
     create_demo_db(installed.db(), members=30)
@@ -228,7 +227,7 @@ def test_backup_verify_stats_and_check_config(layout: Layout) -> None:
     manifest = json.loads((layout.backups / (backup + ".json")).read_text())
     assert manifest["verified"] is True and manifest["source"]["host"] == "testpi"
     assert manifest["runner"] == {"version": core.CORE_VERSION, "made_by": "on-host runner"}
-    assert manifest["tool"]["core_sha256"] == hashlib.sha256(CORE.read_bytes()).hexdigest()
+    assert manifest["tool"]["core_sha256"] == core_sha256_of(core_files())
     assert manifest["tables"]["members"] == 30
 
     verified = layout.run("verify")

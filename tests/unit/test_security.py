@@ -37,12 +37,13 @@ if str(CORE_DIR) not in sys.path:
     sys.path.insert(0, str(CORE_DIR))
 
 import sqlite_fleet as core  # noqa: E402
+from core_parts import core_files, core_trees  # noqa: E402
 
 THIS_FILE = Path(__file__).resolve()
 SKIP_DIRS = {".venv", ".git", "__pycache__", "node_modules", ".pytest_cache", ".hypothesis", "var", "demo"}
 ANSIBLE_YAML = sorted({*REPO.glob("*.yml"), *REPO.glob("playbooks/**/*.yml"), *REPO.glob("roles/*/tasks/*.yml"),
                        *REPO.glob("roles/*/handlers/*.yml")})
-PYTHON_SHIPPED = [CORE_DIR / "sqlite_fleet.py", *sorted((REPO / "library").glob("*.py")),
+PYTHON_SHIPPED = [*core_files(CORE_DIR), *sorted((REPO / "library").glob("*.py")),
                   REPO / "runner" / "sqlite_backup_runner.py"]
 
 
@@ -315,8 +316,8 @@ def test_every_formatted_sql_statement_quotes_identifiers_or_interpolates_number
 
 
 def test_the_reviewed_sql_values_are_what_the_review_says() -> None:
-    tree = ast.parse((CORE_DIR / "sqlite_fleet.py").read_text())
-    functions = {node.name: node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+    functions = {node.name: node for tree in core_trees(CORE_DIR) for node in ast.walk(tree)
+                 if isinstance(node, ast.FunctionDef)}
     # pragma_value: only ever called with a constant, lower-case pragma name
     for path in PYTHON_SHIPPED:
         for node in ast.walk(ast.parse(path.read_text())):

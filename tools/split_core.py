@@ -68,19 +68,22 @@ PARTS = {
     "inputs": "Checks of what users pass in: names, labels, paths, timeouts, database files, identifiers.",
     "files": "Files and folders: fsync, hashing, atomic writes, owners, private folders, free space, "
              "the folder lock, the kernel copy, work in the background.",
+    "progress": "Progress of a pull: the files the controller's fetch writes while it copies, and their reader.",
     "sqlitedb": "SQLite connections, checks, facts and checkpoints.",
     "catalog": "Manifests, .sha256 sidecars, the listing of a backup folder, unfinished files, and the "
                "commit protocol shared by snapshots and archive imports.",
     "pinned": "The pinned copy: the database file's bytes copied in the kernel while a read transaction "
               "pins the WAL, with that snapshot's WAL pages laid over them.",
-    "snapshot": "Taking a backup: the copy (pinned copy, backup API or VACUUM INTO), its checks and its commit.",
+    "snapshots": "Taking a backup: the copy (pinned copy, backup API or VACUUM INTO), its checks and its commit.",
     "verify": "Verifying finished backups: checksum, integrity, foreign keys and row counts against the manifest.",
     "retention": "Retention: the policy, the pure selection, the prune under the lock, folder statistics.",
     "delta": "Delta files: the pages that changed between two backups of one database, and their application.",
     "export": "The host side of a pull: the plan, the staging folders and what the fetch user may read.",
     "archive": "The archive side of a pull: vetting transfers and manifests, delta bases, space, imports.",
+    "pull": "A pull on the controller, step by step: the offered transfers checked, fetched files imported, "
+            "the archive pruned (the sqlite_archive module and the sqlite_backup action plugin call these).",
     "restore": "Restores (choosing a backup, the target plan, live or replace) and working copies.",
-    "drill": "Restore drills: a backup restored into scratch space, checked and probed.",
+    "drills": "Restore drills: a backup restored into scratch space, checked and probed.",
     "present": "Presentation helpers: sizes and ages for people.",
 }
 
@@ -91,12 +94,13 @@ SECTIONS = {
     "names": "names",
     "files": "files",
     "lock": "files",
+    "pull progress": "progress",
     "sqlite helpers": "sqlitedb",
     "facts": "sqlitedb",
     "manifests": "catalog",
     "listing": "catalog",
     "commit": "catalog",
-    "snapshot": "snapshot",
+    "snapshot": "snapshots",
     "pinned copy": "pinned",
     "verify": "verify",
     "retention": "retention",
@@ -108,8 +112,8 @@ SECTIONS = {
     "export": "export",
     "working copies": "restore",
     "restore": "restore",
-    "restore drills": "drill",
-    "drills": "drill",
+    "restore drills": "drills",
+    "drills": "drills",
     "presentation": "present",
 }
 
@@ -119,19 +123,26 @@ OVERRIDES = {
     "KIND_BAD_INPUT": "errors", "KIND_LOCKED": "errors", "KIND_NO_SPACE": "errors", "KIND_CORRUPT": "errors",
     "KIND_IO": "errors", "BackupError": "errors",
     "RETENTION_RULES": "retention", "retention_options": "retention",
-    "INTEGRITY_LEVELS": "sqlitedb", "CHECKPOINT_MODES": "sqlitedb", "METHODS": "snapshot",
+    "INTEGRITY_LEVELS": "sqlitedb", "CHECKPOINT_MODES": "sqlitedb", "METHODS": "snapshots",
     "SQLITE_HEADER": "inputs",
     # the snapshot section's tools that verify, delta and export use too
     "Background": "files", "fsync_and_hash": "files", "run_at_priority": "files", "BACKUP_NICE": "files",
     # the kernel copy
     "open_held": "files", "copy_file_bytes": "files", "COPY_STEP_BYTES": "files",
     # the commit protocol, written once for snapshots and archive imports, and the core's own checksum
-    "commit_backup": "catalog", "place_backup": "catalog", "finish_commit": "catalog", "check_sidecars": "catalog",
+    "commit_backup": "catalog", "commit_file": "catalog", "check_sidecars": "catalog",
     "_CORE_SHA256": "catalog", "core_files": "catalog", "core_sha256": "catalog",
     # checking a copy before its commit
-    "inspect_copy": "snapshot", "count_rows_in": "snapshot", "check_backup_database": "verify",
+    "inspect_copy": "snapshots", "count_rows_in": "snapshots", "check_backup_database": "verify",
     # the archive layout, shared by imports, drills and restores
     "drill_targets": "archive", "archived_backups": "archive",
+    # the controller's steps of a pull, built on the archive's checks and imports
+    "NOT_STAGED": "pull", "offered_transfers": "pull", "prepare_pull": "pull", "import_pulled": "pull",
+    "outdated_runner": "pull", "import_all": "pull", "archive_diff": "pull", "import_and_prune": "pull",
+    # the clock rule that restores, drills and exports share
+    "CLOCK_SKEW": "names", "dated_in_future": "names", "future_warning": "names",
+    # the words of a drill's status, shown by the presentation helpers
+    "DRILL_STATUS_WORD": "present",
 }
 
 # The banner of names OVERRIDES moved, in their new part: (part, section they came from) -> banner.
@@ -140,12 +151,13 @@ BANNERS = {
     ("files", "snapshot"): "background work, flushing and hashing",
     ("files", "pinned copy"): "the kernel copy",
     ("catalog", "pinned copy"): "commit",
-    ("snapshot", "pinned copy"): "checking a copy",
+    ("snapshots", "pinned copy"): "checking a copy",
 }
 
-# Files whose uses of the core __init__ re-exports (the faces). Tests reach the parts themselves.
+# Files whose uses of the core __init__ re-exports (the faces, and the tests: their scripts run in a
+# process of their own import the package as the runner does).
 FACES = ("library/*.py", "action_plugins/*.py", "runner/*.py", "bin/*", "sqlite_fleet_cli/**/*.py",
-         "callback_plugins/*.py", "bench/*.py", "tools/*.py")
+         "callback_plugins/*.py", "bench/*.py", "tools/*.py", "tests/**/*.py")
 
 
 class Refused(Exception):

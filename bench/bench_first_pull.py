@@ -23,15 +23,21 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import demo_db
-import sqlite_fleet as core
-from common import MIB, REPO, RSYNC, Config, median, rotate, rounded, workdir
-from fleet import Fleet
-from integration_helpers import ANSIBLE_PLAYBOOK, BACKUP_DIR, DB_NAME, DB_PATH
+_REPO = Path(__file__).resolve().parents[1]
+for _folder in ("bench", "module_utils", "tools", "tests", "tests/integration"):
+    if str(_REPO / _folder) not in sys.path:
+        sys.path.insert(0, str(_REPO / _folder))
+
+import demo_db  # noqa: E402
+import sqlite_fleet as core  # noqa: E402
+from common import MIB, REPO, RSYNC, Config, median, rotate, rounded, workdir  # noqa: E402
+from fleet import Fleet  # noqa: E402
+from integration_helpers import ANSIBLE_PLAYBOOK, BACKUP_DIR, DB_NAME, DB_PATH  # noqa: E402
 
 PLAYBOOK_TIMEOUT = 1800
 TASK_LINE = re.compile(r"^(?P<task>.+?) -+ (?P<seconds>\d+\.\d+)s$")
@@ -83,8 +89,14 @@ class Pull:
                                                                 proc.stderr[-2000:]))
         return {"seconds": seconds, "wire_bytes": (rx1 - rx0) + (tx1 - tx0), "stdout": proc.stdout}
 
-    def playbook(self, ssh_args: str) -> dict[str, Any]:
-        folder = self.fresh()
+    def playbook(self, ssh_args: str, folder: Path | None = None) -> dict[str, Any]:
+        """backup.yml into an empty archive, the host's backup folder emptied first: a first pull
+        of exactly one backup (an empty archive is otherwise offered every backup the host holds).
+        With ``folder``: a run again into that folder's archive, the host left as it is."""
+        again = folder is not None
+        if folder is None:
+            self.host.empty(BACKUP_DIR)
+            folder = self.fresh()
         inventory = self.fleet.write_inventory(folder / "inv.yml", group_vars={
             "sqlite_backup_databases": [{"name": DB_NAME, "path": DB_PATH}],
             "sqlite_archive_dir": str(folder / "archive")})
@@ -101,8 +113,10 @@ class Pull:
                     float(match.group("seconds"))
         entry["tasks"] = tasks
         pulled = sorted((folder / "archive" / self.host.name / DB_NAME).glob("*.db"))
-        if not pulled:
-            raise RuntimeError("backup.yml pulled nothing")
+        if again:
+            return entry
+        if len(pulled) != 1:
+            raise RuntimeError("backup.yml pulled %d backups, not one" % len(pulled))
         entry["bytes"] = pulled[-1].stat().st_size
         entry["pulled"] = str(pulled[-1])
         return entry
@@ -176,7 +190,18 @@ def run(config: Config) -> dict[str, Any]:
                 config.log("  round %d %-10s %6.2f s  %6.1f MiB/s  wire %d  load %.1f"
                            % (round_no + 1, method, entry["seconds"], entry["bytes"] / MIB / entry["seconds"],
                               entry["wire_bytes"], os.getloadavg()[0]))
-    result: dict[str, Any] = {"rounds": config.rounds, "ssh_args_with_C": with_c, "ssh_args_without_C": no_c,
+        no_change = {}
+        for label, args in (("with_C", with_c), ("without_C", no_c)):  # what -C saves on a run that pulls nothing
+            first = pull.playbook(args)
+            folder = Path(first["pulled"]).parents[3]
+            time.sleep(1.1)  # backups are named by the second
+            entries = [pull.playbook(args, folder) for _ in range(2)]
+            no_change[label] = {"seconds": median([e["seconds"] for e in entries]),
+                                "wire_bytes": median([e["wire_bytes"] for e in entries])}
+            shutil.rmtree(folder)
+            config.log("  no-change run %s: %s" % (label, no_change[label]))
+    result: dict[str, Any] = {"rounds": config.rounds, "no_change_run": no_change,
+                              "ssh_args_with_C": with_c, "ssh_args_without_C": no_c,
                               "methods": {}}
     for method, entries in runs.items():
         seconds = [e["seconds"] for e in entries]
@@ -196,7 +221,6 @@ def run(config: Config) -> dict[str, Any]:
 
 if __name__ == "__main__":
     import json
-    import sys
     mb = int(sys.argv[1]) if len(sys.argv) > 1 else 256
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     print(json.dumps(run(Config(pull_mb=mb, rounds=rounds)), indent=1))

@@ -257,6 +257,9 @@ def markdown(data: dict[str, Any]) -> str:
         for task in tasks_c:
             if max(tasks_c[task], tasks_n.get(task, 0.0)) >= 0.2:
                 lines.append(fmt_row([task, "%.2f" % tasks_c[task], "%.2f" % tasks_n.get(task, 0.0)]))
+        lines += ["", "A run where nothing changed (a second backup.yml, one small delta pulled), median of 2: %s."
+                  % "; ".join("%s: %.2f s, %d bytes on the wire" % (k, v["seconds"], v["wire_bytes"])
+                              for k, v in pull.get("no_change_run", {}).items())]
         lines += ["", "The controller's import checks of the pulled copy, each alone (median s): %s" % ", ".join(
             "%s %.3f" % kv for kv in pull["import_costs_median_s"].items()), ""]
     lines += data.get("notes", [])

@@ -1628,7 +1628,10 @@ def inspect_copy(tmp_path: str, integrity: str, on_final: Any = None, read_only:
     """
     conn = open_readonly(tmp_path, immutable=True) if read_only else sqlite3.connect(tmp_path, isolation_level=None)
     try:
-        mode = conn.execute("PRAGMA journal_mode" if read_only else "PRAGMA journal_mode=DELETE").fetchone()[0]
+        if read_only:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        else:
+            mode = conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
         if mode != "delete":
             raise BackupError("could not switch the copy to journal_mode=DELETE (got %s)" % mode, KIND_IO)
         if on_final is not None:

@@ -45,6 +45,7 @@ from common import (  # noqa: E402
     RESULTS_DIR,
     SQLITE3_CLI,
     Config,
+    cpu_seconds,
     evict_from_page_cache,
     fsync_file,
     load_average,
@@ -130,6 +131,7 @@ def idle_runs(config: Config, db: Path, scratch: Path, cold: bool) -> dict[str, 
         "cp": lambda: copy_cp(db, out),
     }
     seconds: dict[str, list[float]] = {m: [] for m in METHODS}
+    cpu: dict[str, list[float]] = {m: [] for m in METHODS}
     steps: dict[str, list[dict[str, float]]] = {m: [] for m in METHODS if m.startswith("ours")}
     loads = []
     for round_no in range(config.rounds):
@@ -137,9 +139,10 @@ def idle_runs(config: Config, db: Path, scratch: Path, cold: bool) -> dict[str, 
             remove_db(out)
             if cold:
                 evict_from_page_cache(db)
-            started = time.perf_counter()
+            started, cpu_before = time.perf_counter(), cpu_seconds()
             result = actions[method]()
             seconds[method].append(time.perf_counter() - started)
+            cpu[method].append(cpu_seconds() - cpu_before)
             remove_db(out)
             if method in steps:
                 steps[method].append(result["steps"])
@@ -147,8 +150,8 @@ def idle_runs(config: Config, db: Path, scratch: Path, cold: bool) -> dict[str, 
         config.log("  %s round %d: %s  load %.1f" % ("cold" if cold else "warm", round_no + 1, "  ".join(
             "%s %.2f" % (m, seconds[m][-1]) for m in METHODS), loads[-1]))
     nbytes = db.stat().st_size
-    methods = {m: {"median_s": median(s), "seconds": s, "median_mib_s": nbytes / MIB / median(s)}
-               for m, s in seconds.items()}
+    methods = {m: {"median_s": median(s), "seconds": s, "median_mib_s": nbytes / MIB / median(s),
+                   "cpu_median_s": median(cpu[m])} for m, s in seconds.items()}
     for method, entries in steps.items():
         methods[method]["steps_median_s"] = {n: median([e.get(n, 0.0) for e in entries]) for n in STEPS}
     # time of ours / time of the other, median of per-round pairs (< 1: ours is faster)
@@ -162,24 +165,32 @@ def idle_runs(config: Config, db: Path, scratch: Path, cold: bool) -> dict[str, 
 def writer_runs(config: Config, db: Path, scratch: Path) -> dict[str, Any]:
     """Ours under an app-like writer (the bench_snapshot.py set-up): the writer's worst commit."""
     backups = scratch / "backups-writer"
-    rounds = []
+    rounds: list[dict[str, Any]] = []
+    alone: list[dict[str, Any]] = []
     for _ in range(1 if config.quick else 3):
-        writer = app_writer.start_writer(db, rate=config.writer_rate, status_interval=0.05)
-        try:
-            writer.wait_ready(timeout=60)
-            time.sleep(0.5)
-            started = time.perf_counter()
-            result = core.snapshot(str(db), str(backups), "bench")
-            seconds = time.perf_counter() - started
-            ok, _, detail = app_writer.check_invariant(result["backup"], immutable=True)
-            for path in (result["backup"], result["backup"] + ".sha256", result["backup"] + ".json"):
-                os.unlink(path)
-        finally:
-            final = writer.stop()
-        rounds.append({"seconds": seconds, "consistent": ok, "writer_max_ms": final.get("max_ms"),
-                       "writer_p99_ms": final.get("p99_ms"), "locked_errors": final.get("locked_errors")})
-        config.log("  under the writer: %s" % rounds[-1])
-    return {"rounds": rounds, "worst_commit_ms": max(r["writer_max_ms"] for r in rounds),
+        for phase in ("alone", "ours"):  # the writer alone for as long, as a baseline of this machine's load
+            writer = app_writer.start_writer(db, rate=config.writer_rate, status_interval=0.05)
+            ok = True
+            try:
+                writer.wait_ready(timeout=60)
+                time.sleep(0.5)
+                started = time.perf_counter()
+                if phase == "ours":
+                    result = core.snapshot(str(db), str(backups), "bench")
+                    ok, _, _detail = app_writer.check_invariant(result["backup"], immutable=True)
+                    for path in (result["backup"], result["backup"] + ".sha256", result["backup"] + ".json"):
+                        os.unlink(path)
+                else:
+                    time.sleep(rounds[-1]["seconds"] if rounds else 1.0)
+                seconds = time.perf_counter() - started
+            finally:
+                final = writer.stop()
+            entry = {"seconds": seconds, "consistent": ok, "writer_max_ms": final.get("max_ms"),
+                     "writer_p99_ms": final.get("p99_ms"), "locked_errors": final.get("locked_errors")}
+            (rounds if phase == "ours" else alone).append(entry)
+            config.log("  writer %s: %s" % (phase, entry))
+    return {"rounds": rounds, "alone": alone, "worst_commit_ms": max(r["writer_max_ms"] for r in rounds),
+            "worst_commit_alone_ms": max(r["writer_max_ms"] for r in alone),
             "consistent": all(r["consistent"] for r in rounds)}
 
 
@@ -212,12 +223,14 @@ def markdown(data: dict[str, Any]) -> str:
              "pairs." % (m["load_average_at_start"], data["load_average_at_end"], data["rounds"]), ""]
     for size in data["snapshot"]:
         lines += ["## Snapshot, %s MiB WAL database, idle" % size["mib"], "",
-                  fmt_row(["method", "warm median s", "warm MiB/s", "cold median s", "cold MiB/s"]),
-                  fmt_row(["---"] * 5)]
+                  fmt_row(["method", "warm median s", "warm MiB/s", "warm CPU s", "cold median s", "cold MiB/s",
+                           "cold CPU s"]),
+                  fmt_row(["---"] * 7)]
         for method in METHODS:
             w, c = size["warm"]["methods"][method], size["cold"]["methods"][method]
             lines.append(fmt_row([method, "%.3f" % w["median_s"], "%.0f" % w["median_mib_s"],
-                                  "%.3f" % c["median_s"], "%.0f" % c["median_mib_s"]]))
+                                  "%.3f" % w.get("cpu_median_s", 0), "%.3f" % c["median_s"],
+                                  "%.0f" % c["median_mib_s"], "%.3f" % c.get("cpu_median_s", 0)]))
         lines += ["", fmt_row(["time ratio (< 1: the first is faster)", "warm", "cold"]), fmt_row(["---"] * 3)]
         for key in size["warm"]["time_ratios"]:
             lines.append(fmt_row([key, "%.3f" % size["warm"]["time_ratios"][key],
@@ -232,8 +245,9 @@ def markdown(data: dict[str, Any]) -> str:
                                            for v in ("ours", "ours_hash_after") for c in ("warm", "cold")]))
         w = size["under_writer"]
         lines += ["", "Under an app-like writer (200 commits/s): worst commit %.1f ms over %d snapshots "
-                  "(target <= 30 ms), snapshots consistent: %s; runs: %s" % (
-                      w["worst_commit_ms"], len(w["rounds"]), w["consistent"],
+                  "(target <= 30 ms; the writer alone on this machine, as long: worst %.1f ms), snapshots "
+                  "consistent: %s; runs: %s" % (
+                      w["worst_commit_ms"], len(w["rounds"]), w.get("worst_commit_alone_ms", -1), w["consistent"],
                       ", ".join("%.2f s / max %.1f ms / p99 %.1f ms" % (r["seconds"], r["writer_max_ms"],
                                                                       r["writer_p99_ms"]) for r in w["rounds"])), ""]
     pull = data.get("first_pull")

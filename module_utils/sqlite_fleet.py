@@ -1055,20 +1055,34 @@ def snapshot(
 def copy_and_check(db_path: str, tmp_path: str, method: str, busy_timeout_ms: int, db_stat: os.stat_result,
                    integrity: str, file_owner: tuple[int, int]) -> tuple[dict[str, Any], dict[str, Any], str]:
     """Copy, check, fsync and hash a snapshot under its temporary name: (copy, checked, sha256)."""
-    copy = copy_database(db_path, tmp_path, method, busy_timeout_ms, db_stat)
+    copy = copy_database(db_path, tmp_path, method, busy_timeout_ms, db_stat, hash_copy=True)
     os.chmod(tmp_path, 0o600)
     chown_if_needed(tmp_path, file_owner)
-    # Once switched to journal_mode=DELETE the copy's bytes are final: fsync and hash it in a
-    # thread while SQLite checks it (both release the GIL).
+    # A pinned copy was hashed as it was written (its bytes are final, and in rollback-journal
+    # mode already); the other copies once switched to journal_mode=DELETE. The fsync, and
+    # the hash when still to do, run in a thread while SQLite checks the copy (all release the GIL).
+    digest = copy.pop("sha256")
+    hashed = file_identity(tmp_path) if digest else None
     finishing: list[Background] = []
+    final_work = fsync_path if digest else fsync_and_hash
     try:
-        checked = inspect_copy(tmp_path, integrity,
-                               on_final=lambda: finishing.append(Background(fsync_and_hash, tmp_path)))
+        checked = inspect_copy(tmp_path, integrity, read_only=bool(digest),
+                               on_final=lambda: finishing.append(Background(final_work, tmp_path)))
     finally:
         for job in finishing:
             job.wait()
-    digest = finishing[0].result() if finishing else fsync_and_hash(tmp_path)
+    result = finishing[0].result() if finishing else final_work(tmp_path)
+    if not digest:
+        digest = result
+    elif file_identity(tmp_path) != hashed:  # something wrote to the copy after all: hash it again
+        digest = fsync_and_hash(tmp_path)
     return copy, checked, digest
+
+
+def file_identity(path: str) -> tuple[int, int, int]:
+    """Size, modification time and change time (ns): what a write to the file changes."""
+    info = os.stat(path)
+    return info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
 
 # How much nicer than its caller a snapshot of a WAL database runs (Linux, per thread).
@@ -1206,19 +1220,21 @@ def fsync_and_hash(path: str) -> str:
 
 
 def copy_database(db_path: str, tmp_path: str, method: str, busy_timeout_ms: int,
-                  db_stat: os.stat_result) -> dict[str, Any]:
+                  db_stat: os.stat_result, hash_copy: bool = False) -> dict[str, Any]:
     """Copy the live database into ``tmp_path`` under one read transaction.
 
     ``pinned_copy`` copies the file's bytes while the read transaction pins the snapshot,
     then lays that snapshot's WAL frames over them (see :func:`pinned_file_copy`); when the
     snapshot cannot be pinned down exactly, the same transaction copies with the backup API
-    instead, and the result says so (``method``).
+    instead, and the result says so (``method``). With ``hash_copy`` a pinned copy is hashed
+    as it is written: ``sha256`` in the result (None for the other methods).
     """
     existed = side_files_present(db_path)
     source = None
     target = None
     flusher = None
     used = method
+    digest = None
     held_fds: list[int] = []  # closed only after ``source``: see begin_pinned_read
     try:
         try:
@@ -1254,7 +1270,7 @@ def copy_database(db_path: str, tmp_path: str, method: str, busy_timeout_ms: int
         try:
             if used == "pinned_copy":
                 try:
-                    pinned_file_copy(source, db_path, tmp_path, wal_index, held_fds, flusher)
+                    digest = pinned_file_copy(source, db_path, tmp_path, wal_index, held_fds, flusher, hash_copy)
                 except SnapshotNotPinned:
                     # pinned_file_copy removed its file: the backup API starts a new one.
                     used = "backup_api"
@@ -1300,6 +1316,7 @@ def copy_database(db_path: str, tmp_path: str, method: str, busy_timeout_ms: int
         "started_monotonic": started_monotonic,
         "journal_mode": journal_mode,
         "method": used,
+        "sha256": digest,
         "copy_seconds": copy_seconds,
         "steps": flusher.steps if flusher is not None else 1,
         "flushes": flusher.flushes if flusher is not None else 0,
@@ -1420,12 +1437,15 @@ def copy_file_bytes(src_fd: int, dst_fd: int, length: int, progress: Any = None,
 
 
 def pinned_file_copy(source: sqlite3.Connection, db_path: str, tmp_path: str,
-                     wal_index: Mapping[str, Any] | None, held_fds: list[int], progress: Any = None) -> None:
+                     wal_index: Mapping[str, Any] | None, held_fds: list[int], progress: Any = None,
+                     hash_copy: bool = False) -> str | None:
     """Write the snapshot ``source``'s read transaction holds into the new file ``tmp_path``.
 
     ``wal_index``: the snapshot's wal-index header (WAL mode), None with a rollback journal.
     The descriptors it opens on the database and its WAL go into ``held_fds``, for the
     caller to close after ``source`` (see :func:`begin_pinned_read`).
+    With ``hash_copy`` it returns the sha256 of the finished copy, hashed in a thread that
+    trails the copy (each piece once its bytes are final), else None.
     Raises SnapshotNotPinned when what it finds does not add up; nothing is left written then.
     """
     page_size = pragma_value(source, "page_size")
@@ -1437,42 +1457,154 @@ def pinned_file_copy(source: sqlite3.Connection, db_path: str, tmp_path: str,
         raise SnapshotNotPinned("the wal-index header does not describe this snapshot")
     total = page_size * page_count
     dst_fd = os.open(tmp_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    hasher = TrailingHash(dst_fd) if hash_copy else None
     try:
         src_fd = open_held(db_path, held_fds)
         if src_fd is None:
             raise SnapshotNotPinned("cannot open %s" % db_path)
-        copied = copy_file_bytes(src_fd, dst_fd, total, progress,
-                                 progress.step_bytes if progress is not None else COPY_STEP_BYTES)
-        os.ftruncate(dst_fd, total)
-        overlaid: set[int] = set()
+        wal_fd, frames = None, {}
         if wal_index is not None and wal_index["n_backfill"] < wal_index["mx_frame"]:
             wal_fd = open_held(db_path + "-wal", held_fds)
             if wal_fd is None:
                 raise SnapshotNotPinned("cannot open the WAL of %s" % db_path)
-            overlaid = overlay_wal_frames(wal_fd, dst_fd, wal_index, page_count)
-        missing = [page for page in range(copied // page_size + 1, page_count + 1) if page not in overlaid]
+            frames = snapshot_wal_frames(wal_fd, wal_index, page_count)
+        finisher = PageFinisher(dst_fd, wal_fd, frames, page_size, page_count, hasher)
+
+        def step(status: int, remaining: int, length: int) -> None:
+            finisher.final_up_to(length - remaining)
+            if progress is not None:
+                progress(status, remaining, length)
+
+        copied = copy_file_bytes(src_fd, dst_fd, total, step,
+                                 progress.step_bytes if progress is not None else COPY_STEP_BYTES)
+        os.ftruncate(dst_fd, total)
+        missing = [page for page in range(copied // page_size + 1, page_count + 1) if page not in frames]
         if missing or copied % page_size:
             raise SnapshotNotPinned("%d page(s) are neither in the file nor in the WAL" % len(missing))
-        # The copy is a rollback-journal database (bytes 18-19), and its in-header size
-        # (offset 28) is valid (offset 92 equal to the change counter at 24).
-        header = bytearray(os.pread(dst_fd, 100, 0))
-        if header[:16] != SQLITE_HEADER:
-            raise SnapshotNotPinned("the copy does not start with an SQLite header")
-        header[18:20] = b"\x01\x01"
-        header[28:32] = page_count.to_bytes(4, "big")
-        header[92:96] = header[24:28]
-        os.pwrite(dst_fd, bytes(header), 0)
+        finisher.final_up_to(total)
+        digest = hasher.result(total) if hasher is not None else None
     except BaseException:
+        if hasher is not None:
+            hasher.abandon()
         os.close(dst_fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_path)
         raise
     os.close(dst_fd)
+    return digest
 
 
-def overlay_wal_frames(fd: int, dst_fd: int, wal_index: Mapping[str, Any], page_count: int) -> set[int]:
-    """Write into ``dst_fd`` the newest version of each page among the snapshot's frames
-    that were not yet checkpointed (n_backfill+1 .. mx_frame); return those page numbers."""
+class PageFinisher:
+    """Makes a pinned copy's pages final in file order, as the copy of the file's bytes goes.
+
+    Once the bytes up to an offset are copied, the newest WAL frame of every snapshot page
+    below it is laid over them and, once page 1 is there, the header is made that of a
+    rollback-journal database: from then on nothing writes those bytes again, and the
+    hasher (when given) may read them.
+    """
+
+    def __init__(self, dst_fd: int, wal_fd: int | None, frames: Mapping[int, int], page_size: int,
+                 page_count: int, hasher: TrailingHash | None) -> None:
+        self.dst_fd = dst_fd
+        self.wal_fd = wal_fd
+        self.frames = frames
+        self.pending = sorted(frames)
+        self.page_size = page_size
+        self.page_count = page_count
+        self.hasher = hasher
+        self.header_done = False
+        self._next = 0
+
+    def final_up_to(self, offset: int) -> None:
+        pages = min(offset // self.page_size, self.page_count)
+        while self._next < len(self.pending) and self.pending[self._next] <= pages:
+            page_no = self.pending[self._next]
+            page = os.pread(self.wal_fd, self.page_size, self.frames[page_no])  # type: ignore[arg-type]
+            if len(page) != self.page_size:
+                raise SnapshotNotPinned("WAL frame of page %d is cut short" % page_no)
+            os.pwrite(self.dst_fd, page, (page_no - 1) * self.page_size)
+            self._next += 1
+        if pages >= 1 and not self.header_done:
+            self.finish_header()
+        if self.hasher is not None and self.header_done:
+            self.hasher.advance(pages * self.page_size)
+
+    def finish_header(self) -> None:
+        # The copy is a rollback-journal database (bytes 18-19), and its in-header size
+        # (offset 28) is valid (offset 92 equal to the change counter at 24).
+        header = bytearray(os.pread(self.dst_fd, 100, 0))
+        if header[:16] != SQLITE_HEADER:
+            raise SnapshotNotPinned("the copy does not start with an SQLite header")
+        header[18:20] = b"\x01\x01"
+        header[28:32] = self.page_count.to_bytes(4, "big")
+        header[92:96] = header[24:28]
+        os.pwrite(self.dst_fd, bytes(header), 0)
+        self.header_done = True
+
+
+class TrailingHash:
+    """sha256 of a file written front to back, computed in a thread that trails the writer.
+
+    The writer calls :meth:`advance` once the bytes before an offset are final and
+    :meth:`result` with the file's size once all are; :meth:`abandon` when it gives up.
+    The thread reads through the writer's own descriptor (closing another descriptor of
+    the file would drop the POSIX locks SQLite takes on it later).
+    """
+
+    CHUNK = 1 << 20
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._final = 0
+        self._end: int | None = None
+        self._stop = False
+        self._ready = threading.Condition()
+        self._job = Background(self._run)
+
+    def advance(self, offset: int) -> None:
+        with self._ready:
+            if offset > self._final:
+                self._final = offset
+                self._ready.notify()
+
+    def result(self, size: int) -> str:
+        with self._ready:
+            self._final = self._end = size
+            self._ready.notify()
+        return self._job.result()
+
+    def abandon(self) -> None:
+        with self._ready:
+            self._stop = True
+            self._ready.notify()
+        self._job.wait()
+
+    def _run(self) -> str | None:
+        digest = hashlib.sha256()
+        buffer = bytearray(self.CHUNK)
+        view = memoryview(buffer)
+        hashed = 0
+        while True:
+            with self._ready:
+                while not self._stop and hashed >= self._final and (self._end is None or hashed < self._end):
+                    self._ready.wait()
+                if self._stop:
+                    return None
+                final, end = self._final, self._end
+            if end is not None and hashed >= end:
+                return digest.hexdigest()
+            while hashed < final:
+                want = min(self.CHUNK, final - hashed)
+                read = os.preadv(self.fd, [view[:want]], hashed)
+                if read <= 0:
+                    raise OSError(errno.EIO, "the copy is shorter than its final size")
+                digest.update(view[:read])
+                hashed += read
+
+
+def snapshot_wal_frames(fd: int, wal_index: Mapping[str, Any], page_count: int) -> dict[int, int]:
+    """Where in the WAL the newest version of each page among the snapshot's frames not yet
+    checkpointed (n_backfill+1 .. mx_frame) starts: {page number: offset of its bytes}."""
     page_size = wal_index["page_size"]
     frame_bytes = WAL_FRAME_HEADER_BYTES + page_size
     newest: dict[int, int] = {}
@@ -1488,22 +1620,22 @@ def overlay_wal_frames(fd: int, dst_fd: int, wal_index: Mapping[str, Any], page_
         page_no = int.from_bytes(frame_header[:4], "big")
         if 1 <= page_no <= page_count:
             newest[page_no] = offset + WAL_FRAME_HEADER_BYTES
-    for page_no, offset in sorted(newest.items()):
-        page = os.pread(fd, page_size, offset)
-        if len(page) != page_size:
-            raise SnapshotNotPinned("WAL frame of page %d is cut short" % page_no)
-        os.pwrite(dst_fd, page, (page_no - 1) * page_size)
-    return set(newest)
+    return newest
 
 
-def inspect_copy(tmp_path: str, integrity: str, on_final: Any = None) -> dict[str, Any]:
+def inspect_copy(tmp_path: str, integrity: str, on_final: Any = None, read_only: bool = False) -> dict[str, Any]:
     """Switch the fresh copy to journal_mode=DELETE and check it (it is still private).
 
     ``on_final`` is called once the switch is done: from then on nothing writes the file.
+    ``read_only``: the copy is final already (a pinned copy, hashed): it is opened read-only
+    and immutable, so that the check cannot write it.
     """
-    conn = sqlite3.connect(tmp_path, isolation_level=None)
+    conn = open_readonly(tmp_path, immutable=True) if read_only else sqlite3.connect(tmp_path, isolation_level=None)
     try:
-        mode = conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
+        if read_only:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        else:
+            mode = conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
         if mode != "delete":
             raise BackupError("could not switch the copy to journal_mode=DELETE (got %s)" % mode, KIND_IO)
         if on_final is not None:

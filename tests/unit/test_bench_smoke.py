@@ -55,3 +55,24 @@ def test_quick_bench_writes_results_with_every_figure_and_verdict(tmp_path: Path
         if verdict["status"] == "MISS":
             assert verdict["by"], verdict
     assert "## Targets" in markdown and "## Snapshot" in markdown and "## Verification" in markdown
+
+
+def test_issue15_snapshot_bench_writes_every_method_step_and_ratio(tmp_path: Path) -> None:
+    results_dir = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_snapshot_pull.py"), "--quick", "--no-pull",
+         "--results-dir", str(results_dir)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((results_dir / "issue15_snapshot_pull.json").read_text())
+    markdown = (results_dir / "issue15_snapshot_pull.md").read_text()
+    (size,) = results["snapshot"]
+    for cache in ("warm", "cold"):
+        methods = size[cache]["methods"]
+        assert set(methods) == {"ours", "ours_hash_after", "ours_nice0", "cli_backup", "cli_backup_nice10", "cp"}
+        steps = methods["ours"]["steps_median_s"]
+        assert {"copy_database", "inspect_copy", "fsync_path", "commit_backup"} <= set(steps)
+        assert {"ours_vs_cli_backup", "ours_vs_cli_backup_nice10", "ours_vs_ours_hash_after"} <= set(
+            size[cache]["time_ratios"])
+    assert size["under_writer"]["consistent"] is True  # correctness, not speed
+    assert "load_average_at_end" in results and "## Snapshot" in markdown

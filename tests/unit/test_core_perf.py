@@ -123,22 +123,59 @@ def test_a_failed_flush_fails_the_copy(tmp_path: Path, monkeypatch: pytest.Monke
     assert [f for f in os.listdir(tmp_path / "backups") if not f.startswith(".sqlite-backup.lock")] == []
 
 
+@pytest.mark.parametrize("method", ["pinned_copy", "backup_api"])
 def test_snapshot_fsyncs_and_hashes_in_a_thread_and_records_the_right_checksum(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str) -> None:
     db = make_app_db(tmp_path / "app.db", rows=500)
     threads: list[str] = []
-    real = core.fsync_and_hash
+    real_hash, real_fsync = core.sha256_file, core.fsync_path
+    real_run = core.TrailingHash._run
 
-    def spy(path: str) -> str:
-        threads.append(threading.current_thread().name)
-        return real(path)
+    def spy_hash(path: str, *args: Any) -> str:
+        threads.append("sha256_file " + threading.current_thread().name)
+        return real_hash(path, *args)
 
-    monkeypatch.setattr(core, "fsync_and_hash", spy)
-    result = core.snapshot(str(db), str(tmp_path / "backups"), "app")
-    assert threads and threads[0] != "MainThread"
+    def spy_fsync(path: str, *args: Any, **kwargs: Any) -> None:
+        if os.path.basename(path).startswith(core.TMP_PREFIX):
+            threads.append("fsync " + threading.current_thread().name)
+        real_fsync(path, *args, **kwargs)
+
+    def spy_run(self: Any) -> Any:
+        threads.append("trailing " + threading.current_thread().name)
+        return real_run(self)
+
+    monkeypatch.setattr(core, "sha256_file", spy_hash)
+    monkeypatch.setattr(core, "fsync_path", spy_fsync)
+    monkeypatch.setattr(core.TrailingHash, "_run", spy_run)
+    result = core.snapshot(str(db), str(tmp_path / "backups"), "app", method=method)
+    assert result["manifest"]["method"] == method
+    # The pinned copy is hashed as it is written, the backup API's copy once final; never twice.
+    hashing = "trailing" if method == "pinned_copy" else "sha256_file"
+    assert [t.split()[0] for t in threads if t.split()[0] != "fsync"] == [hashing], threads
+    assert threads and all(not t.endswith("MainThread") for t in threads), threads
+    assert any(t.startswith("fsync") for t in threads), threads
     assert result["manifest"]["sha256"] == sha256_of(result["backup"])
     assert core.read_sha256_sidecar(result["backup"]) == result["manifest"]["sha256"]
     assert core.verify_backup(result["backup"])["ok"]
+
+
+def test_a_pinned_copy_written_to_after_its_hash_is_hashed_again(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    db = make_app_db(tmp_path / "app.db", rows=500)
+    real = core.inspect_copy
+
+    def inspect_then_write(path: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        checked = real(path, *args, **kwargs)
+        time.sleep(0.05)  # past the file system's clock tick: the write shows in the file's times
+        with open(path, "r+b") as handle:  # a byte of the last page's unused end changes
+            handle.seek(-1, os.SEEK_END)
+            handle.write(b"\x01" if handle.read(1) != b"\x01" else b"\x02")
+        return checked
+
+    monkeypatch.setattr(core, "inspect_copy", inspect_then_write)
+    result = core.snapshot(str(db), str(tmp_path / "backups"), "app")
+    assert result["manifest"]["method"] == "pinned_copy"
+    assert result["manifest"]["sha256"] == sha256_of(result["backup"])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are a Linux feature")
@@ -149,10 +186,10 @@ def test_a_wal_snapshot_yields_the_cpu_and_a_rollback_one_does_not(
     seen: list[tuple[str, int]] = []
     real = core.copy_database
 
-    def spy(*args: Any) -> dict[str, Any]:
+    def spy(*args: Any, **kwargs: Any) -> dict[str, Any]:
         seen.append((threading.current_thread().name,
                      os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(core, "copy_database", spy)
     caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
@@ -180,7 +217,7 @@ def test_snapshot_of_an_unreadable_copy_still_hashes_it(tmp_path: Path, monkeypa
     """When the switch to DELETE fails with a DatabaseError no thread starts: hashed in line."""
     db = make_app_db(tmp_path / "app.db", rows=10)
 
-    def broken(tmp: str, integrity: str, on_final: Any = None) -> dict[str, Any]:
+    def broken(tmp: str, integrity: str, on_final: Any = None, read_only: bool = False) -> dict[str, Any]:
         return {"integrity_problems": ["copy cannot be read: test"], "foreign_key_problems": [], "tables": {},
                 "page_size": None, "page_count": None, "user_version": None, "application_id": None}
 

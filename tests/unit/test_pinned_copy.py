@@ -5,6 +5,7 @@ copies in the same transaction, while a writer commits and checkpoints beside it
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import sqlite3
 import subprocess
@@ -74,7 +75,7 @@ def test_pinned_copy_is_the_backup_api_copy_of_the_same_snapshot(tmp_path: Path,
             pinned += 1
             overlaid += index["n_backfill"] < index["mx_frame"]
             backfilled += index["n_backfill"] > 0
-            core.pinned_file_copy(source, str(db), str(pinned_path), index, held)
+            digest = core.pinned_file_copy(source, str(db), str(pinned_path), index, held, hash_copy=True)
             # Our read lock must still be there after the copy opened and read the files:
             # another process cannot checkpoint past it.
             assert checkpoint_blocked_elsewhere(db), "the read lock was dropped during the copy"
@@ -86,6 +87,8 @@ def test_pinned_copy_is_the_backup_api_copy_of_the_same_snapshot(tmp_path: Path,
             for fd in held:
                 os.close(fd)
         assert differing_pages(pinned_path.read_bytes(), reference_path.read_bytes(), page_size) == []
+        # Hashed as it was written (WAL pages laid over, header made rollback): the final bytes' sha256.
+        assert digest == hashlib.sha256(pinned_path.read_bytes()).hexdigest()
         ok, _, detail = backup_invariant(pinned_path)
         assert ok, detail
     stop_writer(writer)
@@ -166,10 +169,10 @@ def test_a_wal_that_does_not_add_up_mid_copy_falls_back_to_the_backup_api(
     writer = start_writer(db, rate=0, journal_mode="wal", no_autocheckpoint=True, busy_timeout_ms=20000)
     writer.wait_committed(50)
 
-    def mismatch(*args: Any) -> set[int]:
+    def mismatch(*args: Any) -> dict[int, int]:
         raise core.SnapshotNotPinned("the WAL header does not match the wal-index")
 
-    monkeypatch.setattr(core, "overlay_wal_frames", mismatch)
+    monkeypatch.setattr(core, "snapshot_wal_frames", mismatch)
     before = committed(writer)
     result = core.snapshot(str(db), str(tmp_path / "b"), "app")
     stop_writer(writer)

@@ -1,0 +1,226 @@
+"""First full pull of a big database on an unshaped link: backup.yml against plain copies.
+
+One test-fleet host (tests/fleet.py: its own network namespace and sshd), a WAL database
+padded with incompressible photos, nothing shaped. Each round, in rotating order:
+
+  ours            backup.yml into an empty archive (Ansible's ssh options from ansible.cfg)
+  ours_no_C       the same with ``-C`` (ssh compression) left out of the ssh options
+  scp / scp_C     scp of the host's newest backup, without / with ``-C``
+  sftp / sftp_C   sftp ``get`` of it (the transfer Ansible's fetch uses), without / with ``-C``
+  ssh_cat         ``ssh host cat file > file`` (the stream sqlite3_rsync's first pull is, in effect)
+  rsync           rsync over ssh into an empty folder (whole file)
+
+Where ours spends its time comes from ansible.posix's profile_tasks (per task), and from the
+controller's import step measured alone on the pulled file: sha256, integrity_check (full and
+quick), row counts. sqlite3_rsync itself is not on this machine (Debian 12's SQLite is 3.40;
+sqlite3_rsync came with 3.47): ssh_cat stands in for its stream.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+_REPO = Path(__file__).resolve().parents[1]
+for _folder in ("bench", "module_utils", "tools", "tests", "tests/integration"):
+    if str(_REPO / _folder) not in sys.path:
+        sys.path.insert(0, str(_REPO / _folder))
+
+import demo_db  # noqa: E402
+import sqlite_fleet as core  # noqa: E402
+from common import MIB, REPO, RSYNC, Config, median, rotate, rounded, workdir  # noqa: E402
+from fleet import Fleet  # noqa: E402
+from integration_helpers import ANSIBLE_PLAYBOOK, BACKUP_DIR, DB_NAME, DB_PATH  # noqa: E402
+
+PLAYBOOK_TIMEOUT = 1800
+TASK_LINE = re.compile(r"^(?P<task>.+?) -+ (?P<seconds>\d+\.\d+)s$")
+
+
+def ansible_ssh_args() -> str:
+    """The ssh_args of the repository's ansible.cfg."""
+    for line in (REPO / "ansible.cfg").read_text().splitlines():
+        if line.strip().startswith("ssh_args"):
+            return line.split("=", 1)[1].strip()
+    return ""
+
+
+class Pull:
+    def __init__(self, config: Config, fleet: Fleet, tmp: Path) -> None:
+        self.config = config
+        self.fleet = fleet
+        self.host = fleet[0]
+        self.tmp = tmp
+        self.count = 0
+
+    def ssh_base(self, compress: bool) -> list[str]:
+        return ["-F", "/dev/null", "-i", str(self.fleet.client_key), "-o", "IdentitiesOnly=yes",
+                "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                "-o", "UserKnownHostsFile=%s" % self.fleet.known_hosts, "-o", "GlobalKnownHostsFile=/dev/null",
+                "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "User=root"] + (["-C"] if compress else [])
+
+    def newest_host_backup(self) -> str:
+        folder = self.host.path(BACKUP_DIR)
+        names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".db") and "_backup_" in p.name)
+        return os.path.join(BACKUP_DIR, names[-1])
+
+    def fresh(self) -> Path:
+        self.count += 1
+        path = self.tmp / ("run%d" % self.count)
+        path.mkdir()
+        return path
+
+    def timed(self, label: str, argv: list[str], env: dict[str, str] | None = None, **kw: Any) -> dict[str, Any]:
+        rx0, tx0 = self.host.link_bytes()
+        started = time.perf_counter()
+        kw.setdefault("stdout", subprocess.PIPE)
+        proc = subprocess.run(argv, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True, timeout=PLAYBOOK_TIMEOUT,
+                              check=False, **kw)
+        seconds = time.perf_counter() - started
+        rx1, tx1 = self.host.link_bytes()
+        if proc.returncode != 0:
+            raise RuntimeError("%s failed (exit %d):\n%s\n%s" % (label, proc.returncode, (proc.stdout or "")[-3000:],
+                                                                proc.stderr[-2000:]))
+        return {"seconds": seconds, "wire_bytes": (rx1 - rx0) + (tx1 - tx0), "stdout": proc.stdout}
+
+    def playbook(self, ssh_args: str, folder: Path | None = None) -> dict[str, Any]:
+        """backup.yml into an empty archive, the host's backup folder emptied first: a first pull
+        of exactly one backup (an empty archive is otherwise offered every backup the host holds).
+        With ``folder``: a run again into that folder's archive, the host left as it is."""
+        again = folder is not None
+        if folder is None:
+            self.host.empty(BACKUP_DIR)
+            folder = self.fresh()
+        inventory = self.fleet.write_inventory(folder / "inv.yml", group_vars={
+            "sqlite_backup_databases": [{"name": DB_NAME, "path": DB_PATH}],
+            "sqlite_archive_dir": str(folder / "archive")})
+        self.fleet.close_control_masters()
+        env = {**self.fleet.env(), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_SSH_ARGS": ssh_args,
+               "ANSIBLE_CALLBACKS_ENABLED": "sqlite_fleet_record,ansible.posix.profile_tasks",
+               "PROFILE_TASKS_SORT_ORDER": "none", "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "all"}
+        entry = self.timed("backup.yml", [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), "backup.yml"], env=env)
+        tasks: dict[str, float] = {}
+        for line in entry.pop("stdout").splitlines():
+            match = TASK_LINE.match(line.strip())
+            if match:
+                tasks[match.group("task").strip()] = tasks.get(match.group("task").strip(), 0.0) + \
+                    float(match.group("seconds"))
+        entry["tasks"] = tasks
+        pulled = sorted((folder / "archive" / self.host.name / DB_NAME).glob("*.db"))
+        if again:
+            return entry
+        if len(pulled) != 1:
+            raise RuntimeError("backup.yml pulled %d backups, not one" % len(pulled))
+        entry["bytes"] = pulled[-1].stat().st_size
+        entry["pulled"] = str(pulled[-1])
+        return entry
+
+    def copy(self, method: str, remote: str) -> dict[str, Any]:
+        folder = self.fresh()
+        dest = folder / os.path.basename(remote)
+        src = "%s:%s" % (self.host.address, remote)
+        compress = method.endswith("_C")
+        if method.startswith("scp"):
+            entry = self.timed(method, ["scp", "-q", *self.ssh_base(compress), src, str(dest)])
+        elif method.startswith("sftp"):
+            entry = self.timed(method, ["sftp", "-q", "-b", "-", *self.ssh_base(compress), self.host.address],
+                               input="get %s %s\n" % (remote, dest))
+        elif method == "ssh_cat":
+            with open(dest, "wb") as out:
+                argv = ["ssh", *self.ssh_base(False), self.host.address, "cat " + shlex.quote(remote)]
+                entry = self.timed(method, argv, stdout=out)
+        elif method == "rsync":
+            ssh = shlex.join(["ssh", *self.ssh_base(False)])
+            entry = self.timed(method, [RSYNC, "-e", ssh, src, str(dest)])
+        else:
+            raise ValueError(method)
+        entry.pop("stdout", None)
+        entry["bytes"] = dest.stat().st_size
+        shutil.rmtree(folder)
+        return entry
+
+
+def import_costs(pulled: str, manifest_path: str) -> dict[str, float]:
+    """The controller's checks of a pulled copy, each alone (page cache warm: the file was just written)."""
+    import json
+    manifest = json.loads(Path(manifest_path).read_text())
+    out = {}
+    for label, action in (("sha256", lambda: core.sha256_file(pulled)),
+                          ("integrity_check_full", lambda: core.archive_check(pulled, "full", manifest)),
+                          ("quick_check_and_counts", lambda: core.archive_check(pulled, "quick", manifest))):
+        started = time.perf_counter()
+        action()
+        out[label] = time.perf_counter() - started
+    return out
+
+
+METHODS = ("ours", "ours_no_C", "scp", "scp_C", "sftp", "sftp_C", "ssh_cat", "rsync")
+
+
+def run(config: Config) -> dict[str, Any]:
+    with Fleet(1) as fleet, workdir(config, "bench-first-pull-") as tmp:
+        pull = Pull(config, fleet, tmp)
+        config.log("first pull: creating a %d MiB WAL database on %s" % (config.pull_mb, pull.host.name))
+        demo_db.create_demo_db(pull.host.path(DB_PATH), size_mb=config.pull_mb, seed=21, journal_mode="wal")
+        cfg_args = ansible_ssh_args()
+        no_c = " ".join(a for a in cfg_args.split() if a != "-C")
+        with_c = cfg_args if "-C" in cfg_args.split() else "-C " + cfg_args
+        runs: dict[str, list[dict[str, Any]]] = {m: [] for m in METHODS}
+        costs: list[dict[str, float]] = []
+        pull.playbook(cfg_args)  # a first backup on the host for the plain copies
+        for round_no in range(config.rounds):
+            for method in rotate(METHODS, round_no):
+                if method == "ours":
+                    entry = pull.playbook(with_c)
+                elif method == "ours_no_C":
+                    entry = pull.playbook(no_c)
+                else:
+                    entry = pull.copy(method, pull.newest_host_backup())
+                if method.startswith("ours"):
+                    if method == "ours":
+                        costs.append(import_costs(entry["pulled"], entry["pulled"] + ".json"))
+                    shutil.rmtree(Path(entry.pop("pulled")).parents[3])
+                runs[method].append(entry)
+                config.log("  round %d %-10s %6.2f s  %6.1f MiB/s  wire %d  load %.1f"
+                           % (round_no + 1, method, entry["seconds"], entry["bytes"] / MIB / entry["seconds"],
+                              entry["wire_bytes"], os.getloadavg()[0]))
+        no_change = {}
+        for label, args in (("with_C", with_c), ("without_C", no_c)):  # what -C saves on a run that pulls nothing
+            first = pull.playbook(args)
+            folder = Path(first["pulled"]).parents[3]
+            time.sleep(1.1)  # backups are named by the second
+            entries = [pull.playbook(args, folder) for _ in range(2)]
+            no_change[label] = {"seconds": median([e["seconds"] for e in entries]),
+                                "wire_bytes": median([e["wire_bytes"] for e in entries])}
+            shutil.rmtree(folder)
+            config.log("  no-change run %s: %s" % (label, no_change[label]))
+    result: dict[str, Any] = {"rounds": config.rounds, "no_change_run": no_change,
+                              "ssh_args_with_C": with_c, "ssh_args_without_C": no_c,
+                              "methods": {}}
+    for method, entries in runs.items():
+        seconds = [e["seconds"] for e in entries]
+        nbytes = entries[0]["bytes"]
+        result["methods"][method] = {"median_s": median(seconds), "seconds": seconds, "bytes": nbytes,
+                                     "median_mib_s": nbytes / MIB / median(seconds),
+                                     "wire_bytes_median": median([e["wire_bytes"] for e in entries])}
+        if method.startswith("ours"):
+            names = entries[0]["tasks"].keys()
+            result["methods"][method]["tasks_median_s"] = {
+                n: median([e["tasks"].get(n, 0.0) for e in entries]) for n in names}
+    result["import_costs_median_s"] = {k: median([c[k] for c in costs]) for k in costs[0]} if costs else {}
+    anchor = result["methods"]["ssh_cat"]["median_mib_s"]
+    result["throughput_vs_ssh_cat"] = {m: v["median_mib_s"] / anchor for m, v in result["methods"].items()}
+    return rounded(result)
+
+
+if __name__ == "__main__":
+    import json
+    mb = int(sys.argv[1]) if len(sys.argv) > 1 else 256
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    print(json.dumps(run(Config(pull_mb=mb, rounds=rounds)), indent=1))

@@ -63,22 +63,52 @@ STEPS = ("copy_database", "inspect_copy", "run_integrity_check", "count_rows_in"
          "fsync_and_hash", "commit_backup")
 
 
-class StepTimer:
-    """Wall seconds of the core's steps during one snapshot (wrapping them; threads included)."""
+def core_bindings(name: str) -> list[Any]:
+    """The core's modules (the package and its parts) that bind ``name`` to the core's object: each
+    part imports what it uses by name, so a stand-in must be set in every one of them."""
+    prefix = core.__name__ + "."
+    modules = [m for key, m in list(sys.modules.items())
+               if m is not None and (key == core.__name__ or key.startswith(prefix))]
+    real = next(vars(m)[name] for m in modules if name in vars(m))
+    return [m for m in modules if vars(m).get(name, None) is real]
+
+
+class CoreStandIn:
+    """Set stand-ins for core names wherever they are bound, and put the real ones back on exit."""
 
     def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self._real: dict[str, Any] = {}
+        self._saved: list[tuple[Any, str, Any]] = []
 
-    def __enter__(self) -> StepTimer:
-        for name in STEPS:
-            real = self._real[name] = getattr(core, name)
-            setattr(core, name, self._wrap(name, real))
+    def set(self, name: str, value: Any) -> Any:
+        """Bind ``name`` to ``value`` in every core module that holds it; the real object."""
+        holders = core_bindings(name)
+        real = vars(holders[0])[name]
+        for module in holders:
+            self._saved.append((module, name, real))
+            setattr(module, name, value)
+        return real
+
+    def __enter__(self) -> CoreStandIn:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for name, real in self._real.items():
-            setattr(core, name, real)
+        for module, name, real in reversed(self._saved):
+            setattr(module, name, real)
+        self._saved.clear()
+
+
+class StepTimer(CoreStandIn):
+    """Wall seconds of the core's steps during one snapshot (wrapping them; threads included)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: dict[str, float] = {}
+
+    def __enter__(self) -> StepTimer:
+        for name in STEPS:
+            real = vars(core_bindings(name)[0])[name]
+            self.set(name, self._wrap(name, real))
+        return self
 
     def _wrap(self, name: str, real: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -91,16 +121,14 @@ class StepTimer:
 
 
 def snapshot_ours(db: Path, backups: Path, variant: str) -> dict[str, Any]:
-    saved_nice, saved_copy = core.BACKUP_NICE, core.copy_database
-    if variant == "ours_nice0":
-        core.BACKUP_NICE = 0
-    if variant == "ours_hash_after":
-        core.copy_database = lambda *a, **k: saved_copy(*a, **{**k, "hash_copy": False})
-    try:
+    with CoreStandIn() as variants:
+        if variant == "ours_nice0":
+            variants.set("BACKUP_NICE", 0)
+        if variant == "ours_hash_after":
+            real_copy = core.copy_database
+            variants.set("copy_database", lambda *a, **k: real_copy(*a, **{**k, "hash_copy": False}))
         with StepTimer() as steps:
             result = core.snapshot(str(db), str(backups), "bench")
-    finally:
-        core.BACKUP_NICE, core.copy_database = saved_nice, saved_copy
     for path in (result["backup"], result["backup"] + ".sha256", result["backup"] + ".json"):
         os.unlink(path)
     if not result["verified"] or result["manifest"]["method"] != "pinned_copy":

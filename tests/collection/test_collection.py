@@ -257,7 +257,7 @@ def test_imports_of_the_core_are_rewritten_as_a_file_or_as_a_package() -> None:
         "from %s.snapshot import snapshot" % ours,
         "import ansible.module_utils.sqlite_fleet_extra",  # not ours: untouched
     ]
-    assert build_collection.module_utils_names() == ["sqlite_fleet"]  # the repository's (file or package)
+    assert build_collection.module_utils_names() == ["sqlite_fleet", "sqlite_offsite"]  # the repository's
 
 
 def test_fragments_and_task_actions_are_rewritten_and_nothing_else() -> None:

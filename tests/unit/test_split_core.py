@@ -74,16 +74,16 @@ def test_each_section_becomes_its_part_and_the_package_works(tmp_path: Path) -> 
     package = repo / "module_utils" / "sqlite_fleet"
     assert not (repo / "module_utils" / "sqlite_fleet.py").exists()
     assert sorted(p.name for p in package.iterdir()) == ["__init__.py", "errors.py", "files.py", "names.py",
-                                                         "snapshot.py"]
-    snapshot = (package / "snapshot.py").read_text()
+                                                         "snapshots.py"]
+    snapshot = (package / "snapshots.py").read_text()
     assert "from .errors import KIND_IO, BackupError\n" in snapshot
     assert "from .files import fsync_path\n" in snapshot and "def a_new_function()" in snapshot  # new: its section's
     assert "import os" not in snapshot and "import os\n" in (package / "files.py").read_text()
     assert "# Where the copy is flushed: a comment that stays with its function.\ndef fsync_path" in (
         package / "files.py").read_text()
     init = (package / "__init__.py").read_text()
-    assert 'PARTS = (\n    "errors",\n    "names",\n    "files",\n    "snapshot",\n)' in init
-    assert "from .snapshot import a_new_function, snapshot\n" in init  # what the face uses
+    assert 'PARTS = (\n    "errors",\n    "names",\n    "files",\n    "snapshots",\n)' in init
+    assert "from .snapshots import a_new_function, snapshot\n" in init  # what the face uses
     runner = "import sys; sys.path.insert(0, sys.argv[1]); exec(open(sys.argv[2]).read())"  # as the runner does
     face = repo / "runner" / "face.py"
     run = subprocess.run([sys.executable, "-I", "-c", runner, str(repo / "module_utils"), str(face)],
@@ -96,14 +96,14 @@ def test_dry_run_writes_nothing(tmp_path: Path) -> None:
     repo = scratch_repo(tmp_path, CORE)
     done = split(repo, "--dry-run")
     assert done.returncode == 0, done.stderr
-    assert "snapshot.py" in done.stdout
+    assert "snapshots.py" in done.stdout
     assert sorted(p.name for p in (repo / "module_utils").iterdir()) == ["sqlite_fleet.py"]
 
 
 @pytest.mark.parametrize(("change", "says"), [
-    # names would import snapshot, which imports names
+    # names would import snapshots, which imports names
     (("def utcnow() -> int:\n    return 1\n", "def utcnow() -> int:\n    return 1\n\n\ndef late() -> int:\n"
-      "    return snapshot('/')\n"), "import cycle between parts names -> snapshot -> names"),
+      "    return snapshot('/')\n"), "import cycle between parts names -> snapshots -> names"),
     ((BANNER % "files", BANNER % "files of another kind"),
      "banner section(s) 'files of another kind' in no row of SECTIONS"),
     (("def utcnow() -> int:\n    return 1\n", "COUNT = 0\n\n\ndef utcnow() -> int:\n    global COUNT\n    COUNT += 1\n"
@@ -114,7 +114,7 @@ def test_a_split_the_tables_cannot_make_is_refused_and_changes_nothing(tmp_path:
     core = CORE.replace(*change)
     if says is None:  # COUNT rebound in names, read in snapshot: a copy there would go stale
         core = core.replace("    return utcnow()\n", "    return utcnow() + COUNT\n")
-        says = "COUNT is rebound at run time in part names but used in part snapshot"
+        says = "COUNT is rebound at run time in part names but used in part snapshots"
     assert core != CORE
     repo = scratch_repo(tmp_path, core)
     done = split(repo)

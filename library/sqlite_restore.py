@@ -315,257 +315,39 @@ kind:
   sample: locked
 """
 
-import os
-import re
-import sqlite3
-import time
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sqlite_fleet import (
-    KIND_BAD_INPUT,
-    KIND_CORRUPT,
-    KIND_IO,
-    BackupError,
-    choose_backup_in_folder,
-    dated_in_future,
-    file_identities,
-    future_warning,
-    iso_utc,
-    parse_backup_filename,
-    read_manifest,
-    resolve_owner,
-    restore_backup,
-    restore_target_plan,
-    side_files_removed,
-    validate_abs_path,
-    validate_name,
-    verify_backup,
+from ansible.module_utils.sqlite_fleet import restore_task
+
+ARGUMENT_SPEC = dict(
+    path=dict(type="path", required=True),
+    backup=dict(type="path"),
+    backup_dir=dict(type="path"),
+    name=dict(type="str"),
+    select=dict(type="str"),
+    state=dict(type="str", default="restored", choices=["restored", "selected"]),
+    mode=dict(type="str", default="replace", choices=["replace", "live"]),
+    safety_dir=dict(type="path"),
+    integrity=dict(type="str", default="full", choices=["full", "quick"]),
+    busy_timeout_ms=dict(type="int", default=5000),
+    expected_sha256=dict(type="str"),
+    manifest=dict(type="dict"),
+    owner=dict(type="str"),
+    group=dict(type="str"),
+    source_host=dict(type="str"),
 )
-
-SIDE_SUFFIXES = ("-wal", "-shm", "-journal")
-
-
-def normalise_select(select):
-    """``latest``, a time (``YYYYMMDD_HHMMSS`` or ISO 8601) or a file name; a 14-digit time (YAML reads
-    ``20261122_030000`` as the integer 20261122030000) gets its underscore back."""
-    select = "latest" if select is None else str(select).strip()
-    if re.fullmatch(r"\d{14}", select):
-        select = select[:8] + "_" + select[8:]
-    return select
-
-
-def available(backups):
-    return [{"file": b["file"], "created": iso_utc(b["created"]), "label": b["label"], "verified": b["verified"],
-             "summary": "%s  taken %s%s%s" % (b["file"], b["created"].strftime("%Y-%m-%d %H:%M:%S UTC"),
-                                             "  label %s" % b["label"] if b["label"] else "",
-                                             "" if b["verified"] else "  UNVERIFIED (never chosen)")}
-            for b in backups]
-
-
-def verified_backup(backup_path, integrity, expected_sha256=None):
-    """verify_backup, turned into an error naming the file when anything fails."""
-    checked = verify_backup(backup_path, integrity=integrity, expected_sha256=expected_sha256)
-    if not checked["ok"]:
-        raise BackupError("refusing to restore %s (%s): it failed verification: %s"
-                          % (checked["file"], backup_path, "; ".join(checked["problems"])), KIND_CORRUPT)
-    return checked
-
-
-def manifest_for_plan(backup_path):
-    """The backup's manifest, for the plan; the core verifies the backup itself (checksums, the
-    previous hop's included, in one read) before it changes anything."""
-    try:
-        return read_manifest(backup_path)
-    except BackupError as exc:
-        raise BackupError("refusing to restore %s: %s" % (os.path.basename(backup_path), exc), exc.kind) from None
-
-
-def backup_facts(path, manifest):
-    return {
-        "backup": os.path.basename(path),
-        "backup_path": path,
-        "created": manifest.get("created"),
-        "label": manifest.get("label"),
-        "sha256": manifest.get("sha256"),
-        "size_bytes": manifest.get("size_bytes"),
-        "tables": manifest.get("tables"),
-    }
-
-
-def describe_target(target):
-    if not os.path.lexists(target):
-        return "%s: does not exist (the restore creates it)\n" % target
-    st = os.stat(target)
-    lines = ["%s: %d bytes, modified %s" % (target, st.st_size, time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                             time.gmtime(st.st_mtime)))]
-    for suffix in SIDE_SUFFIXES:
-        if os.path.lexists(target + suffix):
-            lines.append("%s%s: %d bytes" % (target, suffix, os.path.getsize(target + suffix)))
-    return "\n".join(lines) + "\n"
-
-
-def describe_backup(facts):
-    lines = ["%s: %s bytes, taken %s%s, sha256 %s" % (facts["backup_path"], facts["size_bytes"], facts["created"],
-                                                      ", label %s" % facts["label"] if facts["label"] else "",
-                                                      facts["sha256"])]
-    for table, rows in sorted((facts["tables"] or {}).items()):
-        lines.append("  %s: %s rows" % (table, rows))
-    return "\n".join(lines) + "\n"
-
-
-def file_identity(path):
-    return file_identities([path])[path]
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="path", required=True),
-            backup=dict(type="path"),
-            backup_dir=dict(type="path"),
-            name=dict(type="str"),
-            select=dict(type="str"),
-            state=dict(type="str", default="restored", choices=["restored", "selected"]),
-            mode=dict(type="str", default="replace", choices=["replace", "live"]),
-            safety_dir=dict(type="path"),
-            integrity=dict(type="str", default="full", choices=["full", "quick"]),
-            busy_timeout_ms=dict(type="int", default=5000),
-            expected_sha256=dict(type="str"),
-            manifest=dict(type="dict"),
-            owner=dict(type="str"),
-            group=dict(type="str"),
-            source_host=dict(type="str"),
-        ),
+        argument_spec=ARGUMENT_SPEC,
         mutually_exclusive=[["backup", "backup_dir"], ["backup", "select"]],
         required_one_of=[["backup", "backup_dir"]],
         required_by={"backup_dir": "name"},
         supports_check_mode=True,
     )
-    params = module.params
-    result = {"changed": False}
-    started = time.monotonic()
-    target = params["path"]
-    before = "unset"  # the target's identity just before the restore (None: it did not exist)
-    side_files_before = {}  # the side files a replace would remove, as they were before it
-
-    try:
-        target = validate_abs_path(params["path"], "path")
-        if params["busy_timeout_ms"] < 0:
-            raise BackupError("busy_timeout_ms must be 0 or more, got %d" % params["busy_timeout_ms"],
-                              KIND_BAD_INPUT)
-        expected = params["expected_sha256"]
-        if expected is not None:
-            expected = expected.strip().lower()
-            if not re.fullmatch(r"[0-9a-f]{64}", expected):
-                raise BackupError("expected_sha256 must be 64 hexadecimal digits, got %r"
-                                  % params["expected_sha256"], KIND_BAD_INPUT)
-        name = validate_name(params["name"]) if params["name"] is not None else None
-
-        # Which backup.
-        if params["backup_dir"] is not None:
-            backup_dir = validate_abs_path(params["backup_dir"], "backup_dir")
-            select = normalise_select(params["select"])
-            chosen, listing = choose_backup_in_folder(backup_dir, name, select)
-            backup_path, backups = chosen["path"], listing["backups"]
-            result["available"] = available(backups)
-            future = future_warning(dated_in_future(backups))
-            if future:
-                module.warn(future)
-        else:
-            backup_path = validate_abs_path(params["backup"], "backup")
-            if parse_backup_filename(os.path.basename(backup_path)) is None:
-                raise BackupError("%s is not named like a backup (<name>_backup_<YYYYMMDD>_<HHMMSS>.db)"
-                                  % os.path.basename(backup_path), KIND_BAD_INPUT)
-        safety_dir = validate_abs_path(params["safety_dir"] or params["backup_dir"] or os.path.dirname(backup_path),
-                                       "safety_dir")
-        present = os.path.lexists(backup_path)
-        result["target"] = target
-        result["mode"] = params["mode"]
-
-        # Verify it. A real restore leaves that to the core, which verifies fully before it touches
-        # anything (so the check runs once); check mode may plan from the manifest of a backup that
-        # a playbook would copy here first.
-        if not present and not (module.check_mode and params["state"] == "restored" and params["manifest"]):
-            raise BackupError("backup %s does not exist" % backup_path, KIND_BAD_INPUT)
-        if not present:
-            manifest = params["manifest"]
-            if manifest.get("file") != os.path.basename(backup_path):
-                raise BackupError("the manifest given is for %r, not %s" % (manifest.get("file"),
-                                                                            os.path.basename(backup_path)),
-                                  KIND_BAD_INPUT)
-        elif module.check_mode or params["state"] == "selected":
-            checked = verified_backup(backup_path, params["integrity"], expected)
-            manifest = checked["manifest"]
-            result["checks"] = checked["checks"]
-        else:
-            manifest = manifest_for_plan(backup_path)
-        facts = backup_facts(backup_path, manifest)
-        result.update(facts)
-
-        if params["state"] == "selected":
-            result.update(manifest=manifest, duration_seconds=round(time.monotonic() - started, 3),
-                          msg="chose %s%s for %s (%s), verified (%s check)"
-                          % (facts["backup"], " [%s]" % facts["label"] if facts["label"] else "", target,
-                             params["mode"], params["integrity"]))
-            module.exit_json(**result)
-
-        # The plan.
-        plan = restore_target_plan(target, params["mode"])
-        del plan["side_files"]
-        result.update(plan, safety_dir=safety_dir, safety_backup=None,
-                      journal_mode=(manifest.get("source") or {}).get("journal_mode") or "delete")
-        if module._diff:
-            result["diff"] = {"before_header": target, "after_header": facts["backup_path"],
-                              "before": describe_target(target), "after": describe_backup(facts)}
-        if module.check_mode:
-            if plan["held_by"]:
-                module.warn("%s is open in %s: a replace restore would be refused until the app is stopped"
-                            % (target, ", ".join(plan["held_by"])))
-            result.update(changed=True, msg="would restore %s onto %s (%s)%s%s" % (
-                facts["backup"], target, params["mode"],
-                "; would remove %s" % ", ".join(os.path.basename(p) for p in plan["removed"])
-                if plan["removed"] else "",
-                "; a pre-restore safety backup would go to %s" % safety_dir
-                if plan["target_existed"] and not plan["unreadable"] else
-                "; the current file is unreadable (%s) and would be kept beside it as %s.unreadable-<time>"
-                % (plan["unreadable"], target) if plan["unreadable"] else ""))
-            module.exit_json(**result)
-        del result["held_by"]  # the core refuses by itself, naming them
-
-        # The restore.
-        new_owner = None
-        if not plan["target_existed"]:  # a new database: its owner, or its folder's (resolved before any change)
-            new_owner = resolve_owner(params["owner"], params["group"], os.stat(os.path.dirname(target)))
-        side_files_before = file_identities(plan["removed"])
-        before = file_identity(target)
-        restored = restore_backup(backup_path, target, mode=params["mode"], safety_dir=safety_dir,
-                                  safety_name=name or manifest["name"], busy_timeout_ms=params["busy_timeout_ms"],
-                                  integrity=params["integrity"], source_host=params["source_host"],
-                                  new_owner=new_owner, expected_sha256=expected)
-        if new_owner is not None:
-            result.update(owner_uid=new_owner[0], owner_gid=new_owner[1])
-    except BackupError as exc:
-        changed = before != "unset" and file_identity(target) != before
-        module.fail_json(msg=str(exc), kind=exc.kind,
-                         **dict(result, changed=changed, removed=side_files_removed(side_files_before)))
-    except (OSError, sqlite3.Error) as exc:
-        changed = before != "unset" and file_identity(target) != before
-        module.fail_json(msg="restore onto %s failed: %s" % (target, exc), kind=KIND_IO,
-                         **dict(result, changed=changed, removed=side_files_removed(side_files_before)))
-
-    result.update(
-        changed=True,
-        removed=restored["removed"],
-        safety_backup=restored["safety_backup"],
-        set_aside=restored.get("set_aside"),
-        journal_mode=restored["journal_mode"],
-        seconds=restored["seconds"],
-        duration_seconds=round(time.monotonic() - started, 3),
-        msg="%s%s" % (restored["msg"], "; the database as it was is in the safety backup %s" % restored["safety_backup"]
-                      if restored["safety_backup"] else
-                      "; the unreadable database as it was is kept as %s" % restored["set_aside"]
-                      if restored.get("set_aside") else "; there was no database before"),
-    )
+    result, failure = restore_task(module.params, check_mode=module.check_mode, diff=module._diff, warn=module.warn)
+    if failure:
+        module.fail_json(**dict(result, **failure))
     module.exit_json(**result)
 
 

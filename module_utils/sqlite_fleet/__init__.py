@@ -25,6 +25,8 @@ The parts, bottom up (a part imports only from the parts above it):
 - ``pull``: A pull on the controller, step by step: the offered transfers checked, fetched files imported,
   the archive pruned (the sqlite_archive module and the sqlite_backup action plugin call these).
 - ``restore``: Restores (choosing a backup, the target plan, live or replace) and working copies.
+- ``restore_task``: A restore as the sqlite_restore module asks for it: its options checked, the backup
+  chosen and verified, the plan (check mode, diff), the new database's owner, the restore and its result.
 - ``present``: Presentation helpers: sizes and ages for people.
 - ``drills``: Restore drills: a backup restored into scratch space, checked and probed.
 
@@ -152,6 +154,7 @@ from .restore import (
     restore_target_plan,
     side_files_removed,
 )
+from .restore_task import restore_task
 from .retention import (
     RETENTION_RULES,
     apply_retention,
@@ -202,6 +205,7 @@ PARTS = (
     "archive",
     "pull",
     "restore",
+    "restore_task",
     "present",
     "drills",
 )
@@ -329,6 +333,7 @@ __all__ = [
     "resolve_timezone",
     "restore_backup",
     "restore_target_plan",
+    "restore_task",
     "retention_options",
     "retention_policy",
     "rotate_log",

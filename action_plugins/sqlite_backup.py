@@ -30,6 +30,7 @@ from ansible.module_utils.sqlite_fleet import (  # noqa: E402 (after the loader 
     INCOMING_PREFIX,
     KIND_IO,
     BackupError,
+    archive_options,
     archived_backups,
     import_and_prune,
     prepare_pull,
@@ -40,11 +41,9 @@ from ansible.module_utils.sqlite_fleet import (  # noqa: E402 (after the loader 
 )
 
 ARCHIVE_SPEC = dict(
-    archive_dir=dict(type="path", required=True),
-    host=dict(type="str", required=True),
+    archive_options(),
     databases=dict(type="list", elements="str", required=True),
     integrity=dict(type="str", default="full", choices=["quick", "full"]),
-    lock_timeout=dict(type="float", default=600),
     prune=dict(type="bool", default=True),
     retention=dict(type="dict", options=retention_options()),
     incoming_prefix=dict(type="str", default=INCOMING_PREFIX),

@@ -108,8 +108,6 @@ seealso:
   - module: sqlitefleet.sqlite_fleet.sqlite_export
   - module: sqlitefleet.sqlite_fleet.sqlite_fetch
   - module: sqlitefleet.sqlite_fleet.sqlite_retention
-author:
-  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""
@@ -235,6 +233,7 @@ from ansible.module_utils.sqlite_fleet import (
     INCOMING_PREFIX,
     KIND_IO,
     BackupError,
+    archive_options,
     ensure_private_dir,
     import_and_prune,
     import_pulled,
@@ -249,8 +248,7 @@ from ansible.module_utils.sqlite_fleet import (
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            archive_dir=dict(type="path", required=True),
-            host=dict(type="str", required=True),
+            archive_options(),
             name=dict(type="str"),
             state=dict(type="str", required=True, choices=["prepare", "import"]),
             transfers=dict(type="list", elements="raw"),
@@ -262,7 +260,6 @@ def main():
             base=dict(type="str"),
             manifest=dict(type="dict"),
             integrity=dict(type="str", default="full", choices=["quick", "full"]),
-            lock_timeout=dict(type="float", default=600),
         ),
         required_if=[("state", "import", ["incoming", "transfers", "retention"], True),
                      ("state", "prepare", ["transfers"]), ("mode", "delta", ["base"])],

@@ -85,15 +85,17 @@ kind:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sqlite_fleet import KIND_IO, BackupError, archived_backups, validate_abs_path, validate_name
-
-
-ARGUMENT_SPEC = dict(
-    archive_dir=dict(type="path", required=True),
-    host=dict(type="str", required=True),
-    name=dict(type="str", required=True),
-    lock_timeout=dict(type="float", default=600),
+from ansible.module_utils.sqlite_fleet import (
+    KIND_IO,
+    BackupError,
+    archive_options,
+    archived_backups,
+    validate_abs_path,
+    validate_name,
 )
+
+
+ARGUMENT_SPEC = dict(archive_options(), name=dict(type="str", required=True))
 
 
 def main():

@@ -66,8 +66,6 @@ extends_documentation_fragment:
 seealso:
   - module: sqlitefleet.sqlite_fleet.sqlite_backup
   - module: sqlitefleet.sqlite_fleet.sqlite_archive
-author:
-  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""

@@ -100,8 +100,6 @@ extends_documentation_fragment:
   - sqlite_fleet_attributes
 seealso:
   - module: sqlitefleet.sqlite_fleet.sqlite_archive
-author:
-  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""

@@ -143,8 +143,6 @@ seealso:
   - name: SQLite online backup API
     description: How a live restore copies the pages.
     link: https://www.sqlite.org/backup.html
-author:
-  - Sqlite Fleet Backup authors (@sqlite-fleet-backup)
 """
 
 EXAMPLES = r"""

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from .archive import (
     archive_check,
+    archive_options,
     archived_backups,
     check_transfers,
     drill_targets,
@@ -252,6 +253,7 @@ __all__ = [
     "apply_delta",
     "apply_retention",
     "archive_check",
+    "archive_options",
     "archived_backups",
     "backup_filename",
     "backups_to_verify",

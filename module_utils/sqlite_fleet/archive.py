@@ -33,6 +33,13 @@ from .sqlitedb import open_readonly, run_integrity_check, table_row_counts, tune
 from .verify import row_count_differences
 
 
+def archive_options() -> dict[str, dict[str, Any]]:
+    """Where a database's folder lies in the archive and how long to wait for its lock, as the
+    archive's modules and the sqlite_backup action plugin take them (an Ansible argument spec)."""
+    return {"archive_dir": {"type": "path", "required": True}, "host": {"type": "str", "required": True},
+            "lock_timeout": {"type": "float", "default": 600}}
+
+
 def archived_backups(db_dir: str, clean: bool = False, lock_timeout: float = 600.0) -> dict[str, Any]:
     """What the archive holds for one database, newest first: file, sha256, created, verified and
     ``intact`` (False once its bytes were found not to match its checksum: the host may send it again).

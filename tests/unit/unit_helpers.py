@@ -10,8 +10,11 @@ copy has ``n == count(*) == max(seq)``. (tests/conftest.py puts module_utils/ an
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import shutil
 import sqlite3
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -79,3 +82,54 @@ def core_subprocess_env() -> dict[str, str]:
 
 def folder_files(folder: Path | str) -> set[str]:
     return set(os.listdir(folder)) if os.path.isdir(folder) else set()
+
+
+UTC = dt.timezone.utc
+SIDE_SUFFIXES = ("-wal", "-shm", "-journal")
+
+
+def mode_of(path: Path | str) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def assert_no_side_files(folder: Path) -> None:
+    leftovers = sorted(f for f in folder_files(folder) if f.endswith(SIDE_SUFFIXES))
+    assert leftovers == [], "side files left in %s: %s" % (folder, leftovers)
+
+
+def row_count(db: Path | str, table: str = "app_events") -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT count(*) FROM %s" % table).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def backup_count(path: Path | str, table: str = "app_events") -> int:
+    conn = open_backup(path)
+    try:
+        return conn.execute("SELECT count(*) FROM %s" % table).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def wal_holding_connection(db: Path, rows: int) -> sqlite3.Connection:
+    """Commit ``rows`` more events with auto-checkpoint off and keep the connection open:
+    the rows are committed, but only in the -wal (closing would checkpoint them)."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    start = conn.execute("SELECT n FROM app_counter").fetchone()[0]
+    for seq in range(start + 1, start + rows + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO app_events (seq, at, payload) VALUES (?, 0, x'00')", (seq,))
+        conn.execute("UPDATE app_counter SET n = n + 1")
+        conn.execute("COMMIT")
+    return conn
+
+
+def main_file_only_count(db: Path, scratch: Path) -> int:
+    """What a plain copy of only the .db file holds."""
+    scratch.mkdir(exist_ok=True)
+    copy = scratch / "plain-copy.db"
+    shutil.copyfile(db, copy)
+    return row_count(copy)

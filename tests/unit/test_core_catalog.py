@@ -1,24 +1,16 @@
 """The backup folder's catalog on real SQLite files: unfinished files left by interrupted runs, pending
 markers, broken manifests.
-
-Nothing is mocked: databases are real files, other processes are real processes. (Split from the
-former tests/unit/test_core.py along the core's parts.)
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "module_utils"))
-import sqlite_fleet as core  # noqa: E402
-from unit_helpers import (  # noqa: E402
-    make_app_db,
-)
+import sqlite_fleet as core
+from unit_helpers import make_app_db
 
 # --------------------------------------------------------------------------- leftovers
 

@@ -1,8 +1,4 @@
-"""Files and folders around a backup, with real processes: locks, free space, owners.
-
-Nothing is mocked: databases are real files, other processes are real processes. (Split from the
-former tests/unit/test_core.py along the core's parts.)
-"""
+"""Files and folders around a backup, with real processes: locks, free space, owners."""
 
 from __future__ import annotations
 
@@ -18,10 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "module_utils"))
-import sqlite_fleet as core  # noqa: E402
-from unit_helpers import (  # noqa: E402
+import sqlite_fleet as core
+from unit_helpers import (
     LOCK_FILE_ONLY,
     SIDE_SUFFIXES,
     assert_no_side_files,

@@ -1,26 +1,17 @@
 """The core's names and input checks on real SQLite files: backup file names, names and labels, bad
 input to a snapshot.
-
-Nothing is mocked: databases are real files, other processes are real processes. (Split from the
-former tests/unit/test_core.py along the core's parts.)
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import sys
 from pathlib import Path
 
 import pytest
+import sqlite_fleet as core
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "module_utils"))
-import sqlite_fleet as core  # noqa: E402
-from unit_helpers import (  # noqa: E402
-    UTC,
-    make_app_db,
-)
+from unit_helpers import UTC, make_app_db
 
 # --------------------------------------------------------------------------- names
 

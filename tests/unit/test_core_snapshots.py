@@ -1,8 +1,5 @@
 """Taking a backup on real SQLite files: the snapshot and its commit protocol, two snapshots at once,
 a corrupt source.
-
-Nothing is mocked: databases are real files, other processes are real processes. (Split from the
-former tests/unit/test_core.py along the core's parts.)
 """
 
 from __future__ import annotations
@@ -19,10 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "module_utils"))
-import sqlite_fleet as core  # noqa: E402
-from unit_helpers import (  # noqa: E402
+import sqlite_fleet as core
+from unit_helpers import (
     assert_no_side_files,
     backup_count,
     backup_invariant,

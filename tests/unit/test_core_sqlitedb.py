@@ -1,25 +1,14 @@
-"""SQLite facts and checkpoints on real databases.
-
-Nothing is mocked: databases are real files, other processes are real processes. (Split from the
-former tests/unit/test_core.py along the core's parts.)
-"""
+"""SQLite facts and checkpoints on real databases."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "module_utils"))
-import sqlite_fleet as core  # noqa: E402
-from unit_helpers import (  # noqa: E402
-    main_file_only_count,
-    make_app_db,
-    wal_holding_connection,
-)
+import sqlite_fleet as core
+from unit_helpers import main_file_only_count, make_app_db, wal_holding_connection
 
 # --------------------------------------------------------------------------- facts
 

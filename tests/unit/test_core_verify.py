@@ -1,23 +1,14 @@
-"""Verifying finished backups on real SQLite files: every kind of damage is caught.
-
-Nothing is mocked: databases are real files, other processes are real processes. (Split from the
-former tests/unit/test_core.py along the core's parts.)
-"""
+"""Verifying finished backups on real SQLite files: every kind of damage is caught."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "module_utils"))
-import sqlite_fleet as core  # noqa: E402
-from unit_helpers import (  # noqa: E402
-    make_app_db,
-)
+import sqlite_fleet as core
+from unit_helpers import make_app_db
 
 # --------------------------------------------------------------------------- verify
 

@@ -30,7 +30,9 @@ from integration_helpers import (
     backups_in,
     integrity_check,
     reset_host,
+    rows_by_host,
     run_records,
+    summary_lines,
     table_counts,
     tree_state,
 )
@@ -189,6 +191,17 @@ def test_wrong_password_and_missing_repository_fail_with_one_line_archive_untouc
     wrong = site.run("backup.yml", inventory=site.inventory(hosts=[host], group_vars=base))
     assert wrong.rc != 0 and "wrong password for the offsite repository" in wrong.stdout
     assert PASSWORD not in wrong.stdout
+    # the offsite copy failed, not the host: its backup was taken and archived; the run says failed
+    record = run_records(site.archive, "backup")[-1]
+    assert record["hosts"]["pi1"]["outcome"] == "ok" and rows_by_host(record)["pi1"]["ok"], record
+    assert rows_by_host(record)["pi1"]["verified_in_archive"]
+    assert record["outcome"] == "failed" and record["exit_code"] == 1
+    assert record["offsite"]["outcome"] == "failed" and record["offsite"]["snapshot_id"] is None
+    assert "wrong password for the offsite repository" in record["offsite"]["message"]
+    lines = summary_lines(wrong)
+    assert [line for line in lines if line.startswith("offsite FAILED: offsite upload failed: wrong password")], lines
+    assert "(exit 1)" in wrong.stdout and " - offsite FAILED" not in wrong.stdout  # said once, in its own line
+    assert [line for line in lines if line.startswith("pi1 %s: " % DB_NAME) and "FAILED" not in line], lines
     assert len(backups_in(site.archive_folder("pi1"))) == 2
     now = tree_state(site.archive_folder("pi1"))
     assert all(now[name] == state for name, state in archived.items() if not stat.S_ISDIR(state[0]))

@@ -37,6 +37,8 @@ from integration_helpers import (
     tree_state,
 )
 
+from sqlite_fleet_cli.fleet_status import collect_status
+
 PASSWORD = "offsite-integration-pw-3c9a1e"
 REPO_DIR = "/srv/app/restic-repo"  # on the repository host, a private folder
 
@@ -160,6 +162,14 @@ def test_backup_sends_to_a_local_repository_and_the_second_run_only_new_data(sit
     assert "check passed, read 100% of the data" in offsite_line(second.stdout)
     for record in run_records(site.archive, "backup"):
         assert PASSWORD not in json.dumps(record)
+    # the record's offsite section and the newest backup offsite, which status reads from the records
+    record = run_records(site.archive, "backup")[-1]
+    assert record["offsite"]["outcome"] == "ok" and record["offsite"]["bytes_added"] == second_bytes
+    assert snapshots[-1]["id"].startswith(record["offsite"]["snapshot_id"]) and record["offsite"]["files_sent"] >= 3
+    assert "offsite: sent %d files" % record["offsite"]["files_sent"] in "\n".join(summary_lines(second))
+    row = collect_status(str(site.archive)).rows[0]
+    assert (row["host"], row["offsite"]["newest"]) == ("pi1", newest.name)
+    assert row["offsite"]["snapshot_id"] == record["offsite"]["snapshot_id"] and row["offsite"]["age_seconds"] < 600
 
     # check mode: what the policy would forget (the newest snapshot of pi1/gym is spared), nothing forgotten
     planned = site.run("backup.yml", "--check", "-e", "sqlite_offsite_keep_last=1", inventory=inventory, env=env)

@@ -215,6 +215,12 @@ def test_wrong_password_and_missing_repository_fail_with_one_line_archive_untouc
     assert len(backups_in(site.archive_folder("pi1"))) == 2
     now = tree_state(site.archive_folder("pi1"))
     assert all(now[name] == state for name, state in archived.items() if not stat.S_ISDIR(state[0]))
+    # before an upgrade the same: the emergency backup is taken and archived, the run fails for the offsite copy
+    upgrade = site.run("pre_upgrade.yml", inventory=site.inventory(hosts=[host], group_vars=base))
+    assert upgrade.rc != 0 and "no pre-upgrade backup on" not in upgrade.stdout
+    record = run_records(site.archive, "pre-upgrade")[-1]
+    assert record["hosts"]["pi1"]["outcome"] == "ok" and record["offsite"]["outcome"] == "failed", record
+    assert record["exit_code"] == 1 and len(backups_in(site.archive_folder("pi1"))) == 3
 
 
 def test_sftp_repository_link_cut_mid_upload_then_restore_and_drill_from_offsite(site: Site) -> None:

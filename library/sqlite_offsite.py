@@ -141,6 +141,10 @@ data_added:
   description: Bytes of new data this run added to the repository (what the dedup left to send).
   returned: when state is sent
   type: int
+newest:
+  description: Host -> database -> the newest backup the snapshot holds (C(file), C(created)).
+  returned: when state is sent and a snapshot was made
+  type: dict
 forgotten:
   description: Snapshots forgotten (or that would be, in check mode).
   returned: when state is forgotten

@@ -315,6 +315,17 @@ def snapshot_tags(backups: Sequence[Mapping[str, Any]], extra: Sequence[str] = (
     return tags
 
 
+def newest_sent(backups: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """host -> database -> the newest backup (``file``, ``created``) among those a snapshot holds."""
+    newest: dict[str, dict[str, dict[str, Any]]] = {}
+    for item in backups:
+        best = newest.setdefault(item["host"], {}).get(item["name"])
+        key = (str(item.get("created") or ""), item["file"])
+        if best is None or key > (str(best.get("created") or ""), best["file"]):
+            newest[item["host"]][item["name"]] = {"file": item["file"], "created": item.get("created")}
+    return newest
+
+
 # Invariant: one snapshot per run, holding only backups verified just before it is taken.
 def send(archive_dir: str, env: Mapping[str, str], *, hosts: Sequence[str] | None = None,
          snapshot_host: str = SNAPSHOT_HOST, limit_upload_kib: int = 0, tags: Sequence[str] = (),
@@ -369,6 +380,7 @@ def send(archive_dir: str, env: Mapping[str, str], *, hosts: Sequence[str] | Non
         "files_new": int(summary.get("files_new") or 0),
         "files_changed": int(summary.get("files_changed") or 0),
         "tags": snapshot_tags_list,
+        "newest": newest_sent(chosen["send"]),
         "changed": not check_mode,
     })
     return result

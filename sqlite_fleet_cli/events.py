@@ -21,6 +21,9 @@ from typing import Any
 RUN_FACT = "sqlite_fleet_run"  # set by playbooks/guard.yml: command, hosts, targets, archive and runs folders
 INPUT_CHECKS = ("assert", "validate_argument_spec")  # a failure of these is bad input
 UNREACHED = "unreachable"
+OFFSITE_FACT = "sqlite_offsite_report"  # set by roles/sqlite_offsite (tasks/main.yml): the offsite copy's outcome
+OFFSITE_VERDICT_TASK = "Fail the run when the offsite copy failed"  # roles/sqlite_offsite/tasks/verdict.yml
+OFFSITE_FIELDS = ("outcome", "snapshot_id", "bytes_added", "files_sent", "backups", "message")
 
 DATABASE_ROW: dict[str, Any] = {
     "outcome": None, "backup": None, "label": None, "created": None, "size_bytes": None, "seconds": None,
@@ -95,6 +98,9 @@ class Fold:
         self.message: str | None = None
         self.bad_input = False
         self.stats: dict[str, Any] | None = None
+        self.offsite: dict[str, Any] | None = None  # the record's "offsite" section, once the role reported
+        self._offsite_newest: dict[str, Any] = {}
+        self._verdict_failures: dict[str, int] = {}  # host -> failures of the offsite verdict (not the host's)
         self.started_tasks: dict[str, dict[str, Any]] = {}  # host -> the task it runs now
         self._have: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
         self._pruned_in_archive: set[tuple[str, str]] = set()
@@ -176,10 +182,12 @@ class Fold:
                 for name in names if isinstance(names, list) else []:
                     if isinstance(member, str) and isinstance(name, str):
                         self.database(member, name)
+        steps_first = self._on_offsite_report(host, facts[OFFSITE_FACT]) if isinstance(facts.get(OFFSITE_FACT),
+                                                                                          Mapping) else []
         handler = getattr(self, "_on_" + action, None)
         if action == "sqlite_archive_info":
             handler = self._on_sqlite_archive
-        steps = handler(host, res, failed or failed_ignored) if handler else []
+        steps = steps_first + (handler(host, res, failed or failed_ignored) if handler else [])
         if failed:
             steps += self._on_failure(host, data, res, action)
         return steps
@@ -193,6 +201,13 @@ class Fold:
             message = "bad variable: %s" % "; ".join(one_line(e) for e in res["argument_errors"])
         if action == "sqlite_drill":
             return []  # the drill's results say which databases failed
+        if str(data.get("task") or "").endswith(OFFSITE_VERDICT_TASK):  # "<role> : <name>" under include_role
+            # the run fails for the offsite copy (its section says why): not the host that ran the verdict
+            self._verdict_failures[host] = self._verdict_failures.get(host, 0) + 1
+            if self.offsite is None:
+                self.offsite = {**dict.fromkeys(OFFSITE_FIELDS), "outcome": "failed",
+                                "message": message.replace("offsite FAILED: ", "", 1)}
+            return []
         if str(data.get("play_pattern") or "").startswith("localhost") or \
                 (self.run and host not in self.run.get("hosts", [host])):
             # a play of the controller (the guard, the restore request, the pre-upgrade gate): the whole run
@@ -417,6 +432,22 @@ class Fold:
         stats["archive_backups"] = dict(backups)
         return [(host, name, "read the archive: %s backup(s)" % backups.get("count"))]
 
+    def _on_offsite_report(self, host: str, report: Mapping[str, Any]) -> list:
+        """The offsite role's report (no secret in it): the record's "offsite" section."""
+        section = {key: (None if report.get(key) in ("", None) else report.get(key)) for key in OFFSITE_FIELDS}
+        for key in ("bytes_added", "files_sent", "backups"):
+            try:
+                section[key] = None if section[key] is None else int(section[key])
+            except (TypeError, ValueError):
+                section[key] = None
+        section["outcome"] = section["outcome"] if section["outcome"] in ("ok", "failed", "would") else "failed"
+        if section["outcome"] == "failed":
+            section["message"] = one_line(section["message"])
+        newest = report.get("newest")
+        self._offsite_newest = dict(newest) if isinstance(newest, Mapping) and section["outcome"] == "ok" else {}
+        self.offsite = section
+        return [(host, None, offsite_line(section))]
+
     def _would(self, db: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(db.get("would"), dict):
             db["would"] = {}
@@ -434,6 +465,7 @@ class Fold:
             in_run = targets is None or name in targets
             for db_name, db in row["databases"].items():
                 self._settle_newest(name, db_name, db)
+                self._settle_offsite(name, db_name, db)
                 if db["outcome"] is None:
                     db["outcome"] = self._database_outcome(row, db, in_run)
                 if db["outcome"] == "failed" and not db["message"]:
@@ -460,6 +492,14 @@ class Fold:
             db["newest_verified_in_archive"] = best["file"]
             db["newest_verified_in_archive_created"] = best["created"]
 
+    def _settle_offsite(self, host: str, name: str, db: dict[str, Any]) -> None:
+        """The newest backup of this database that this run's offsite snapshot holds."""
+        of_host = self._offsite_newest.get(host)
+        entry = of_host.get(name) if isinstance(of_host, Mapping) else None
+        if isinstance(entry, Mapping) and isinstance(entry.get("file"), str) and self.offsite:
+            db["offsite"] = {"file": entry["file"], "created": entry.get("created"),
+                             "snapshot_id": self.offsite.get("snapshot_id")}
+
     def _database_outcome(self, row: Mapping[str, Any], db: Mapping[str, Any], in_run: bool) -> str:
         if not in_run:
             return "skipped"
@@ -477,7 +517,8 @@ class Fold:
         stats = self.stats or {}
         if name in (stats.get("dark") or {}):
             return UNREACHED
-        if name in (stats.get("failures") or {}):
+        failures = (stats.get("failures") or {}).get(name) or 0
+        if failures > self._verdict_failures.get(name, 0):
             return "failed"
         if any(db["outcome"] == "failed" for db in row["databases"].values()):
             return "failed"
@@ -487,6 +528,19 @@ class Fold:
                                                        " (the run stopped before this host)" if self.message else "")
             return "skipped"
         return "ok"
+
+
+def offsite_line(section: Mapping[str, Any]) -> str:
+    """One line for the offsite copy: sent, would send, or FAILED and why."""
+    if section.get("outcome") == "failed":
+        return "offsite FAILED: %s" % (section.get("message") or "failed")
+    if section.get("outcome") == "would":
+        return "offsite: would send %s verified backup(s) (check mode)" % section.get("backups")
+    if not section.get("snapshot_id"):
+        return "offsite: nothing to send"
+    return "offsite: sent %s files, %s added, snapshot %s" % (
+        section.get("files_sent") or 0, human_bytes(section.get("bytes_added") or 0),
+        str(section["snapshot_id"])[:8])
 
 
 def basename(path: Any) -> str | None:

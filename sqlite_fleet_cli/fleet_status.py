@@ -159,6 +159,23 @@ def newest_on_host(runs: Sequence[Run], host: str, database: str) -> dict[str, A
     return None
 
 
+def newest_offsite(runs: Sequence[Run], host: str, database: str, now: _dt.datetime) -> dict[str, Any] | None:
+    """The newest backup sent offsite, as the latest run record whose offsite snapshot held it says
+    (read from the records: status never calls restic); None when no record names one."""
+    for run in reversed(runs):
+        entry = run.database(host, database)
+        offsite = entry.get("offsite") if entry is not None and not run.check_mode else None
+        if offsite:
+            created = offsite["created"]
+            if created is None:
+                parsed = core.parse_backup_filename(offsite["file"])
+                created = parsed["created"] if parsed else None
+            return {"newest": offsite["file"], "created": iso(created),
+                    "age_seconds": round((now - created).total_seconds(), 3) if created else None,
+                    "snapshot_id": offsite["snapshot_id"], "run_id": run.run_id, "sent": iso(run.started)}
+    return None
+
+
 def python_sqlite_of(runs: Sequence[Run], backups: Sequence[Mapping[str, Any]], host: str) -> str | None:
     """The host's Python sqlite3 version: the newer of the last record naming it and the newest manifest."""
     candidates: list[tuple[_dt.datetime, str]] = []
@@ -224,6 +241,7 @@ def database_row(host: str, database: str | None, *, archive_dir: str, runs: Seq
                     "size_bytes": newest["size_bytes"] if newest else None,
                     "verified_backups": sum(1 for b in backups if b["verified"]), "backups": len(backups)},
         "on_host": newest_on_host(runs, host, database) if database else None,
+        "offsite": newest_offsite(runs, host, database, now) if database else None,
         "last_run": last_run,
         "last_drill": last_drill,
         "sqlite": {"python": python_sqlite, "app": app_sqlite,

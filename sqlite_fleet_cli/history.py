@@ -135,6 +135,10 @@ def database_entry(raw: Mapping[str, Any]) -> dict[str, Any]:
     }
     if "newest_verified_on_host" in raw:
         entry["newest_verified_on_host"] = text(raw.get("newest_verified_on_host"), 300)
+    offsite = raw.get("offsite")
+    if isinstance(offsite, Mapping) and isinstance(offsite.get("file"), str):
+        entry["offsite"] = {"file": offsite["file"][:300], "created": moment(offsite.get("created")),
+                            "snapshot_id": text(offsite.get("snapshot_id"), 100)}
     drill = raw.get("drill")
     if isinstance(drill, Mapping):
         entry["drill"] = {"ok": flag(drill.get("ok")), "backup": text(drill.get("backup"), 300),

@@ -6,7 +6,7 @@ and by the CLI after each run (:func:`write_metrics`). Every sample carries exac
 all, never a placeholder value, so ``absent()`` and ``time() - ..._timestamp_seconds`` alerts
 stay honest.
 
-To add a metric (the offsite copy's age, say), add one :class:`Metric` to ``METRICS`` whose
+To add a metric, add one :class:`Metric` to ``METRICS`` whose
 ``value`` reads a field of the status row (fleet_status.database_row): a row without that
 field, or with it null, gives no sample.
 """
@@ -77,6 +77,12 @@ METRICS: tuple[Metric, ...] = (
     Metric("sqlite_fleet_last_drill_duration_seconds",
            "Duration of the last restore drill (restore, integrity and row checks, probes): the measured RTO.",
            lambda r: r["last_drill"]["rto_seconds"] if r["last_drill"] else None),
+    Metric("sqlite_fleet_offsite_newest_timestamp_seconds",
+           "Unix time the newest backup in the offsite copy was taken (as the last run that sent it recorded).",
+           lambda r: unix_time(r["offsite"]["created"]) if r.get("offsite") else None),
+    Metric("sqlite_fleet_offsite_newest_age_seconds",
+           "Age of the newest backup in the offsite copy when this file was written.",
+           lambda r: r["offsite"]["age_seconds"] if r.get("offsite") else None),
     Metric("sqlite_fleet_wal_reset_bug",
            "1 when the SQLite that backs this database up (Python sqlite3) or the app's carries the WAL-reset bug.",
            lambda r: None if r["sqlite"]["wal_reset_bug"] is None else float(r["sqlite"]["wal_reset_bug"])),

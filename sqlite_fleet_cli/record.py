@@ -81,7 +81,7 @@ def outcome_of(fold: Fold, rc: int | None, interrupted: bool = False) -> str:
     rows = list(fold.hosts.values())
     if any(row["outcome"] == "failed" for row in rows):
         return "failed"
-    if fold.message:
+    if fold.message or (fold.offsite or {}).get("outcome") == "failed":
         return "failed"
     if any(row["outcome"] == "unreachable" for row in rows):
         return "unreachable"
@@ -111,6 +111,7 @@ def build_record(fold: Fold, *, run_id: str, command: str | None, playbook: str,
         "outcome": outcome,
         "message": fold.message or message,
         "hosts": {name: fold.hosts[name] for name in sorted(fold.hosts)},
+        "offsite": fold.offsite,
     }
 
 

@@ -55,6 +55,7 @@ def seconds_text(value: float | None) -> str:
 
 def row_cells(row: dict[str, Any]) -> list[str]:
     archive, on_host, run, drill = row["archive"], row["on_host"], row["last_run"], row["last_drill"]
+    offsite = row.get("offsite")
     return [
         STATE_WORDS[row["state"]],
         printable(row["host"]),
@@ -62,6 +63,7 @@ def row_cells(row: dict[str, Any]) -> list[str]:
         short_time(archive["created"]) if archive["created"] else "none",
         core.human_age(archive["age_seconds"]),
         (short_time(on_host["created"]) if on_host["newest_verified"] else "none") if on_host else "not seen",
+        "%s (%s)" % (short_time(offsite["created"]), core.human_age(offsite["age_seconds"])) if offsite else "none",
         "%s %s %s" % (printable(run["command"]), printable(run["outcome"]), short_time(run["started"])) if run else
         "never run",
         "%s %s" % (drill["outcome"], short_time(drill["time"])) if drill else "never drilled",
@@ -69,8 +71,8 @@ def row_cells(row: dict[str, Any]) -> list[str]:
     ]
 
 
-HEADER = ["STATE", "HOST", "DATABASE", "NEWEST IN ARCHIVE", "AGE", "NEWEST ON HOST", "LAST RUN", "LAST DRILL",
-          "RTO"]
+HEADER = ["STATE", "HOST", "DATABASE", "NEWEST IN ARCHIVE", "AGE", "NEWEST ON HOST", "NEWEST OFFSITE (AGE)",
+          "LAST RUN", "LAST DRILL", "RTO"]
 
 
 def render_table(status: FleetStatus) -> list[str]:

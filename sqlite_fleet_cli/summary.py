@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .events import human_age, human_bytes
+from .events import human_age, human_bytes, offsite_line
 from .stats import render_table, stats_rows
 
 
@@ -32,6 +32,8 @@ def summary_lines(record: Mapping[str, Any]) -> list[str]:
             lines.append("%s: %s" % (host, row.get("outcome")))
         for name, db in databases.items():
             lines.append("%s %s: %s" % (host, name, database_text(record, db)))
+    if isinstance(record.get("offsite"), Mapping):
+        lines.append(offsite_line(record["offsite"]))
     lines.append(run_line(record))
     return lines
 

@@ -46,6 +46,7 @@ PYTHON_SQLITE = {"alpha": "3.51.3", "bravo": "3.46.1", "charlie": "3.44.6"}
 APP_SQLITE = {"alpha": "3.45.1"}
 BRAVO_FAILED_DAYS = (4, 5)
 CHARLIE_LAST_DAY = 9  # unreachable afterwards
+OFFSITE_HOSTS = ("alpha", "bravo")  # sent offsite every day but the last (its upload failed); charlie never
 DRILL_DAYS = (0, 7, 13)
 BAD_INPUT_DAY = 6
 CHECK_DAY = 12
@@ -202,10 +203,18 @@ def build_history(root: Path, now: dt.datetime | None = None) -> History:
             sent = newest[host]["size_bytes"] if previous is None else 4096 * (3 + day % 4)
             entries[host] = {"outcome": "ok", "message": None, "sqlite_version": PYTHON_SQLITE[host],
                              "databases": {DB: database_entry(newest[host], sent)}}
+            if host in OFFSITE_HOSTS and day < DAYS - 1:  # the offsite copy of the last day failed
+                entries[host]["databases"][DB]["offsite"] = {"file": newest[host]["file"],
+                                                             "created": newest[host]["created"],
+                                                             "snapshot_id": "snap%04d" % day}
         entries["delta"] = {"outcome": "unreachable", "message": UNREACHABLE % "delta", "databases": {}}
         entries[HOSTILE_HOST] = {"outcome": "failed", "message": HOSTILE_MESSAGE, "databases": {
             HOSTILE_DB: failed_entry(HOSTILE_MESSAGE, None, None)}}
-        run = record("%s-%06x" % (started.strftime("%Y%m%dT%H%M%SZ"), day), started, entries)
+        offsite = ({"outcome": "failed", "snapshot_id": None, "bytes_added": None, "files_sent": None,
+                    "backups": None, "message": "offsite upload failed: the offsite back end is unreachable"}
+                   if day == DAYS - 1 else {"outcome": "ok", "snapshot_id": "snap%04d" % day, "bytes_added": 40960,
+                                            "files_sent": 6, "backups": 2 * (day + 1), "message": None})
+        run = record("%s-%06x" % (started.strftime("%Y%m%dT%H%M%SZ"), day), started, entries, offsite=offsite)
         write_record(archive, run)
         history.runs.append(run)
         if day == BAD_INPUT_DAY:

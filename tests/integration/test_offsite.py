@@ -30,10 +30,14 @@ from integration_helpers import (
     backups_in,
     integrity_check,
     reset_host,
+    rows_by_host,
     run_records,
+    summary_lines,
     table_counts,
     tree_state,
 )
+
+from sqlite_fleet_cli.fleet_status import collect_status
 
 PASSWORD = "offsite-integration-pw-3c9a1e"
 REPO_DIR = "/srv/app/restic-repo"  # on the repository host, a private folder
@@ -158,6 +162,14 @@ def test_backup_sends_to_a_local_repository_and_the_second_run_only_new_data(sit
     assert "check passed, read 100% of the data" in offsite_line(second.stdout)
     for record in run_records(site.archive, "backup"):
         assert PASSWORD not in json.dumps(record)
+    # the record's offsite section and the newest backup offsite, which status reads from the records
+    record = run_records(site.archive, "backup")[-1]
+    assert record["offsite"]["outcome"] == "ok" and record["offsite"]["bytes_added"] == second_bytes
+    assert snapshots[-1]["id"].startswith(record["offsite"]["snapshot_id"]) and record["offsite"]["files_sent"] >= 3
+    assert "offsite: sent %d files" % record["offsite"]["files_sent"] in "\n".join(summary_lines(second))
+    row = collect_status(str(site.archive)).rows[0]
+    assert (row["host"], row["offsite"]["newest"]) == ("pi1", newest.name)
+    assert row["offsite"]["snapshot_id"] == record["offsite"]["snapshot_id"] and row["offsite"]["age_seconds"] < 600
 
     # check mode: what the policy would forget (the newest snapshot of pi1/gym is spared), nothing forgotten
     planned = site.run("backup.yml", "--check", "-e", "sqlite_offsite_keep_last=1", inventory=inventory, env=env)
@@ -189,9 +201,26 @@ def test_wrong_password_and_missing_repository_fail_with_one_line_archive_untouc
     wrong = site.run("backup.yml", inventory=site.inventory(hosts=[host], group_vars=base))
     assert wrong.rc != 0 and "wrong password for the offsite repository" in wrong.stdout
     assert PASSWORD not in wrong.stdout
+    # the offsite copy failed, not the host: its backup was taken and archived; the run says failed
+    record = run_records(site.archive, "backup")[-1]
+    assert record["hosts"]["pi1"]["outcome"] == "ok" and rows_by_host(record)["pi1"]["ok"], record
+    assert rows_by_host(record)["pi1"]["verified_in_archive"]
+    assert record["outcome"] == "failed" and record["exit_code"] == 1
+    assert record["offsite"]["outcome"] == "failed" and record["offsite"]["snapshot_id"] is None
+    assert "wrong password for the offsite repository" in record["offsite"]["message"]
+    lines = summary_lines(wrong)
+    assert [line for line in lines if line.startswith("offsite FAILED: offsite upload failed: wrong password")], lines
+    assert "(exit 1)" in wrong.stdout and " - offsite FAILED" not in wrong.stdout  # said once, in its own line
+    assert [line for line in lines if line.startswith("pi1 %s: " % DB_NAME) and "FAILED" not in line], lines
     assert len(backups_in(site.archive_folder("pi1"))) == 2
     now = tree_state(site.archive_folder("pi1"))
     assert all(now[name] == state for name, state in archived.items() if not stat.S_ISDIR(state[0]))
+    # before an upgrade the same: the emergency backup is taken and archived, the run fails for the offsite copy
+    upgrade = site.run("pre_upgrade.yml", inventory=site.inventory(hosts=[host], group_vars=base))
+    assert upgrade.rc != 0 and "no pre-upgrade backup on" not in upgrade.stdout
+    record = run_records(site.archive, "pre-upgrade")[-1]
+    assert record["hosts"]["pi1"]["outcome"] == "ok" and record["offsite"]["outcome"] == "failed", record
+    assert record["exit_code"] == 1 and len(backups_in(site.archive_folder("pi1"))) == 3
 
 
 def test_sftp_repository_link_cut_mid_upload_then_restore_and_drill_from_offsite(site: Site) -> None:

@@ -123,3 +123,60 @@ def test_the_run_line_says_when_the_run_started_and_who_failed() -> None:
               "hosts": {"pi1": {"outcome": "ok"}, "pi2": {"outcome": "failed"}}}
     assert run_line(record) == "backup: FAILED; 1 failed (pi2), 1 ok in 7.1 s, started 2026-12-06 03:15:00 UTC (exit 1)"
     assert run_line({**record, "started": None}).endswith("in 7.1 s (exit 1)")
+
+
+def test_a_failed_offsite_copy_fails_the_run_not_the_hosts() -> None:
+    """The offsite role's report (a set_fact on the first host, run_once) and its verdict play, which
+    under --limit runs on the first host, pi1: its row stays ok, the record's offsite section says why."""
+    from sqlite_fleet_cli.summary import summary_lines
+
+    def run(report: dict, verdict: bool, failures: dict) -> Fold:
+        fold = Fold("backup")
+        fold.feed(GUARD)
+        fold.feed(event("runner_item_on_ok", "pi1", "sqlite_backup", {
+            "item": {"name": "gym"}, "file": "gym_backup_20261206_031501.db", "size_bytes": 4096,
+            "duration_seconds": 0.5, "verified": True, "manifest": {"created": "2026-12-06T03:15:01Z"}}))
+        fold.feed(event("runner_on_ok", "pi1", "set_fact", {"ansible_facts": {"sqlite_offsite_report": report}},
+                        play_pattern="sqlite_hosts"))
+        if verdict:
+            fold.feed(event("runner_on_failed", "pi1", "fail", {"msg": "offsite FAILED: " + str(report["message"])},
+                            task="sqlite_offsite : Fail the run when the offsite copy failed",
+                            play_pattern="localhost:sqlite_hosts"))
+        fold.feed({"event": "playbook_on_stats", "event_data": {"processed": {"pi1": 1, "pi2": 1},
+                                                                "failures": failures}})
+        fold.finish()
+        return fold
+
+    failed = run({"outcome": "failed", "snapshot_id": "", "bytes_added": "", "files_sent": "", "backups": "",
+                  "newest": {}, "message": "offsite upload failed: wrong password for the offsite repository /r"},
+                 True, {"pi1": 1})
+    assert failed.hosts["pi1"]["outcome"] == "ok" and failed.hosts["pi1"]["databases"]["gym"]["outcome"] == "ok"
+    assert failed.hosts["pi1"]["databases"]["gym"]["offsite"] is None
+    assert failed.offsite == {"outcome": "failed", "snapshot_id": None, "bytes_added": None, "files_sent": None,
+                              "backups": None, "message": "offsite upload failed: wrong password for the offsite "
+                                                          "repository /r"}
+    assert failed.message is None and records.outcome_of(failed, 2) == "failed"
+    record = records.build_record(failed, run_id="r", command="backup", playbook="backup.yml", argv=[], via="cli",
+                                  inventory=None, limit="pi1", check_mode=False, started=_now(), ended=_now(),
+                                  outcome=records.outcome_of(failed, 2))
+    lines = summary_lines(record)
+    assert "offsite FAILED: offsite upload failed: wrong password for the offsite repository /r" in lines
+    assert lines[-1].startswith("backup: FAILED; 2 ok, 1 skipped") and lines[-1].endswith("(exit 1)")
+
+    # another failure of pi1 that the events did not show (stats count 2, the verdict 1): pi1 failed
+    assert run(failed.offsite, True, {"pi1": 2}).hosts["pi1"]["outcome"] == "failed"
+
+    sent = run({"outcome": "ok", "snapshot_id": "4f2a9c1e77", "bytes_added": 61440, "files_sent": "6",
+                "backups": 2, "message": None, "newest": {"pi1": {"gym": {
+                    "file": "gym_backup_20261206_031501.db", "created": "2026-12-06T03:15:01Z"}}}}, False, {})
+    assert records.outcome_of(sent, 0) == "ok" and sent.offsite["files_sent"] == 6
+    assert sent.hosts["pi1"]["databases"]["gym"]["offsite"] == {
+        "file": "gym_backup_20261206_031501.db", "created": "2026-12-06T03:15:01Z", "snapshot_id": "4f2a9c1e77"}
+    from sqlite_fleet_cli.events import offsite_line
+    assert offsite_line(sent.offsite) == "offsite: sent 6 files, 60.0 KiB added, snapshot 4f2a9c1e"
+
+
+def _now():
+    import datetime as dt
+
+    return dt.datetime(2026, 12, 6, 3, 15, tzinfo=dt.timezone.utc)

@@ -57,6 +57,12 @@ def test_metrics_of_the_fleet_parse_strictly_and_say_what_status_says(history: H
     assert [value("last_drill_success", host) for host in ("alpha", "bravo", "charlie")] == [1, 0, 1]
     assert value("last_drill_duration_seconds", "alpha") > 0
     assert [value("wal_reset_bug", host) for host in ("alpha", "bravo", "charlie")] == [1, 1, 0]
+    # offsite: from the records (the last upload failed: the day before's snapshot is the newest offsite)
+    sent = history.runs[-2]["hosts"]["alpha"]["databases"][DB]
+    assert value("offsite_newest_timestamp_seconds", "alpha") == \
+        core.parse_backup_filename(sent["backup"])["created"].timestamp()
+    assert 86400 + 3500 < value("offsite_newest_age_seconds", "alpha") < 86400 + 3900
+    assert value("offsite_newest_timestamp_seconds", "charlie") is None  # never sent: no sample
     # unknown figures have no sample at all, never a placeholder
     assert value("archive_newest_verified_timestamp_seconds", "delta") is None
     assert value("last_drill_success", "delta") is None and value("wal_reset_bug", "delta") is None

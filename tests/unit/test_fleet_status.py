@@ -26,6 +26,8 @@ from fleet_history import DB, HOSTILE_DB, HOSTILE_HOST, HOSTILE_MESSAGE, History
 from sqlite_fleet_cli.fleet_status import collect_status, parse_duration  # noqa: E402
 from sqlite_fleet_cli.status import main_status, printable  # noqa: E402
 
+core = fleet_history.core
+
 REPO = fleet_history.REPO
 
 
@@ -94,6 +96,14 @@ def test_json_tells_each_database_its_newest_backups_runs_and_drills(history: Hi
     # the last run is the last real backup run, not the --check run of day 12
     assert alpha["last_run"]["run_id"] == last_day["run_id"] and alpha["last_run"]["outcome"] == "ok"
     assert alpha["last_drill"]["outcome"] == "passed" and alpha["last_drill"]["rto_seconds"] > 0
+    # offsite: the last run's upload failed, so the newest offsite backup is the day before's, from its record
+    before = history.runs[-2]["hosts"]["alpha"]["databases"][DB]
+    assert alpha["offsite"]["newest"] == before["backup"] and core.parse_iso_utc(alpha["offsite"]["created"]) == \
+        core.parse_iso_utc(before["created"])
+    assert alpha["offsite"]["snapshot_id"] == "snap%04d" % (fleet_history.DAYS - 2)
+    assert alpha["offsite"]["run_id"] == history.runs[-2]["run_id"]
+    assert 86400 + 3500 < alpha["offsite"]["age_seconds"] < 86400 + 3900
+    assert rows["charlie"]["offsite"] is None  # never sent offsite: none, not a guess
 
     charlie = rows["charlie"]
     assert charlie["state"] == "stale" and charlie["stale"] is True
@@ -222,3 +232,13 @@ def test_durations_and_terminal_text() -> None:
             parse_duration(bad)
     assert printable("pi\x1b[31m1\nx") == "pi\\x1b[31m1\\x0ax" and printable(None) == "-"
     assert os.linesep not in printable("a" + os.linesep)
+
+
+def test_the_table_shows_the_newest_offsite_backup_and_its_age(history: History, capsys) -> None:
+    main_status(["--no-metrics", "-i", str(history.inventory)])
+    lines = capsys.readouterr().out.splitlines()
+    assert "NEWEST OFFSITE (AGE)" in lines[0]
+    alpha = next(line for line in lines if line.split()[1:2] == ["alpha"])
+    assert "(1.0 d)" in alpha  # the day before's snapshot: the last upload failed
+    charlie = next(line for line in lines if line.split()[1:2] == ["charlie"])
+    assert "(" not in charlie.split("charlie", 1)[1].split("unreachable")[0]

@@ -127,8 +127,8 @@ def restic_error(stderr: str, repository: str, doing: str, secrets: Sequence[str
         cause = "wrong password for the offsite repository %s" % where
     elif "is there a repository at the following location" in low or \
             ("config" in low and "no such file" in low) or "repository does not exist" in low:
-        cause = ("no restic repository at %s: create it with ansible-playbook backup.yml -e sqlite_offsite_init=true "
-                 "(once; see docs/offsite.md)" % where)
+        cause = ("no restic repository at %s: create it with sqlite-fleet offsite init or "
+                 "ansible-playbook backup.yml -e sqlite_offsite_init=true (once; see docs/offsite.md)" % where)
     elif "already locked" in low:
         lock_line = first_line(text, ("locked", "lock was created"))
         cause = "the offsite repository %s is locked (%s): another run is using it; if none is, run " \

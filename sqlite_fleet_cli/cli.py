@@ -41,7 +41,11 @@ HELP = {
     "restore": "restore a chosen backup (-e restore_hosts=... -e restore_database=...)",
     "drill": "restore the newest archived backups into scratch space and check them",
     "provision": "install the on-host runner and the controller's schedule",
+    "offsite": "offsite init: create the offsite restic repository (sqlite_offsite_repository) unless it exists",
 }
+
+# Commands whose first argument names what to do; each action runs the command's playbook.
+ACTIONS = {"offsite": ["init"]}
 
 
 class UsageError(Exception):
@@ -64,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     for command in PLAYBOOKS:
         sub = commands.add_parser(command, help=HELP[command], description="%s (%s)" % (HELP[command],
                                                                                         PLAYBOOKS[command]))
+        if command in ACTIONS:
+            sub.add_argument("action", choices=ACTIONS[command], help="what to do")
         sub.add_argument("-i", "--inventory", action="append", default=[], metavar="INVENTORY",
                          help="inventory file or folder (repeatable); default: the one ansible.cfg names")
         sub.add_argument("-l", "--limit", help="only these hosts (an Ansible host pattern)")

@@ -536,8 +536,8 @@ def offsite_line(section: Mapping[str, Any]) -> str:
         return "offsite FAILED: %s" % (section.get("message") or "failed")
     if section.get("outcome") == "would":
         return "offsite: would send %s verified backup(s) (check mode)" % section.get("backups")
-    if not section.get("snapshot_id"):
-        return "offsite: nothing to send"
+    if not section.get("snapshot_id"):  # offsite init reports its message (created, exists) and sends nothing
+        return "offsite: %s" % (section.get("message") or "nothing to send")
     return "offsite: sent %s files, %s added, snapshot %s" % (
         section.get("files_sent") or 0, human_bytes(section.get("bytes_added") or 0),
         str(section["snapshot_id"])[:8])

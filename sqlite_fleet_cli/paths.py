@@ -24,6 +24,7 @@ PLAYBOOKS = {
     "restore": "restore.yml",
     "drill": "restore_drill.yml",
     "provision": "provision.yml",
+    "offsite": "offsite_init.yml",  # sqlite-fleet offsite init
 }
 
 

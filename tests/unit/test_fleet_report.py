@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import shutil
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
@@ -22,7 +23,17 @@ if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
 from browser import decode_png, first_row_with, red, require_chromium, run_chromium  # noqa: E402
-from fleet_history import BRAVO_FAILED_DAYS, DAYS, HOSTILE_DB, HOSTILE_HOST, History, build_history  # noqa: E402
+from fleet_history import (  # noqa: E402
+    BRAVO_FAILED_DAYS,
+    DAYS,
+    DB,
+    HOSTILE_DB,
+    HOSTILE_HOST,
+    History,
+    build_history,
+    record,
+    write_record,
+)
 
 from sqlite_fleet_cli import charts  # noqa: E402
 from sqlite_fleet_cli.report_page import main_report  # noqa: E402
@@ -223,6 +234,34 @@ def test_a_short_window_draws_less_but_states_the_same(history: History, tmp_pat
     drills = sections["alpha"]["charts"][4]
     assert drills["bars"] == ["good"]  # the drills of days 0 and 7 are outside the window
     assert "run failed before any host" not in output.read_text()  # day 6 is outside too
+
+    # the third copy: per host and database the newest backup offsite and its age (bravo's and
+    # alpha's last upload failed: the one before is the newest offsite); charlie never sent one
+    for host in ("alpha", "bravo"):
+        sent = [run for run in history.runs if (run["hosts"][host].get("databases") or {}).get(DB, {}).get("offsite")]
+        newest = sent[-1]["hosts"][host]["databases"][DB]["offsite"]["file"]
+        cells = page.table[host]
+        assert newest in cells, cells
+        age = cells[cells.index(newest) + 1]  # the day before's backup, sent that day
+        assert re.fullmatch(r"1\.0 d old, sent 20\d\d-\d\d-\d\d \d\d:\d\d UTC", age), cells
+    assert "none offsite" in page.table["charlie"] and "none offsite" in page.table[HOSTILE_HOST]
+
+
+def test_the_newest_offsite_name_is_text_not_markup(history: History, tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    shutil.copytree(history.archive, archive)
+    hostile = 'gym_backup_<img src=x onerror=alert(2)>.db'
+    alpha = {**history.runs[-1]["hosts"]["alpha"]}
+    alpha["databases"] = {DB: {**alpha["databases"][DB], "offsite": {
+        "file": hostile, "created": alpha["databases"][DB]["created"], "snapshot_id": "snap9999"}}}
+    started = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    write_record(archive, record(started.strftime("%Y%m%dT%H%M%SZ") + "-0ff51e", started, {"alpha": alpha}))
+    output = tmp_path / "page.html"
+    assert main_report(["-i", str(history.inventory), "--archive-dir", str(archive), "--output", str(output)]) == 0
+    html = output.read_text()
+    assert "<img src=x onerror=alert(2)>" not in html
+    assert "gym_backup_&lt;img src=x onerror=alert(2)&gt;.db" in html
+    assert hostile in parse(html).table["alpha"]
 
 
 def test_bad_input_and_an_unwritable_page(history: History, tmp_path: Path, capsys) -> None:

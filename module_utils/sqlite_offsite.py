@@ -135,6 +135,12 @@ def restic_error(stderr: str, repository: str, doing: str, secrets: Sequence[str
                 "`restic unlock`" % (where, lock_line)
     elif any(sign in low for sign in UNREACHABLE_SIGNS):
         cause = "offsite back end %s unreachable: %s" % (where, first_line(text, ("subprocess ssh", "timeout")))
+    elif "ignoring error for " in low:  # restore: restic names each file whose data did not decrypt
+        damaged = re.findall(r"ignoring error for (\S+?): (.*)", text)
+        cause = "damaged data in the offsite repository %s: %s could not be restored (%s); the archive's " \
+                "copies are untouched, run restic check --read-data to name the damaged packs" % (
+                    where, ", ".join(path for path, _ in damaged[:5]) + (" and more" if len(damaged) > 5 else ""),
+                    damaged[0][1].strip()[:120])
     elif "no space left" in low:
         cause = "the offsite repository %s is full: %s" % (where, first_line(text, ("no space",)))
     else:

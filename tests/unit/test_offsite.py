@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -184,3 +185,19 @@ def test_restore_lays_out_an_archive_and_verifies_it(site) -> None:
     assert result["backups"] == [b for b in sent["backups"] if b.startswith("pi2/")]
     assert not (target / "pi1").exists()
     assert oct((target.stat().st_mode) & 0o777) == "0o700"
+
+
+def test_a_drill_or_restore_from_a_corrupted_pack_fails_by_name(site) -> None:
+    env = site["env"]
+    offsite.send(str(site["archive"]), env)
+    packs = sorted((Path(env["RESTIC_REPOSITORY"]) / "data").rglob("*"), key=lambda p: p.stat().st_size)
+    victim = [p for p in packs if p.is_file()][-1]
+    victim.chmod(0o600)
+    with open(victim, "r+b") as handle:
+        handle.seek(victim.stat().st_size // 2)
+        handle.write(b"\x00" * 64)
+    with pytest.raises(offsite.OffsiteError) as raised:
+        offsite.restore(env, str(site["tmp"] / "restored"))
+    message = str(raised.value)
+    assert "\n" not in message and "damaged data in the offsite repository" in message, message
+    assert re.search(r"/pi\d/\w+/\w+_backup_\d{8}_\d{6}\.db", message), "the damaged backup is not named: " + message

@@ -49,13 +49,18 @@ def offsite_lines(run: Run) -> list[str]:
     return [line for line in run.stdout.splitlines() if line.startswith("offsite")]
 
 
-@pytest.fixture
-def site(tmp_path: Path) -> Site:
+def restic_cli_site(tmp_path: Path) -> Site:
+    """A CLI site (tests/integration/test_cli.py) for the offsite tests: the CLI and restic required."""
     if not CLI.exists():
         pytest.fail("%s is missing: make setup installs the CLI (pip install -e .)" % CLI)
     if shutil.which("restic") is None:
         pytest.fail("restic is not installed: tools/setup-system.sh installs it")
     return Site(tmp_path)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    return restic_cli_site(tmp_path)
 
 
 def test_offsite_init_creates_the_repository_once_and_is_idempotent(site: Site) -> None:

@@ -8,24 +8,20 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_cli import CLI, SECRET, Run, Site
+from tests.integration.test_cli import SECRET, Run, Site
+from tests.integration.test_cli_offsite_init import restic_cli_site
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def site(tmp_path: Path) -> Site:
-    if not CLI.exists():
-        pytest.fail("%s is missing: make setup installs the CLI (pip install -e .)" % CLI)
-    if shutil.which("restic") is None:
-        pytest.fail("restic is not installed: tools/setup-system.sh installs it")
-    return Site(tmp_path)
+    return restic_cli_site(tmp_path)
 
 
 def fill(folder: Path, leave: int) -> Path:

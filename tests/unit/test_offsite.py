@@ -162,16 +162,22 @@ def test_forget_keeps_the_newest_snapshot_of_every_database(site) -> None:
         offsite.forget(env, {"within": "ten days"})
 
 
-def test_check_names_a_corrupted_pack(site) -> None:
-    env = site["env"]
-    offsite.send(str(site["archive"]), env)
-    assert offsite.check(env, "100%")["ok"]
+def corrupt_largest_pack(env) -> Path:
+    """64 zero bytes written into the middle of the repository's largest pack file; that file."""
     packs = sorted((Path(env["RESTIC_REPOSITORY"]) / "data").rglob("*"), key=lambda p: p.stat().st_size)
     victim = [p for p in packs if p.is_file()][-1]
     victim.chmod(0o600)
     with open(victim, "r+b") as handle:
         handle.seek(victim.stat().st_size // 2)
         handle.write(b"\x00" * 64)
+    return victim
+
+
+def test_check_names_a_corrupted_pack(site) -> None:
+    env = site["env"]
+    offsite.send(str(site["archive"]), env)
+    assert offsite.check(env, "100%")["ok"]
+    victim = corrupt_largest_pack(env)
     with pytest.raises(offsite.OffsiteError) as raised:
         offsite.check(env, "100%")
     assert victim.name[:16] in str(raised.value) and "\n" not in str(raised.value)
@@ -190,12 +196,7 @@ def test_restore_lays_out_an_archive_and_verifies_it(site) -> None:
 def test_a_drill_or_restore_from_a_corrupted_pack_fails_by_name(site) -> None:
     env = site["env"]
     offsite.send(str(site["archive"]), env)
-    packs = sorted((Path(env["RESTIC_REPOSITORY"]) / "data").rglob("*"), key=lambda p: p.stat().st_size)
-    victim = [p for p in packs if p.is_file()][-1]
-    victim.chmod(0o600)
-    with open(victim, "r+b") as handle:
-        handle.seek(victim.stat().st_size // 2)
-        handle.write(b"\x00" * 64)
+    corrupt_largest_pack(env)
     with pytest.raises(offsite.OffsiteError) as raised:
         offsite.restore(env, str(site["tmp"] / "restored"))
     message = str(raised.value)

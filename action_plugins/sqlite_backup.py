@@ -114,10 +114,9 @@ class ActionModule(PullAction):
             return
         pulled.update(transfers=prepared["transfers"], dropped=prepared["dropped"], flagged=prepared["flagged"],
                       need_bytes=prepared["need_bytes"], free_bytes=prepared["free_bytes"])
-        self._host_name = archive["host"]  # the progress files' host name (see sqlite_fetch's pull)
         fetched = self.pull(dict(transfers=prepared["transfers"], dest=host_dir,
                                  incoming_prefix=archive["incoming_prefix"], backup_dir=backup_dir,
-                                 staging_dirs=staging))
+                                 staging_dirs=staging), archive["host"])
         pulled.update(fetched=fetched["fetched"], bytes=fetched["bytes"], removed=fetched["removed"])
         if fetched.get("failed"):
             result.update(failed=True, msg=fetched["msg"])

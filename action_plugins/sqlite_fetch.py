@@ -110,15 +110,15 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
         _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
-        self._host_name = (task_vars or {}).get("inventory_hostname", self._play_context.remote_addr)
-        result.update(self.pull(args))
+        host = (task_vars or {}).get("inventory_hostname", self._play_context.remote_addr)
+        result.update(self.pull(args, host))
         return result
 
     # The one transfer of a pull, shared by this task and the sqlite_backup action plugin (one task per
     # host): fetch every checked transfer, then remove the host's staging folders, even when a fetch failed.
-    def pull(self, args):
+    def pull(self, args, host):
         """Fetch ``args["transfers"]`` to ``dest`` and remove ``staging_dirs``: this task's result.
-        ``self._host_name`` (the inventory host, for the progress files) is set by the caller's run()."""
+        ``host``: the inventory host, as the progress files name it."""
         backup_dir = host_path(args["backup_dir"], "backup_dir")
         staging_dirs = sorted({staging_folder(path, backup_dir) for path in args["staging_dirs"]})
         plan = self.plan(args, staging_dirs)
@@ -135,7 +135,7 @@ class ActionModule(ActionBase):
         self.bounded_transfer_method()
         try:
             for entry in plan:
-                failure = self.fetch(entry)
+                failure = self.fetch(entry, host)
                 if failure:
                     break
                 fetched.append(entry)
@@ -176,10 +176,10 @@ class ActionModule(ActionBase):
                          "mode": transfer.get("mode")})
         return plan
 
-    def fetch(self, entry):
+    def fetch(self, entry, host):
         """Copy one staged file to the controller; a message when it failed (nothing left behind)."""
         try:
-            with PullProgress.from_env(self._host_name, entry["name"], entry["dest"], entry["bytes"]), \
+            with PullProgress.from_env(host, entry["name"], entry["dest"], entry["bytes"]), \
                     announced_size_limit(entry["bytes"]):
                 self._connection.fetch_file(entry["src"], entry["dest"])
             got = os.path.getsize(entry["dest"])

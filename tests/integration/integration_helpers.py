@@ -42,7 +42,7 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -315,6 +315,16 @@ def reset_host(host: Host, folders: Sequence[str] = HOST_DIRS) -> None:
     for folder in folders:
         host.empty(folder)
         host.path(folder).chmod(0o755)
+
+
+def reset_site(fleet: Fleet, tmp: Path, folders: Sequence[str] = HOST_DIRS) -> Iterator[Site]:
+    """A fixture's body: the shared fleet's hosts reset (link up, unshaped, ``folders`` emptied)
+    before and after the test, and its Site."""
+    for host in fleet:
+        reset_host(host, folders)
+    yield Site(fleet, tmp)
+    for host in fleet:
+        reset_host(host, folders)
 
 
 # ------------------------------------------------------------------------- files

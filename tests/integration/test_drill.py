@@ -31,7 +31,7 @@ from integration_helpers import (
     debug_result,
     flip_byte,
     playbook_env,
-    reset_host,
+    reset_site,
     run_playbook,
 )
 
@@ -85,12 +85,8 @@ def age_backup(backup: Path, days: float) -> Path:
 
 @pytest.fixture
 def site(fleet3: Fleet, tmp_path: Path) -> Iterator[Site]:
-    """fleet3 with its hosts' app and backup folders emptied before and after (the fleet is shared)."""
-    for host in fleet3:
-        reset_host(host, HOST_DIRS)
-    yield Site(fleet3, tmp_path)
-    for host in fleet3:
-        reset_host(host, HOST_DIRS)
+    """fleet3 with its hosts reset before and after (the fleet is shared)."""
+    yield from reset_site(fleet3, tmp_path)
 
 
 # ------------------------------------------------------------------------- 1

@@ -30,6 +30,7 @@ from integration_helpers import (
     backups_in,
     integrity_check,
     reset_host,
+    reset_site,
     rows_by_host,
     run_records,
     summary_lines,
@@ -50,13 +51,8 @@ if shutil.which("restic") is None:
 
 @pytest.fixture
 def site(fleet3: Fleet, tmp_path: Path) -> Iterator[Site]:
-    for host in fleet3:
-        reset_host(host, HOST_DIRS)
-    yield Site(fleet3, tmp_path)
-    for host in fleet3:
-        host.link_up()
-        host.unshape()
-        reset_host(host, HOST_DIRS)
+    """fleet3 with its hosts reset before and after (the fleet is shared)."""
+    yield from reset_site(fleet3, tmp_path)
 
 
 def password_file(tmp: Path) -> Path:

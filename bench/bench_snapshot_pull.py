@@ -39,7 +39,7 @@ for _folder in ("bench", "module_utils", "tools", "tests", "tests/integration"):
 
 import app_writer  # noqa: E402
 import demo_db  # noqa: E402
-import sqlite_fleet as core  # noqa: E402
+import sqlite_fleet  # noqa: E402
 from common import (  # noqa: E402
     MIB,
     RESULTS_DIR,
@@ -57,58 +57,32 @@ from common import (  # noqa: E402
     workdir,
     write_json,
 )
+from core_parts import whole_core  # noqa: E402
+
+# core.X reaches every part, and core.X = value rebinds X in every part that holds it (tests/core_parts.py)
+core = whole_core(sqlite_fleet)
 
 METHODS = ("ours", "ours_hash_after", "ours_nice0", "cli_backup", "cli_backup_nice10", "cp")
 STEPS = ("copy_database", "inspect_copy", "run_integrity_check", "count_rows_in", "fsync_path", "sha256_file",
          "fsync_and_hash", "commit_backup")
 
 
-def core_bindings(name: str) -> list[Any]:
-    """The core's modules (the package and its parts) that bind ``name`` to the core's object: each
-    part imports what it uses by name, so a stand-in must be set in every one of them."""
-    prefix = core.__name__ + "."
-    modules = [m for key, m in list(sys.modules.items())
-               if m is not None and (key == core.__name__ or key.startswith(prefix))]
-    real = next(vars(m)[name] for m in modules if name in vars(m))
-    return [m for m in modules if vars(m).get(name, None) is real]
-
-
-class CoreStandIn:
-    """Set stand-ins for core names wherever they are bound, and put the real ones back on exit."""
-
-    def __init__(self) -> None:
-        self._saved: list[tuple[Any, str, Any]] = []
-
-    def set(self, name: str, value: Any) -> Any:
-        """Bind ``name`` to ``value`` in every core module that holds it; the real object."""
-        holders = core_bindings(name)
-        real = vars(holders[0])[name]
-        for module in holders:
-            self._saved.append((module, name, real))
-            setattr(module, name, value)
-        return real
-
-    def __enter__(self) -> CoreStandIn:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for module, name, real in reversed(self._saved):
-            setattr(module, name, real)
-        self._saved.clear()
-
-
-class StepTimer(CoreStandIn):
+class StepTimer:
     """Wall seconds of the core's steps during one snapshot (wrapping them; threads included)."""
 
     def __init__(self) -> None:
-        super().__init__()
         self.seconds: dict[str, float] = {}
+        self._real: dict[str, Any] = {}
 
     def __enter__(self) -> StepTimer:
         for name in STEPS:
-            real = vars(core_bindings(name)[0])[name]
-            self.set(name, self._wrap(name, real))
+            real = self._real[name] = getattr(core, name)
+            setattr(core, name, self._wrap(name, real))
         return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, real in self._real.items():
+            setattr(core, name, real)
 
     def _wrap(self, name: str, real: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -121,14 +95,16 @@ class StepTimer(CoreStandIn):
 
 
 def snapshot_ours(db: Path, backups: Path, variant: str) -> dict[str, Any]:
-    with CoreStandIn() as variants:
-        if variant == "ours_nice0":
-            variants.set("BACKUP_NICE", 0)
-        if variant == "ours_hash_after":
-            real_copy = core.copy_database
-            variants.set("copy_database", lambda *a, **k: real_copy(*a, **{**k, "hash_copy": False}))
+    saved_nice, saved_copy = core.BACKUP_NICE, core.copy_database
+    if variant == "ours_nice0":
+        core.BACKUP_NICE = 0
+    if variant == "ours_hash_after":
+        core.copy_database = lambda *a, **k: saved_copy(*a, **{**k, "hash_copy": False})
+    try:
         with StepTimer() as steps:
             result = core.snapshot(str(db), str(backups), "bench")
+    finally:
+        core.BACKUP_NICE, core.copy_database = saved_nice, saved_copy
     for path in (result["backup"], result["backup"] + ".sha256", result["backup"] + ".json"):
         os.unlink(path)
     if not result["verified"] or result["manifest"]["method"] != "pinned_copy":

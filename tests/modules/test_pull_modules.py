@@ -445,27 +445,36 @@ def test_a_failed_fetch_still_removes_the_staging_and_leaves_no_partial_file(two
     assert sorted(os.listdir(dest / "gym")) == [INCOMING + transfers[0]["file"]]
 
 
+# One staging folder the module refuses as a staging folder, by test id ({names} filled in by the test).
+NOT_STAGING_FOLDERS = {
+    "backup-dir": "{bk}",
+    "etc": "/etc",
+    "other-folder": "{bk}/other",
+    "bare-prefix": "{bk}/.sqlite-export.",
+    "dotdot": "{staging}/..",
+    "nested": "{staging}/sub",
+    "beside-bare": "{parent}/.sqlite-export.x",
+    "home": "{home}",
+    "home-bare-prefix": "{home}/.sqlite-export.",
+    "home-nested": "{home}/.sqlite-export.x/sub",
+    "other-home": "{parent}/.sqlite-fleet-staging-other/.sqlite-export.x",
+    "home-dotdot": "{home}/../bk/../.sqlite-export.x",
+}
+# A transfer's fetch_path outside the staging folders given (staging_dirs, fetch_path), by test id.
+FETCH_PATHS_OUTSIDE = {
+    "no-staging": ([], "{staging}/{file}"),
+    "etc-passwd": (["{staging}"], "/etc/passwd"),
+    "fetch-dotdot": (["{staging}"], "{staging}/../{file}"),
+    "fetch-other-beside": (["{staging}"], "{home}/.sqlite-export.x/{file}"),
+}
+
+
 @pytest.mark.parametrize(("staging_dirs", "fetch_path", "message"), [
-    (["{bk}"], None, "is not a staging folder"),
-    (["/etc"], None, "is not a staging folder"),
-    (["{bk}/other"], None, "is not a staging folder"),
-    (["{bk}/.sqlite-export."], None, "is not a staging folder"),
-    (["{staging}/.."], None, "is not a staging folder"),
-    (["{staging}/sub"], None, "is not a staging folder"),
-    (["relative/.sqlite-export.x"], None, "must be an absolute path"),
-    (["{parent}/.sqlite-export.x"], None, "is not a staging folder"),
-    (["{home}"], None, "is not a staging folder"),
-    (["{home}/.sqlite-export."], None, "is not a staging folder"),
-    (["{home}/.sqlite-export.x/sub"], None, "is not a staging folder"),
-    (["{parent}/.sqlite-fleet-staging-other/.sqlite-export.x"], None, "is not a staging folder"),
-    (["{home}/../bk/../.sqlite-export.x"], None, "is not a staging folder"),
-    ([], "{staging}/{file}", "it is not in a staging folder of this run"),
-    (["{staging}"], "/etc/passwd", "it is not in a staging folder of this run"),
-    (["{staging}"], "{staging}/../{file}", "it is not in a staging folder of this run"),
-    (["{staging}"], "{home}/.sqlite-export.x/{file}", "it is not in a staging folder of this run"),
-], ids=["backup-dir", "etc", "other-folder", "bare-prefix", "dotdot", "nested", "relative", "beside-bare",
-        "home", "home-bare-prefix", "home-nested", "other-home", "home-dotdot", "no-staging", "etc-passwd",
-        "fetch-dotdot", "fetch-other-beside"])
+    *(pytest.param([folder], None, "is not a staging folder", id=name) for name, folder in NOT_STAGING_FOLDERS.items()),
+    pytest.param(["relative/.sqlite-export.x"], None, "must be an absolute path", id="relative"),
+    *(pytest.param(folders, fetch_path, "it is not in a staging folder of this run", id=name)
+      for name, (folders, fetch_path) in FETCH_PATHS_OUTSIDE.items()),
+])
 def test_fetch_refuses_paths_outside_the_staging_folders_and_does_nothing(two_backups, tmp_path, staging_dirs,
                                                                          fetch_path, message):
     bk = two_backups["bk"]

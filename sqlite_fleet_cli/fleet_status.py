@@ -78,6 +78,11 @@ class FleetStatus:
         """Rows that count for the exit code and the metrics: the inventory's (all of them without one)."""
         return [row for row in self.rows if row["in_inventory"]]
 
+    def state_counts(self) -> dict[str, int]:
+        """How many counted rows are in each state, every state named, worst first."""
+        counted = self.counted()
+        return {state: sum(1 for row in counted if row["state"] == state) for state in STATES}
+
     def exit_code(self) -> int:
         states = {row["state"] for row in self.counted()}
         if states & {"never", "stale"}:
@@ -104,7 +109,6 @@ class FleetStatus:
 
     def to_json(self) -> dict[str, Any]:
         last = self.last_run()
-        counted = self.counted()
         return {
             "format_version": FORMAT_VERSION,
             "generated": iso(self.generated),
@@ -112,7 +116,7 @@ class FleetStatus:
             "inventory": self.inventory,
             "max_age_seconds": self.max_age_seconds,
             "exit_code": self.exit_code(),
-            "counts": {state: sum(1 for row in counted if row["state"] == state) for state in STATES},
+            "counts": self.state_counts(),
             "databases": self.rows,
             "wal_reset_bug": self.wal_reset_hosts(),
             "not_in_inventory": sorted({row["host"] for row in self.rows if not row["in_inventory"]}),
@@ -276,9 +280,11 @@ def fleet_databases(fleet: Fleet | None, archive_dir: str, runs: Sequence[Run]) 
     return rows
 
 
-def collect_status(archive_dir: str, fleet: Fleet | None = None, *, max_age: float = DEFAULT_MAX_AGE_HOURS * 3600,
+def collect_status(archive_dir: str, fleet: Fleet | None = None, *, max_age: float | None = None,
                    now: _dt.datetime | None = None) -> FleetStatus:
-    """One row per host and database, worst state first, from every record and drill there is."""
+    """One row per host and database, worst state first, from every record and drill there is.
+    ``max_age`` defaults to the inventory's threshold (:func:`max_age_seconds`)."""
+    max_age = max_age if max_age is not None else max_age_seconds(fleet, None)
     now = now or core.utcnow()
     history = read_runs(archive_dir)
     drills, skipped = read_drills(archive_dir)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .fleet_inventory import Fleet
-from .fleet_status import FleetStatus, collect_status, max_age_seconds
+from .fleet_status import FleetStatus, collect_status
 from .history import core
 
 METRICS_FILE_MODE = 0o644
@@ -144,6 +144,5 @@ def write_metrics(archive_dir: str, path: str | None = None, *, fleet: Fleet | N
     without it, every host and database the archive or the records know counts. ``path``
     defaults to :func:`default_metrics_file`. Returns the path; raises OSError.
     """
-    max_age = max_age if max_age is not None else max_age_seconds(fleet, None)
     status = collect_status(archive_dir, fleet, max_age=max_age, now=now)
     return write_status_metrics(status, path or default_metrics_file(fleet, archive_dir))

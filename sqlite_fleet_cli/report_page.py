@@ -28,7 +28,6 @@ from .fleet_inventory import BadInput, Fleet, add_fleet_arguments, command_main,
 from .fleet_status import (
     EXIT_BAD_INPUT,
     STATE_WORDS,
-    STATES,
     FleetStatus,
     collect_status,
     limit_text,
@@ -171,8 +170,7 @@ def fleet_problems(status: FleetStatus, start: _dt.datetime) -> list[str]:
 
 def page_context(status: FleetStatus, *, days: float, output: str) -> dict[str, Any]:
     start = status.generated - _dt.timedelta(days=days)
-    counted = status.counted()
-    counts = {state: sum(1 for row in counted if row["state"] == state) for state in STATES}
+    counts = status.state_counts()
     wal = status.wal_reset_hosts()
     overall = ("fail" if counts["never"] or counts["stale"] or counts["drill_failed"] else
                "warn" if counts["run_failed"] or wal or fleet_problems(status, start) else "ok")
@@ -218,8 +216,7 @@ def write_report(archive_dir: str, output: str | None = None, *, fleet: Fleet | 
     raises OSError (and jinja2's TemplateError)."""
     now = now or core.utcnow()
     output = output or os.path.join(archive_dir, FLEET_REPORT)
-    status = collect_status(archive_dir, fleet, max_age=max_age if max_age is not None else
-                            max_age_seconds(fleet, None), now=now)
+    status = collect_status(archive_dir, fleet, max_age=max_age, now=now)
     html = render_page(page_context(status, days=days, output=output))
     core.write_file_atomic(output, html.encode("utf-8"))
     return output

@@ -22,7 +22,6 @@ from .fleet_inventory import BadInput, add_fleet_arguments, command_main, fleet_
 from .fleet_status import (
     EXIT_BAD_INPUT,
     STATE_WORDS,
-    STATES,
     FleetStatus,
     collect_status,
     limit_text,
@@ -100,8 +99,7 @@ def render_table(status: FleetStatus) -> list[str]:
 
 def summary_line(status: FleetStatus, metrics: str | None) -> str:
     counted = status.counted()
-    counts = ", ".join("%d %s" % (n, STATE_WORDS[state].lower()) for state in STATES
-                       for n in [sum(1 for row in counted if row["state"] == state)] if n)
+    counts = ", ".join("%d %s" % (n, STATE_WORDS[state].lower()) for state, n in status.state_counts().items() if n)
     return "%d database%s: %s; threshold %s; archive %s%s" % (
         len(counted), "" if len(counted) == 1 else "s", counts or "none", limit_text(status.max_age_seconds),
         printable(status.archive_dir), "; metrics %s" % printable(metrics) if metrics else "")

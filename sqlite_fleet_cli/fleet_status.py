@@ -9,12 +9,11 @@ never reported is "never backed up", not absent).
 from __future__ import annotations
 
 import datetime as _dt
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .fleet_inventory import DEFAULT_MAX_AGE_HOURS, Fleet
+from .fleet_inventory import Fleet, max_age_seconds
 from .history import (
     BACKUP_COMMANDS,
     Drill,
@@ -34,26 +33,6 @@ STATES = ("never", "stale", "drill_failed", "run_failed", "ok")
 STATE_WORDS = {"never": "NEVER", "stale": "STALE", "drill_failed": "DRILL FAILED", "run_failed": "RUN FAILED",
                "ok": "OK"}
 EXIT_OK, EXIT_BAD_INPUT, EXIT_STALE, EXIT_DRILL_FAILED = 0, 2, 4, 5
-DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "": 3600}
-
-
-def parse_duration(value: str) -> float:
-    """``36h``, ``90m``, ``2d``, ``1w``, ``3600s``; a plain number is hours. Raises ValueError."""
-    match = DURATION_RE.fullmatch(value)
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError("%r is not a duration such as 36h, 90m, 2d or 1w" % value)
-    return float(match.group(1)) * DURATION_UNITS[match.group(2)]
-
-
-def max_age_seconds(fleet: Fleet | None, given: str | None) -> float:
-    """--max-age, else the inventory's sqlite_drill_max_age_hours, else 36 h (as the drill judges)."""
-    if given:
-        return parse_duration(given)
-    hours = fleet.max_age_hours if fleet and fleet.max_age_hours else DEFAULT_MAX_AGE_HOURS
-    return hours * 3600
-
-
 def limit_text(seconds: float) -> str:
     """A threshold as it was given: ``36 h``, ``90 min``."""
     return "%g h" % round(seconds / 3600, 2) if seconds >= 3600 else "%g min" % round(seconds / 60, 2)

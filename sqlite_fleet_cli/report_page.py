@@ -24,14 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from . import charts
-from .fleet_inventory import BadInput, Fleet, add_fleet_arguments, command_main, fleet_and_archive
+from .fleet_inventory import BadInput, Fleet, add_fleet_arguments, command_main, read_fleet_arguments
 from .fleet_status import (
     EXIT_BAD_INPUT,
     STATE_WORDS,
     FleetStatus,
     collect_status,
     limit_text,
-    max_age_seconds,
     run_summary,
 )
 from .history import BACKUP_COMMANDS, DRILL_REPORT, archived, core, number
@@ -235,8 +234,7 @@ def run_report(args: argparse.Namespace) -> int:
     try:
         if not 0 < args.days <= 3660:
             raise BadInput("--days must be more than 0 and at most 3660, got %g" % args.days)
-        fleet, archive_dir = fleet_and_archive(args)
-        max_age = max_age_seconds(fleet, args.max_age)
+        fleet, archive_dir, max_age = read_fleet_arguments(args)
         if not args.output and not os.path.isdir(archive_dir):
             raise BadInput("the archive %s does not exist: nothing was ever pulled into it (pass --output to "
                            "write the page elsewhere)" % archive_dir)

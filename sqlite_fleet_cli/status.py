@@ -18,14 +18,13 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
-from .fleet_inventory import BadInput, add_fleet_arguments, command_main, fleet_and_archive
+from .fleet_inventory import BadInput, add_fleet_arguments, command_main, read_fleet_arguments
 from .fleet_status import (
     EXIT_BAD_INPUT,
     STATE_WORDS,
     FleetStatus,
     collect_status,
     limit_text,
-    max_age_seconds,
 )
 from .history import core
 from .metrics import default_metrics_file, write_status_metrics
@@ -117,8 +116,7 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
 def run_status(args: argparse.Namespace) -> int:
     """What ``sqlite-fleet status`` does with its parsed arguments; returns the exit code."""
     try:
-        fleet, archive_dir = fleet_and_archive(args)
-        max_age = max_age_seconds(fleet, args.max_age)
+        fleet, archive_dir, max_age = read_fleet_arguments(args)
     except (BadInput, ValueError) as exc:
         print("sqlite-fleet status: %s" % exc, file=sys.stderr)
         return EXIT_BAD_INPUT

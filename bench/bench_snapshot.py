@@ -157,12 +157,7 @@ def run_idle(config: Config, db: Path, scratch: Path, nbytes: int) -> dict[str, 
                 copy_phase.append(run.result["copy_seconds"])
             config.log("  snapshot idle round %d %-12s %6.2f s  %6.1f MiB/s  (cpu %.2f s)"
                        % (round_no + 1, method, run.seconds, nbytes / MIB / run.seconds, run.cpu_seconds))
-    methods = {}
-    for method in METHODS:
-        entry = summary(seconds[method], nbytes)
-        entry["label"] = LABELS[method]
-        entry["cpu_seconds_median"] = round(median(cpu[method]), 3)
-        methods[method] = entry
+    methods = {method: {**summary(seconds[method], nbytes, cpu[method]), "label": LABELS[method]} for method in METHODS}
     methods["ours"]["copy_phase"] = summary(copy_phase, nbytes)
     ratios = {"ours_vs_" + m: paired_ratio(seconds[m], seconds["ours"]) for m in METHODS if m != "ours"}
     ratios.update({"ours_copy_vs_" + m: paired_ratio(seconds[m], seconds["ours_copy"]) for m in METHODS

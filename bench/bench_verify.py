@@ -28,7 +28,6 @@ from common import (
     MIB,
     Config,
     evict_from_page_cache,
-    median,
     paired_ratio,
     rotate,
     rounded,
@@ -114,11 +113,7 @@ def measure_database(config: Config, kind: str, backup: str, manifest: dict[str,
             run = timed(actions[name])
             cold[name].append(run.seconds)
             config.log("  verify %-5s cold %d  %-24s %6.2f s" % (kind, round_no + 1, name, run.seconds))
-    figures = {}
-    for name in actions:
-        entry = summary(seconds[name], nbytes)
-        entry["cpu_seconds_median"] = round(median(cpu[name]), 3)
-        figures[name] = entry
+    figures = {name: summary(seconds[name], nbytes, cpu[name]) for name in actions}
     # sequential hashing (as before): sha256 then the checks; ours overlaps them
     sequential = [h + d for h, d in zip(seconds["sha256"], seconds["db_checks"])]
     return {

@@ -108,14 +108,18 @@ def rounded(value: Any, digits: int = 3) -> Any:
     return value
 
 
-def summary(seconds: Sequence[float], nbytes: int | None = None) -> dict[str, Any]:
-    """median/best/all of repeated runs, and MiB/s of the median and the best."""
+def summary(seconds: Sequence[float], nbytes: int | None = None,
+            cpu: Sequence[float] | None = None) -> dict[str, Any]:
+    """median/best/all of repeated runs, MiB/s of the median and the best, and the median CPU
+    seconds when the runs' ``cpu`` seconds (Timing.cpu_seconds) are given."""
     out: dict[str, Any] = {"runs": len(seconds), "seconds": [round(s, 3) for s in seconds],
                            "median_s": round(median(seconds), 3) if seconds else None,
                            "best_s": round(min(seconds), 3) if seconds else None}
     if nbytes and seconds:
         out["median_mib_s"] = round(nbytes / MIB / median(seconds), 1)
         out["best_mib_s"] = round(nbytes / MIB / min(seconds), 1)
+    if cpu:
+        out["cpu_seconds_median"] = round(median(cpu), 3)
     return out
 
 

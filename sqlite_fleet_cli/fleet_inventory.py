@@ -17,6 +17,7 @@ Variables read, per host of ``sqlite_hosts``:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,8 @@ DEFAULT_ARCHIVE_DIR = "~/sqlite-archive"  # the sqlite_archive role's default: $
 DEFAULT_MAX_AGE_HOURS = 36.0  # the sqlite_drill role's default: one late daily run allowed
 VARIABLES = ("sqlite_backup_databases", "sqlite_archive_dir", "sqlite_app_sqlite_version",
              "sqlite_drill_max_age_hours", "sqlite_fleet_metrics_file")
+DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "": 3600}
 
 
 class BadInput(Exception):
@@ -198,12 +201,30 @@ def add_fleet_arguments(parser: Any) -> None:
                              "inventory's sqlite_drill_max_age_hours, else 36h")
 
 
-def fleet_and_archive(args: Any) -> tuple[Fleet, str]:
-    """The fleet of the inventory and the archive to read; raises BadInput."""
+def parse_duration(value: str) -> float:
+    """``36h``, ``90m``, ``2d``, ``1w``, ``3600s``; a plain number is hours. Raises ValueError."""
+    match = DURATION_RE.fullmatch(value)
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError("%r is not a duration such as 36h, 90m, 2d or 1w" % value)
+    return float(match.group(1)) * DURATION_UNITS[match.group(2)]
+
+
+def max_age_seconds(fleet: Fleet | None, given: str | None) -> float:
+    """--max-age, else the inventory's sqlite_drill_max_age_hours, else 36 h (as the drill judges)."""
+    if given:
+        return parse_duration(given)
+    hours = fleet.max_age_hours if fleet and fleet.max_age_hours else DEFAULT_MAX_AGE_HOURS
+    return hours * 3600
+
+
+def read_fleet_arguments(args: Any) -> tuple[Fleet, str, float]:
+    """What add_fleet_arguments' options name: the fleet of the inventory, the archive to read and
+    the freshness threshold in seconds; raises BadInput (ValueError for a bad --max-age)."""
     fleet = load_fleet(args.inventory)
-    if not args.archive_dir:
-        return fleet, fleet.archive_dir()  # missing: nothing was ever pulled, every database is "never"
-    archive_dir = os.path.abspath(os.path.expanduser(args.archive_dir))
-    if not os.path.isdir(archive_dir):
-        raise BadInput("--archive-dir %s is not a folder" % archive_dir)
-    return fleet, archive_dir
+    if args.archive_dir:
+        archive_dir = os.path.abspath(os.path.expanduser(args.archive_dir))
+        if not os.path.isdir(archive_dir):
+            raise BadInput("--archive-dir %s is not a folder" % archive_dir)
+    else:
+        archive_dir = fleet.archive_dir()  # missing: nothing was ever pulled, every database is "never"
+    return fleet, archive_dir, max_age_seconds(fleet, args.max_age)

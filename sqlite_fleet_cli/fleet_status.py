@@ -9,12 +9,11 @@ never reported is "never backed up", not absent).
 from __future__ import annotations
 
 import datetime as _dt
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .fleet_inventory import DEFAULT_MAX_AGE_HOURS, Fleet
+from .fleet_inventory import Fleet, max_age_seconds
 from .history import (
     BACKUP_COMMANDS,
     Drill,
@@ -34,26 +33,6 @@ STATES = ("never", "stale", "drill_failed", "run_failed", "ok")
 STATE_WORDS = {"never": "NEVER", "stale": "STALE", "drill_failed": "DRILL FAILED", "run_failed": "RUN FAILED",
                "ok": "OK"}
 EXIT_OK, EXIT_BAD_INPUT, EXIT_STALE, EXIT_DRILL_FAILED = 0, 2, 4, 5
-DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "": 3600}
-
-
-def parse_duration(value: str) -> float:
-    """``36h``, ``90m``, ``2d``, ``1w``, ``3600s``; a plain number is hours. Raises ValueError."""
-    match = DURATION_RE.fullmatch(value)
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError("%r is not a duration such as 36h, 90m, 2d or 1w" % value)
-    return float(match.group(1)) * DURATION_UNITS[match.group(2)]
-
-
-def max_age_seconds(fleet: Fleet | None, given: str | None) -> float:
-    """--max-age, else the inventory's sqlite_drill_max_age_hours, else 36 h (as the drill judges)."""
-    if given:
-        return parse_duration(given)
-    hours = fleet.max_age_hours if fleet and fleet.max_age_hours else DEFAULT_MAX_AGE_HOURS
-    return hours * 3600
-
-
 def limit_text(seconds: float) -> str:
     """A threshold as it was given: ``36 h``, ``90 min``."""
     return "%g h" % round(seconds / 3600, 2) if seconds >= 3600 else "%g min" % round(seconds / 60, 2)
@@ -77,6 +56,11 @@ class FleetStatus:
     def counted(self) -> list[dict[str, Any]]:
         """Rows that count for the exit code and the metrics: the inventory's (all of them without one)."""
         return [row for row in self.rows if row["in_inventory"]]
+
+    def state_counts(self) -> dict[str, int]:
+        """How many counted rows are in each state, every state named, worst first."""
+        counted = self.counted()
+        return {state: sum(1 for row in counted if row["state"] == state) for state in STATES}
 
     def exit_code(self) -> int:
         states = {row["state"] for row in self.counted()}
@@ -104,7 +88,6 @@ class FleetStatus:
 
     def to_json(self) -> dict[str, Any]:
         last = self.last_run()
-        counted = self.counted()
         return {
             "format_version": FORMAT_VERSION,
             "generated": iso(self.generated),
@@ -112,7 +95,7 @@ class FleetStatus:
             "inventory": self.inventory,
             "max_age_seconds": self.max_age_seconds,
             "exit_code": self.exit_code(),
-            "counts": {state: sum(1 for row in counted if row["state"] == state) for state in STATES},
+            "counts": self.state_counts(),
             "databases": self.rows,
             "wal_reset_bug": self.wal_reset_hosts(),
             "not_in_inventory": sorted({row["host"] for row in self.rows if not row["in_inventory"]}),
@@ -276,9 +259,11 @@ def fleet_databases(fleet: Fleet | None, archive_dir: str, runs: Sequence[Run]) 
     return rows
 
 
-def collect_status(archive_dir: str, fleet: Fleet | None = None, *, max_age: float = DEFAULT_MAX_AGE_HOURS * 3600,
+def collect_status(archive_dir: str, fleet: Fleet | None = None, *, max_age: float | None = None,
                    now: _dt.datetime | None = None) -> FleetStatus:
-    """One row per host and database, worst state first, from every record and drill there is."""
+    """One row per host and database, worst state first, from every record and drill there is.
+    ``max_age`` defaults to the inventory's threshold (:func:`max_age_seconds`)."""
+    max_age = max_age if max_age is not None else max_age_seconds(fleet, None)
     now = now or core.utcnow()
     history = read_runs(archive_dir)
     drills, skipped = read_drills(archive_dir)

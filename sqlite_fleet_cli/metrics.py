@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .fleet_inventory import Fleet
-from .fleet_status import FleetStatus, collect_status, max_age_seconds
+from .fleet_status import FleetStatus, collect_status
 from .history import core
 
 METRICS_FILE_MODE = 0o644
@@ -43,6 +43,16 @@ class Metric:
     value: Callable[[Row], float | None]
 
 
+def last_event_metrics(kind: str, good: str, time_field: str, success_help: str,
+                       time_help: str) -> tuple[Metric, Metric]:
+    """``sqlite_fleet_last_<kind>_success`` and ``_timestamp_seconds``, read from the row's
+    ``last_<kind>`` entry (whose ``outcome`` is ``good`` on success); no sample without one."""
+    key = "last_" + kind
+    return (Metric("sqlite_fleet_%s_success" % key, success_help, lambda r: outcome_flag(r[key], good)),
+            Metric("sqlite_fleet_%s_timestamp_seconds" % key, time_help,
+                   lambda r: unix_time(r[key][time_field]) if r[key] else None))
+
+
 METRICS: tuple[Metric, ...] = (
     Metric("sqlite_fleet_archive_newest_verified_timestamp_seconds",
            "Unix time the newest verified backup in the archive was taken.",
@@ -62,18 +72,13 @@ METRICS: tuple[Metric, ...] = (
     Metric("sqlite_fleet_max_age_seconds",
            "The freshness threshold that sqlite_fleet_stale and sqlite-fleet status apply.",
            lambda r: r["max_age_seconds"]),
-    Metric("sqlite_fleet_last_run_success",
-           "1 when the last backup, sync or pre-upgrade run backed this database up, else 0.",
-           lambda r: outcome_flag(r["last_run"], "ok")),
-    Metric("sqlite_fleet_last_run_timestamp_seconds",
-           "Unix time the last backup, sync or pre-upgrade run of this host started.",
-           lambda r: unix_time(r["last_run"]["started"]) if r["last_run"] else None),
-    Metric("sqlite_fleet_last_drill_success",
-           "1 when the last restore drill of this database passed, else 0.",
-           lambda r: outcome_flag(r["last_drill"], "passed")),
-    Metric("sqlite_fleet_last_drill_timestamp_seconds",
-           "Unix time of the last restore drill of this database.",
-           lambda r: unix_time(r["last_drill"]["time"]) if r["last_drill"] else None),
+    # sqlite_fleet_last_run_success, sqlite_fleet_last_run_timestamp_seconds
+    *last_event_metrics("run", "ok", "started",
+                        "1 when the last backup, sync or pre-upgrade run backed this database up, else 0.",
+                        "Unix time the last backup, sync or pre-upgrade run of this host started."),
+    # sqlite_fleet_last_drill_success, sqlite_fleet_last_drill_timestamp_seconds
+    *last_event_metrics("drill", "passed", "time", "1 when the last restore drill of this database passed, else 0.",
+                        "Unix time of the last restore drill of this database."),
     Metric("sqlite_fleet_last_drill_duration_seconds",
            "Duration of the last restore drill (restore, integrity and row checks, probes): the measured RTO.",
            lambda r: r["last_drill"]["rto_seconds"] if r["last_drill"] else None),
@@ -139,6 +144,5 @@ def write_metrics(archive_dir: str, path: str | None = None, *, fleet: Fleet | N
     without it, every host and database the archive or the records know counts. ``path``
     defaults to :func:`default_metrics_file`. Returns the path; raises OSError.
     """
-    max_age = max_age if max_age is not None else max_age_seconds(fleet, None)
     status = collect_status(archive_dir, fleet, max_age=max_age, now=now)
     return write_status_metrics(status, path or default_metrics_file(fleet, archive_dir))

@@ -24,15 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from . import charts
-from .fleet_inventory import BadInput, Fleet, add_fleet_arguments, command_main, fleet_and_archive
+from .fleet_inventory import BadInput, Fleet, add_fleet_arguments, command_main, read_fleet_arguments
 from .fleet_status import (
     EXIT_BAD_INPUT,
     STATE_WORDS,
-    STATES,
     FleetStatus,
     collect_status,
     limit_text,
-    max_age_seconds,
     run_summary,
 )
 from .history import BACKUP_COMMANDS, DRILL_REPORT, archived, core, number
@@ -171,8 +169,7 @@ def fleet_problems(status: FleetStatus, start: _dt.datetime) -> list[str]:
 
 def page_context(status: FleetStatus, *, days: float, output: str) -> dict[str, Any]:
     start = status.generated - _dt.timedelta(days=days)
-    counted = status.counted()
-    counts = {state: sum(1 for row in counted if row["state"] == state) for state in STATES}
+    counts = status.state_counts()
     wal = status.wal_reset_hosts()
     overall = ("fail" if counts["never"] or counts["stale"] or counts["drill_failed"] else
                "warn" if counts["run_failed"] or wal or fleet_problems(status, start) else "ok")
@@ -218,8 +215,7 @@ def write_report(archive_dir: str, output: str | None = None, *, fleet: Fleet | 
     raises OSError (and jinja2's TemplateError)."""
     now = now or core.utcnow()
     output = output or os.path.join(archive_dir, FLEET_REPORT)
-    status = collect_status(archive_dir, fleet, max_age=max_age if max_age is not None else
-                            max_age_seconds(fleet, None), now=now)
+    status = collect_status(archive_dir, fleet, max_age=max_age, now=now)
     html = render_page(page_context(status, days=days, output=output))
     core.write_file_atomic(output, html.encode("utf-8"))
     return output
@@ -238,8 +234,7 @@ def run_report(args: argparse.Namespace) -> int:
     try:
         if not 0 < args.days <= 3660:
             raise BadInput("--days must be more than 0 and at most 3660, got %g" % args.days)
-        fleet, archive_dir = fleet_and_archive(args)
-        max_age = max_age_seconds(fleet, args.max_age)
+        fleet, archive_dir, max_age = read_fleet_arguments(args)
         if not args.output and not os.path.isdir(archive_dir):
             raise BadInput("the archive %s does not exist: nothing was ever pulled into it (pass --output to "
                            "write the page elsewhere)" % archive_dir)

@@ -18,15 +18,13 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
-from .fleet_inventory import BadInput, add_fleet_arguments, command_main, fleet_and_archive
+from .fleet_inventory import BadInput, add_fleet_arguments, command_main, read_fleet_arguments
 from .fleet_status import (
     EXIT_BAD_INPUT,
     STATE_WORDS,
-    STATES,
     FleetStatus,
     collect_status,
     limit_text,
-    max_age_seconds,
 )
 from .history import core
 from .metrics import default_metrics_file, write_status_metrics
@@ -100,8 +98,7 @@ def render_table(status: FleetStatus) -> list[str]:
 
 def summary_line(status: FleetStatus, metrics: str | None) -> str:
     counted = status.counted()
-    counts = ", ".join("%d %s" % (n, STATE_WORDS[state].lower()) for state in STATES
-                       for n in [sum(1 for row in counted if row["state"] == state)] if n)
+    counts = ", ".join("%d %s" % (n, STATE_WORDS[state].lower()) for state, n in status.state_counts().items() if n)
     return "%d database%s: %s; threshold %s; archive %s%s" % (
         len(counted), "" if len(counted) == 1 else "s", counts or "none", limit_text(status.max_age_seconds),
         printable(status.archive_dir), "; metrics %s" % printable(metrics) if metrics else "")
@@ -119,8 +116,7 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
 def run_status(args: argparse.Namespace) -> int:
     """What ``sqlite-fleet status`` does with its parsed arguments; returns the exit code."""
     try:
-        fleet, archive_dir = fleet_and_archive(args)
-        max_age = max_age_seconds(fleet, args.max_age)
+        fleet, archive_dir, max_age = read_fleet_arguments(args)
     except (BadInput, ValueError) as exc:
         print("sqlite-fleet status: %s" % exc, file=sys.stderr)
         return EXIT_BAD_INPUT

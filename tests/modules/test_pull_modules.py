@@ -4,6 +4,7 @@ backup.yml sends to a host. All through Ansible itself, on real SQLite files."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ import stat
 import subprocess
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,17 @@ def staging_in(folder: Path) -> list[str]:
 
 def have_of(folder: Path, *files: str) -> list[dict]:
     return [{"file": f, "sha256": json.loads((folder / (f + ".json")).read_text())["sha256"]} for f in files]
+
+
+@contextlib.contextmanager
+def open_root(prefix: str) -> Iterator[Path]:
+    """A folder in /tmp that every user may enter (pytest's tmp is 0700: nobody must enter), removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        root.chmod(0o755)
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def assert_clean_failure(result) -> None:
@@ -137,9 +150,7 @@ def test_fetch_user_owns_the_staging_and_gets_a_copy_of_what_it_could_not_read(p
     chowned), nobody's is hard-linked. fetch_user=daemon cannot enter the folder: its staging goes
     beside it, where its own backup is hard-linked (same filesystem) and nobody's copied."""
     nobody, daemon = pwd.getpwuid(NOBODY).pw_name, pwd.getpwuid(DAEMON).pw_name
-    root = Path(tempfile.mkdtemp(prefix="fetch-user-", dir="/tmp"))  # pytest's tmp is 0700: nobody must enter
-    try:
-        root.chmod(0o755)
+    with open_root("fetch-user-") as root:
         app = root / "app"
         app.mkdir(mode=0o755)
         db = make_database(app / "gym.db", rows=200)
@@ -188,8 +199,6 @@ def test_fetch_user_owns_the_staging_and_gets_a_copy_of_what_it_could_not_read(p
         assert Path(exported["staging_dir"]).stat().st_uid == NOBODY
         assert {Path(t["fetch_path"]).stat().st_uid for t in exported["transfers"]} == {NOBODY}
         assert core.remove_staging_dir(str(bk), beside["staging_dir"]) and not home.exists()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def as_user(uid: int, *argv: str) -> subprocess.CompletedProcess:
@@ -207,9 +216,7 @@ def test_a_root_backup_folder_stages_beside_it_for_a_fetch_user_that_cannot_ente
     fetch removes the staging and, once empty, the folder beside. When the fetch user cannot reach the
     parent folder either: refused clearly (naming the role variables), nothing staged anywhere."""
     nobody = pwd.getpwuid(NOBODY).pw_name
-    root = Path(tempfile.mkdtemp(prefix="fetch-beside-", dir="/tmp"))  # pytest's tmp is 0700: nobody must enter
-    try:
-        root.chmod(0o755)
+    with open_root("fetch-beside-") as root:
         app = root / "app"
         app.mkdir(mode=0o755)
         db = make_database(app / "gym.db", rows=300)
@@ -304,8 +311,6 @@ def test_a_root_backup_folder_stages_beside_it_for_a_fetch_user_that_cannot_ente
         assert sorted(os.listdir(root)) == ["app", "archive", "bk"] and staging_in(bk) == []
         assert set(tree_state(bk)) - set(before) == {refused["file"], refused["file"] + ".sha256",
                                                       refused["file"] + ".json"}
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 SMALL_PARENT = ('mount -t tmpfs -o size=4m,mode=0755 tmpfs "$1" && mkdir -m 0700 "$1/bk" '
@@ -320,9 +325,7 @@ def test_staging_beside_needs_room_for_the_copies_and_copies_across_filesystems(
     if os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.skip("needs root and unshare to mount a private tmpfs")
     nobody = pwd.getpwuid(NOBODY).pw_name
-    root = Path(tempfile.mkdtemp(prefix="fetch-small-", dir="/tmp"))
-    try:
-        root.chmod(0o755)
+    with open_root("fetch-small-") as root:
         app, parent = root / "app", root / "p"
         app.mkdir(mode=0o755)
         parent.mkdir()
@@ -376,8 +379,6 @@ def test_staging_beside_needs_room_for_the_copies_and_copies_across_filesystems(
                 transfer["manifest"]["sha256"]
         assert left["stdout"].split() == ["bk"]
         assert os.listdir(parent) == []  # the tmpfs was private to the run
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_a_backup_that_stages_removes_staging_folders_over_a_day_old(two_backups, tmp_path):
@@ -445,27 +446,36 @@ def test_a_failed_fetch_still_removes_the_staging_and_leaves_no_partial_file(two
     assert sorted(os.listdir(dest / "gym")) == [INCOMING + transfers[0]["file"]]
 
 
+# One staging folder the module refuses as a staging folder, by test id ({names} filled in by the test).
+NOT_STAGING_FOLDERS = {
+    "backup-dir": "{bk}",
+    "etc": "/etc",
+    "other-folder": "{bk}/other",
+    "bare-prefix": "{bk}/.sqlite-export.",
+    "dotdot": "{staging}/..",
+    "nested": "{staging}/sub",
+    "beside-bare": "{parent}/.sqlite-export.x",
+    "home": "{home}",
+    "home-bare-prefix": "{home}/.sqlite-export.",
+    "home-nested": "{home}/.sqlite-export.x/sub",
+    "other-home": "{parent}/.sqlite-fleet-staging-other/.sqlite-export.x",
+    "home-dotdot": "{home}/../bk/../.sqlite-export.x",
+}
+# A transfer's fetch_path outside the staging folders given (staging_dirs, fetch_path), by test id.
+FETCH_PATHS_OUTSIDE = {
+    "no-staging": ([], "{staging}/{file}"),
+    "etc-passwd": (["{staging}"], "/etc/passwd"),
+    "fetch-dotdot": (["{staging}"], "{staging}/../{file}"),
+    "fetch-other-beside": (["{staging}"], "{home}/.sqlite-export.x/{file}"),
+}
+
+
 @pytest.mark.parametrize(("staging_dirs", "fetch_path", "message"), [
-    (["{bk}"], None, "is not a staging folder"),
-    (["/etc"], None, "is not a staging folder"),
-    (["{bk}/other"], None, "is not a staging folder"),
-    (["{bk}/.sqlite-export."], None, "is not a staging folder"),
-    (["{staging}/.."], None, "is not a staging folder"),
-    (["{staging}/sub"], None, "is not a staging folder"),
-    (["relative/.sqlite-export.x"], None, "must be an absolute path"),
-    (["{parent}/.sqlite-export.x"], None, "is not a staging folder"),
-    (["{home}"], None, "is not a staging folder"),
-    (["{home}/.sqlite-export."], None, "is not a staging folder"),
-    (["{home}/.sqlite-export.x/sub"], None, "is not a staging folder"),
-    (["{parent}/.sqlite-fleet-staging-other/.sqlite-export.x"], None, "is not a staging folder"),
-    (["{home}/../bk/../.sqlite-export.x"], None, "is not a staging folder"),
-    ([], "{staging}/{file}", "it is not in a staging folder of this run"),
-    (["{staging}"], "/etc/passwd", "it is not in a staging folder of this run"),
-    (["{staging}"], "{staging}/../{file}", "it is not in a staging folder of this run"),
-    (["{staging}"], "{home}/.sqlite-export.x/{file}", "it is not in a staging folder of this run"),
-], ids=["backup-dir", "etc", "other-folder", "bare-prefix", "dotdot", "nested", "relative", "beside-bare",
-        "home", "home-bare-prefix", "home-nested", "other-home", "home-dotdot", "no-staging", "etc-passwd",
-        "fetch-dotdot", "fetch-other-beside"])
+    *(pytest.param([folder], None, "is not a staging folder", id=name) for name, folder in NOT_STAGING_FOLDERS.items()),
+    pytest.param(["relative/.sqlite-export.x"], None, "must be an absolute path", id="relative"),
+    *(pytest.param(folders, fetch_path, "it is not in a staging folder of this run", id=name)
+      for name, (folders, fetch_path) in FETCH_PATHS_OUTSIDE.items()),
+])
 def test_fetch_refuses_paths_outside_the_staging_folders_and_does_nothing(two_backups, tmp_path, staging_dirs,
                                                                          fetch_path, message):
     bk = two_backups["bk"]

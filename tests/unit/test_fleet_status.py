@@ -23,7 +23,8 @@ if str(TESTS) not in sys.path:
 import fleet_history  # noqa: E402  (puts the repository root and module_utils on sys.path)
 from fleet_history import DB, HOSTILE_DB, HOSTILE_HOST, HOSTILE_MESSAGE, History, build_history  # noqa: E402
 
-from sqlite_fleet_cli.fleet_status import collect_status, parse_duration  # noqa: E402
+from sqlite_fleet_cli.fleet_inventory import parse_duration  # noqa: E402
+from sqlite_fleet_cli.fleet_status import collect_status  # noqa: E402
 from sqlite_fleet_cli.status import main_status, printable  # noqa: E402
 
 core = fleet_history.core

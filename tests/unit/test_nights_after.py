@@ -32,8 +32,11 @@ def add_rows(db: Path, rows: int) -> None:
         conn.close()
 
 
-def take(db: Path, folder: Path) -> dict[str, Any]:
-    """A verified backup, named after the time it is taken (later ones sort newer)."""
+def take(db: Path, folder: Path, new_rows: int = 0) -> dict[str, Any]:
+    """A verified backup, named after the time it is taken (later ones sort newer), once the app
+    has written ``new_rows`` more rows (a later night's backup)."""
+    if new_rows:
+        add_rows(db, new_rows)
     snap = core.snapshot(str(db), str(folder), "app")
     assert snap["verified"], snap
     return snap
@@ -61,8 +64,7 @@ def test_a_flipped_bit_in_the_newest_backup_never_lets_retention_delete_the_last
     db = make_app_db(tmp_path / "app.db", rows=50)
     folder = tmp_path / "archive"
     good = take(db, folder)
-    add_rows(db, 5)
-    newest = take(db, folder)
+    newest = take(db, folder, new_rows=5)
     flip_bit(newest["backup"])
 
     pruned = core.apply_retention(str(folder), "app", KEEP_LAST_1)
@@ -135,8 +137,7 @@ def test_an_unverified_host_backup_is_sent_whole_and_never_becomes_a_base(tmp_pa
     # What a restore keeps of a corrupt database: a backup flagged unverified, then the nights go on.
     safety = take(db, host)
     core.flag_unverified(safety["backup"], core.FLAG_CHECK, "the source failed its check")
-    add_rows(db, 3)
-    later = take(db, host)
+    later = take(db, host, new_rows=3)
 
     plan = core.plan_export(str(host), "app", have_of(archive))
 
@@ -149,10 +150,8 @@ def test_a_delta_is_never_based_on_an_archive_copy_that_is_unverified_or_not_int
     db = make_app_db(tmp_path / "app.db", rows=200)
     host = tmp_path / "host"
     first = take(db, host)
-    add_rows(db, 3)
-    second = take(db, host)
-    add_rows(db, 3)
-    third = take(db, host)
+    second = take(db, host, new_rows=3)
+    third = take(db, host, new_rows=3)
     have = [{"file": first["file"], "sha256": first["manifest"]["sha256"], "verified": True, "intact": True},
             {"file": second["file"], "sha256": second["manifest"]["sha256"], "verified": False, "intact": False}]
 
@@ -180,8 +179,7 @@ def staged_pull(tmp_path: Path, corrupt_base: bool, stage_whole: bool = True) ->
             dst.write(src.read())
     if corrupt_base:
         flip_bit(db_dir / first["file"])
-    add_rows(db, 3)
-    second = take(db, host)
+    second = take(db, host, new_rows=3)
     staging = tmp_path / "staging"
     staging.mkdir()
     plan = core.plan_export(str(host), "app", have_of(db_dir), staging_dir=str(staging))
@@ -307,8 +305,7 @@ def test_a_backup_dated_after_now_is_never_latest_and_is_named(tmp_path: Path) -
     db = make_app_db(tmp_path / "app.db", rows=10)
     folder = tmp_path / "host"
     ahead = redate(take(db, folder), days=30)  # taken while the clock was 30 days ahead
-    add_rows(db, 40)
-    last = take(db, folder)  # taken last, once the clock was put right
+    last = take(db, folder, new_rows=40)  # taken last, once the clock was put right
     backups = core.list_backups(str(folder), "app")["backups"]
     assert backups[0]["path"] == ahead  # by date, the ahead one looks newest
 

@@ -8,7 +8,8 @@ ansible-galaxy expect) and, unless told not to, builds ``<out>/sqlitefleet-sqlit
 with ``ansible-galaxy collection build``. Nothing of the collection is kept twice in git: the
 build copies and rewrites, the repository stays a playbook repository with short names.
 
-    library/*.py            -> plugins/modules/       (module_utils imports and doc fragments rewritten)
+    library/*.py            -> plugins/modules/       (module_utils imports rewritten)
+    library/*.yml           -> plugins/modules/       (each module's documentation: doc fragments, EXAMPLES rewritten)
     module_utils/ (files or packages, the whole tree) -> plugins/module_utils/
     action_plugins/*.py     -> plugins/action/        (module_utils imports rewritten)
     doc_fragments/sqlite_fleet_<part>.py -> plugins/doc_fragments/<part>.py
@@ -20,7 +21,8 @@ build copies and rewrites, the repository stays a playbook repository with short
 The rewrites, all mechanical:
 - ``ansible.module_utils.<ours>`` -> ``ansible_collections.<ns>.<name>.plugins.module_utils.<ours>``
   (``<ours>``: every file or package in module_utils/);
-- in ``extends_documentation_fragment``, ``sqlite_fleet_<part>`` -> ``<ns>.<name>.<part>``;
+- in a module's documentation file (tools/module_docs.py), in ``extends_documentation_fragment``,
+  ``sqlite_fleet_<part>`` -> ``<ns>.<name>.<part>``;
 - in role tasks and in the modules' EXAMPLES, ``<module>:`` as a task's action -> ``<ns>.<name>.<module>:``.
 Docs reference other modules by FQCN in the sources already (``M(sqlitefleet.sqlite_fleet.x)``).
 """
@@ -34,6 +36,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import module_docs
 import tomllib
 import yaml
 
@@ -90,19 +93,19 @@ def rewrite_imports(text: str, names: list[str] | None = None) -> str:
 
 
 def rewrite_fragments(text: str) -> str:
-    """In a module's DOCUMENTATION: '- sqlite_fleet_<part>' under extends_documentation_fragment -> FQCN."""
+    """In a module's documentation: '- sqlite_fleet_<part>' under extends_documentation_fragment -> FQCN."""
     item = r"(?m)^([ \t]*-[ \t]*)%s([\w.]+)[ \t]*$" % FRAGMENT_PREFIX
 
     def fqcn(match: re.Match) -> str:
         return match.group(1) + re.sub(item, r"\g<1>%s\2" % FQCN_PREFIX, match.group(2))
 
-    return re.sub(r"(?m)^(extends_documentation_fragment:[ \t]*\n)((?:[ \t]+-[ \t]*\S+[ \t]*\n)+)", fqcn, text)
+    return re.sub(r"(?m)^([ \t]*extends_documentation_fragment:[ \t]*\n)((?:[ \t]+-[ \t]*\S+[ \t]*\n)+)", fqcn, text)
 
 
 def rewrite_examples(text: str, actions: set[str]) -> str:
-    """In a module's EXAMPLES block only: the tasks' actions, as in the roles."""
-    return re.sub(r'(?s)(\nEXAMPLES = r""")(.*?)(""")', lambda m: m.group(1) + rewrite_role_tasks(m.group(2), actions)
-                  + m.group(3), text, count=1)
+    """In a module's documentation file, its EXAMPLES block only (up to the next top-level key): the tasks' actions."""
+    return re.sub(r"(?ms)^(EXAMPLES:[^\n]*\n)(.*?)(?=^\S|\Z)",
+                  lambda m: m.group(1) + rewrite_role_tasks(m.group(2), actions), text, count=1)
 
 
 def rewrite_role_tasks(text: str, actions: set[str]) -> str:
@@ -127,8 +130,9 @@ def assemble(out: Path) -> Path:
     plugins = coll / "plugins"
 
     actions = {path.stem for folder in ("library", "action_plugins") for path in (ROOT / folder).glob("*.py")}
-    copy_python(sorted((ROOT / "library").glob("*.py")), plugins / "modules",
-                rewrite=lambda text: rewrite_examples(rewrite_fragments(rewrite_imports(text)), actions))
+    copy_python(sorted((ROOT / "library").glob("*.py")), plugins / "modules")
+    copy_python([module_docs.doc_path(module) for module in module_docs.module_names()], plugins / "modules",
+                rewrite=lambda text: rewrite_examples(rewrite_fragments(text), actions))
     shutil.copytree(ROOT / "module_utils", plugins / "module_utils", ignore=SKIP)
     for path in (plugins / "module_utils").rglob("*.py"):
         path.write_text(rewrite_imports(path.read_text()))

@@ -30,11 +30,13 @@ BIN = REPO / ".venv" / "bin"
 FQCN = "sqlitefleet.sqlite_fleet"
 PYTHON39 = "/root/.pyenv/versions/3.9.18/bin/python3"  # the hosts' Python, as in tests/modules
 HOST_PYTHON = PYTHON39 if os.path.exists(PYTHON39) else "/usr/bin/python3"
-MODULES = sorted(path.stem for path in (REPO / "library").glob("*.py"))
 FRAGMENTS = sorted(path.stem.removeprefix("sqlite_fleet_") for path in (REPO / "doc_fragments").glob("*.py"))
 
 sys.path.insert(0, str(REPO / "tools"))
 import build_collection  # noqa: E402
+import module_docs  # noqa: E402
+
+MODULES = module_docs.module_names()
 
 
 def sha256_of(path: Path) -> str:
@@ -80,7 +82,7 @@ def test_the_tarball_holds_the_plugins_roles_and_metadata(built: dict[str, Path]
     with tarfile.open(built["tarball"]) as tar:
         names = set(tar.getnames())
     for module in MODULES:
-        assert "plugins/modules/%s.py" % module in names, module
+        assert {"plugins/modules/%s.py" % module, "plugins/modules/%s.yml" % module} <= names, module
     assert "plugins/action/sqlite_fetch.py" in names
     assert {"plugins/module_utils/sqlite_fleet.py", "plugins/module_utils/sqlite_fleet/__init__.py"} & names
     for fragment in FRAGMENTS:
@@ -115,9 +117,11 @@ def test_the_build_rewrites_imports_fragments_and_actions_to_fqcns(built: dict[s
         text = (tree / "plugins" / "modules" / ("%s.py" % module)).read_text()
         if "ansible.module_utils.sqlite_fleet" in (REPO / "library" / ("%s.py" % module)).read_text():
             assert "ansible_collections.%s.plugins.module_utils.sqlite_fleet" % FQCN in text, module
-        assert not re.search(r"^\s*-\s*sqlite_fleet_", text, re.MULTILINE), module
-        examples = text.split('EXAMPLES = r"""', 1)[1].split('"""', 1)[0]
-        for task in yaml.safe_load(examples):
+        docs = module_docs.load_docs(module, tree / "plugins" / "modules")
+        fragments = docs["DOCUMENTATION"].get("extends_documentation_fragment", [])
+        assert fragments and all(name.startswith(FQCN + ".") for name in fragments), (module, fragments)
+        assert docs["RETURN"] == module_docs.load_docs(module)["RETURN"], module  # the rest as in the repository
+        for task in yaml.safe_load(docs["EXAMPLES"]):
             ours = [key for key in task if key.split(".")[-1] in MODULES]
             assert all(key.startswith(FQCN + ".") for key in ours), (module, ours)
     actions = 0

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import module_docs
 import pytest
 import yaml
 
@@ -50,3 +52,23 @@ def test_the_readme_module_table_lists_every_module() -> None:
     modules = {path.stem for path in (REPO / "library").glob("*.py")}
     assert listed == modules, "README's module table: missing %s, unknown %s" % (
         sorted(modules - listed), sorted(listed - modules))
+
+
+def test_every_module_has_its_documentation_file_and_no_other() -> None:
+    library = REPO / "library"
+    assert sorted(path.stem for path in library.glob("*.y*ml")) == module_docs.module_names()
+    assert not list(library.glob("*.yaml"))  # one suffix: ansible-doc would take the first it finds
+
+
+@pytest.mark.parametrize("module", module_docs.module_names())
+def test_module_documentation_is_data_and_the_module_only_code(module: str) -> None:
+    """library/<module>.yml holds DOCUMENTATION, EXAMPLES (tasks, as text) and RETURN; the .py none of them."""
+    docs = module_docs.load_docs(module)
+    assert docs["DOCUMENTATION"]["module"] == module
+    assert isinstance(docs["EXAMPLES"], str) and all("name" in task for task in yaml.safe_load(docs["EXAMPLES"]))
+    assert isinstance(docs["RETURN"], dict)
+    assert module_docs.doc_path(module).read_text().startswith("---\n")
+    tree = ast.parse((REPO / "library" / (module + ".py")).read_text())
+    assigned = {target.id for node in tree.body if isinstance(node, ast.Assign) for target in node.targets
+                if isinstance(target, ast.Name)}
+    assert not assigned & set(module_docs.KEYS), module

@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --force) force=1 ;;
         --dest) dest=$2; shift ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build_sqlite3_rsync: unknown argument: $1" >&2; exit 2 ;;
     esac
     shift

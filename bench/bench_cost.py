@@ -8,9 +8,10 @@ Variants, measured back to back in alternating order on the same test fleet (tes
              import -> prune (action_plugins/sqlite_backup.py, the archive work in-process)
   separate   -e sqlite_pull_in_one_task=false: list, backup, prepare, fetch and import as their
              own tasks (three local module runs per host), as before
-Anchor: rsync (over ssh, no connection sharing) of the host's newest backup onto the archive's copy.
-sqlite3_rsync is not measured: it ships with SQLite >= 3.47 and this machine has 3.40 (Debian 12,
-no package carries it); building it needs SQLite's source tree, not at hand here.
+Anchors: rsync (over ssh, no connection sharing) of the host's newest backup onto the archive's copy;
+SQLite's own sqlite3_rsync (bench/sqlite3_rsync_anchor.py; bench/build_sqlite3_rsync.sh builds it,
+"not measured" without it) of the host's live database onto a replica here, brought up to date
+before each figure, so that it sees exactly nothing or one 1% change.
 
 Figures:
   no change  one host, nothing written since the last run: seconds and bytes on the wire (the
@@ -43,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, RESULTS_DIR, RSYNC, Config, cpu_seconds, load_average, median, workdir  # noqa: E402, I001
 
 import demo_db  # noqa: E402
+import sqlite3_rsync_anchor  # noqa: E402
 from bench_fleet import slope, sshd_children_cpu  # noqa: E402
 from fleet import Fleet, Host  # noqa: E402
 from integration_helpers import ANSIBLE_PLAYBOOK, BACKUP_DIR, DB_NAME, DB_PATH  # noqa: E402
@@ -156,25 +158,45 @@ def change_rows(db: Path, fraction: float) -> int:
     return changed
 
 
+def sqlite3_rsync_pull(bench: Bench, anchor: sqlite3_rsync_anchor.Anchor | None, scenario: str | None) -> list[Any]:
+    """sqlite3_rsync of the host's live database onto the bench's replica; untimed (scenario None) to
+    bring the replica up to date."""
+    if anchor is None:
+        return []
+    entry = anchor.pull(bench.fleet.hosts[0], DB_PATH, bench.tmp / "sqlite3_rsync-replica.db")
+    if scenario is None:
+        return []
+    bench.log("  %-10s %-13s   %7.2f s  wire %9d B" % ("anchor", "sqlite3_rsync", entry["seconds"],
+                                                      entry["wire_bytes"]))
+    return [dict(entry, scenario=scenario)]
+
+
 def one_host(bench: Bench, fleet: Fleet, rounds: int) -> dict[str, Any]:
     host = fleet.hosts[0]
     runs: list[dict[str, Any]] = []
     anchors: list[dict[str, Any]] = []
     archives = {v: bench.tmp / ("archive-one-%s" % v) for v in VARIANTS}
+    binary = sqlite3_rsync_anchor.find()
+    rsync3 = sqlite3_rsync_anchor.Anchor(binary, fleet, bench.tmp) if binary else None
     host.empty(BACKUP_DIR)
     for variant, archive in archives.items():  # seed: each variant's archive holds a first backup
         bench.playbook("seed", variant, bench.inventory("one-%s" % variant, [host], archive), [host])
+    sqlite3_rsync_pull(bench, rsync3, None)  # seed: its replica holds the database
     for round_no in range(rounds):
         order = list(VARIANTS) if round_no % 2 == 0 else list(VARIANTS)[::-1]
         for variant in order:
             inventory = bench.inventory("one-%s" % variant, [host], archives[variant])
             runs.append(dict(bench.playbook("no-change", variant, inventory, [host]), scenario="no_change"))
         anchors.append(dict(bench.rsync_anchor(host, archives["one_task"]), scenario="no_change"))
-        for variant in order:
+        anchors += sqlite3_rsync_pull(bench, rsync3, "no_change")
+        for index, variant in enumerate(order):
             change_rows(host.path(DB_PATH), 0.01)
+            if index == 0:  # exactly one 1% change since its last pull
+                anchors += sqlite3_rsync_pull(bench, rsync3, "change_1pct")
             inventory = bench.inventory("one-%s" % variant, [host], archives[variant])
             runs.append(dict(bench.playbook("1%-change", variant, inventory, [host]), scenario="change_1pct"))
         anchors.append(dict(bench.rsync_anchor(host, archives["one_task"]), scenario="change_1pct"))
+        sqlite3_rsync_pull(bench, rsync3, None)  # up to date again for the next round's "nothing changed"
     table = {}
     for scenario in ("no_change", "change_1pct"):
         for variant in (*VARIANTS, "rsync"):
@@ -186,7 +208,14 @@ def one_host(bench: Bench, fleet: Fleet, rounds: int) -> dict[str, Any]:
                 if variant != "rsync" else None,
                 "task_headers": chosen[0].get("task_headers", chosen[0].get("tasks")),
                 "task_results": chosen[0].get("task_results"), "runs": len(chosen)}
-    return {"runs": runs + anchors, "medians": table}
+    sqlite3_rsync = {}  # apart from "medians": its rows are there only where the binary is
+    for scenario in ("no_change", "change_1pct"):
+        chosen = [r for r in anchors if r["scenario"] == scenario and r["variant"] == "sqlite3_rsync"]
+        if chosen:
+            sqlite3_rsync[scenario] = {"seconds": round(median([r["seconds"] for r in chosen]), 2),
+                                       "wire_bytes": int(median([r["wire_bytes"] for r in chosen])),
+                                       "runs": len(chosen)}
+    return {"runs": runs + anchors, "medians": table, "sqlite3_rsync": sqlite3_rsync}
 
 
 def per_host(bench: Bench, fleet: Fleet, sizes: list[int], rounds: int) -> dict[str, Any]:
@@ -228,7 +257,7 @@ def markdown(result: dict[str, Any]) -> str:
              "this 2-core machine, and the test hosts share its CPUs). Medians of %d round(s), variants back to back "
              "in alternating order." % (result["date_utc"], result["load_start"], result["load_end"],
                                         result["rounds"]), "",
-             "sqlite3_rsync: not measured (%s)." % result["sqlite3_rsync"], "",
+             "sqlite3_rsync: %s." % result["sqlite3_rsync"], "",
              "## One host: nothing changed, and 1% of the rows changed", "",
              "| run | variant | seconds | bytes on the wire | controller CPU s | task headers | task results |",
              "|---|---|---|---|---|---|---|"]
@@ -237,6 +266,10 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
                 label, variant, row["seconds"], row["wire_bytes"], row["controller_cpu_s"],
                 row.get("task_headers", row.get("tasks")), row.get("task_results")))
+        anchor = result["one_host"].get("sqlite3_rsync", {}).get(scenario)
+        if anchor:
+            lines.append("| %s | sqlite3_rsync (live database) | %s | %s | | | |" % (
+                label, anchor["seconds"], anchor["wire_bytes"]))
     lines += ["", "## Per host (first backup and full pull of a ~150 KiB database each)", "",
               "| variant | hosts | seconds | controller CPU s | hosts CPU s | hosts archived |",
               "|---|---|---|---|---|---|"]
@@ -280,8 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     become_subreaper()
     result: dict[str, Any] = {"date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rounds": rounds,
                               "load_start": load_average(),
-                              "sqlite3_rsync": "it ships with SQLite 3.47+; this machine has %s and no package "
-                              "carries it" % sqlite3.sqlite_version}
+                              "sqlite3_rsync": sqlite3_rsync_anchor.describe(sqlite3_rsync_anchor.find())}
     with Fleet(max(sizes)) as fleet, workdir(config, "bench-cost-") as tmp:
         for index, host in enumerate(fleet):
             demo_db.create_demo_db(host.path(DB_PATH), members=60, seed=index + 1)

@@ -9,11 +9,16 @@ padded with incompressible photos, nothing shaped. Each round, in rotating order
   sftp / sftp_C   sftp ``get`` of it (the transfer Ansible's fetch uses), without / with ``-C``
   ssh_cat         ``ssh host cat file > file`` (the stream sqlite3_rsync's first pull is, in effect)
   rsync           rsync over ssh into an empty folder (whole file)
+  sqlite3_rsync   SQLite's own sqlite3_rsync of the host's live database into an empty folder (the
+                  replica's integrity and row counts checked afterwards, untimed); only where the
+                  binary is (bench/build_sqlite3_rsync.sh builds it; see bench/sqlite3_rsync_anchor.py)
 
 Where ours spends its time comes from ansible.posix's profile_tasks (per task), and from the
 controller's import step measured alone on the pulled file: sha256, integrity_check (full and
-quick), row counts. sqlite3_rsync itself is not on this machine (Debian 12's SQLite is 3.40;
-sqlite3_rsync came with 3.47): ssh_cat stands in for its stream.
+quick), row counts.
+
+    bench/bench_first_pull.py [MIB [ROUNDS]]   (default 256 MiB, 3 rounds; writes
+                                                bench/results/first_pull.json and .md)
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ for _folder in ("bench", "module_utils", "tools", "tests", "tests/integration"):
         sys.path.insert(0, str(_REPO / _folder))
 
 import demo_db  # noqa: E402
+import sqlite3_rsync_anchor  # noqa: E402
 import sqlite_fleet as core  # noqa: E402
-from common import MIB, REPO, RSYNC, Config, median, rotate, rounded, workdir  # noqa: E402
+from common import MIB, REPO, RESULTS_DIR, RSYNC, Config, load_average, median, rotate, rounded, workdir  # noqa: E402
 from fleet import Fleet  # noqa: E402
 from integration_helpers import ANSIBLE_PLAYBOOK, BACKUP_DIR, DB_NAME, DB_PATH  # noqa: E402
 
@@ -58,6 +64,8 @@ class Pull:
         self.host = fleet[0]
         self.tmp = tmp
         self.count = 0
+        binary = sqlite3_rsync_anchor.find()
+        self.sqlite3_rsync = sqlite3_rsync_anchor.Anchor(binary, fleet, tmp) if binary else None
 
     def ssh_base(self, compress: bool) -> list[str]:
         return ["-F", "/dev/null", "-i", str(self.fleet.client_key), "-o", "IdentitiesOnly=yes",
@@ -138,6 +146,9 @@ class Pull:
         elif method == "rsync":
             ssh = shlex.join(["ssh", *self.ssh_base(False)])
             entry = self.timed(method, [RSYNC, "-e", ssh, src, str(dest)])
+        elif method == "sqlite3_rsync" and self.sqlite3_rsync is not None:
+            dest = folder / os.path.basename(DB_PATH)
+            entry = self.sqlite3_rsync.pull(self.host, DB_PATH, dest)
         else:
             raise ValueError(method)
         entry.pop("stdout", None)
@@ -171,11 +182,12 @@ def run(config: Config) -> dict[str, Any]:
         cfg_args = ansible_ssh_args()
         no_c = " ".join(a for a in cfg_args.split() if a != "-C")
         with_c = cfg_args if "-C" in cfg_args.split() else "-C " + cfg_args
-        runs: dict[str, list[dict[str, Any]]] = {m: [] for m in METHODS}
+        methods = METHODS + (("sqlite3_rsync",) if pull.sqlite3_rsync else ())
+        runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
         costs: list[dict[str, float]] = []
         pull.playbook(cfg_args)  # a first backup on the host for the plain copies
         for round_no in range(config.rounds):
-            for method in rotate(METHODS, round_no):
+            for method in rotate(methods, round_no):
                 if method == "ours":
                     entry = pull.playbook(with_c)
                 elif method == "ours_no_C":
@@ -201,6 +213,7 @@ def run(config: Config) -> dict[str, Any]:
             shutil.rmtree(folder)
             config.log("  no-change run %s: %s" % (label, no_change[label]))
     result: dict[str, Any] = {"rounds": config.rounds, "no_change_run": no_change,
+                              "sqlite3_rsync": sqlite3_rsync_anchor.describe(sqlite3_rsync_anchor.find()),
                               "ssh_args_with_C": with_c, "ssh_args_without_C": no_c,
                               "methods": {}}
     for method, entries in runs.items():
@@ -216,11 +229,40 @@ def run(config: Config) -> dict[str, Any]:
     result["import_costs_median_s"] = {k: median([c[k] for c in costs]) for k in costs[0]} if costs else {}
     anchor = result["methods"]["ssh_cat"]["median_mib_s"]
     result["throughput_vs_ssh_cat"] = {m: v["median_mib_s"] / anchor for m, v in result["methods"].items()}
+    if "sqlite3_rsync" in result["methods"]:
+        anchor = result["methods"]["sqlite3_rsync"]["median_mib_s"]
+        result["throughput_vs_sqlite3_rsync"] = {m: v["median_mib_s"] / anchor for m, v in result["methods"].items()}
     return rounded(result)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The first pull's methods, throughput and ratios (ours' task profile stays in the JSON)."""
+    versus = result.get("throughput_vs_sqlite3_rsync", {})
+    lines = ["# First full pull, %s MiB, unshaped link (issue 15)" % result["mib"], "",
+             "Generated by `bench/bench_first_pull.py` on %s, %d round(s), methods in rotating order; load average "
+             "at start %s, at end %s (other jobs share this 2-core machine)." % (
+                 result["date_utc"], result["rounds"], result["load_start"], result["load_end"]), "",
+             "sqlite3_rsync: %s." % result["sqlite3_rsync"], "",
+             "| method | median s | MiB/s | vs ssh_cat | vs sqlite3_rsync | bytes on the wire |",
+             "|---|---|---|---|---|---|"]
+    for method, entry in result["methods"].items():
+        lines.append("| %s | %.2f | %.1f | %.3f | %s | %d |" % (
+            method, entry["median_s"], entry["median_mib_s"], result["throughput_vs_ssh_cat"][method],
+            "%.3f" % versus[method] if method in versus else "", entry["wire_bytes_median"]))
+    lines += ["", "`ours` = the whole `backup.yml` (snapshot on the host, staging, fetch, import with the archive's "
+              "full integrity_check); the plain copies copy the host's newest backup; sqlite3_rsync pulls the "
+              "live database. The controller's import checks of the pulled copy, each alone (median s): %s." % (
+                  ", ".join("%s %.3f" % kv for kv in result["import_costs_median_s"].items()))]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
     import json
     mb = int(sys.argv[1]) if len(sys.argv) > 1 else 256
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    print(json.dumps(run(Config(pull_mb=mb, rounds=rounds)), indent=1))
+    started = {"date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_start": load_average()}
+    output = {"mib": mb, **started, **run(Config(pull_mb=mb, rounds=rounds)), "load_end": load_average()}
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / "first_pull.json").write_text(json.dumps(output, indent=1) + "\n")
+    (RESULTS_DIR / "first_pull.md").write_text(markdown(output))
+    print(markdown(output))

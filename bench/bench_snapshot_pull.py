@@ -257,9 +257,9 @@ def markdown(data: dict[str, Any]) -> str:
     pull = data.get("first_pull")
     if pull:
         lines += ["## First full pull, %s MiB, unshaped link (test fleet host in a network namespace)" % pull["mib"],
-                  "", "sqlite3_rsync is not on this machine (Debian 12's SQLite is 3.40, sqlite3_rsync came with "
-                  "3.47, and SQLite's source cannot be fetched here): `ssh_cat` (`ssh host cat file > file`) "
-                  "stands in for its stream. `ours` = the whole `backup.yml` (snapshot on the host, staging, "
+                  "", "sqlite3_rsync: %s. `ssh_cat` (`ssh host cat file > file`) is the bare stream. "
+                  % pull.get("sqlite3_rsync", "not measured") +
+                  "`ours` = the whole `backup.yml` (snapshot on the host, staging, "
                   "fetch, import with the archive's full integrity_check, sync); the plain copies copy the "
                   "host's newest backup only.", "",
                   fmt_row(["method", "median s", "MiB/s", "throughput vs ssh_cat", "wire bytes"]),

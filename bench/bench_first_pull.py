@@ -3,8 +3,8 @@
 One test-fleet host (tests/fleet.py: its own network namespace and sshd), a WAL database
 padded with incompressible photos, nothing shaped. Each round, in rotating order:
 
-  ours            backup.yml into an empty archive (Ansible's ssh options from ansible.cfg)
-  ours_no_C       the same with ``-C`` (ssh compression) left out of the ssh options
+  ours            backup.yml into an empty archive (Ansible's ssh options from ansible.cfg, no ``-C``)
+  ours_C          the same with ``-C`` (ssh compression) added to the ssh options, as ansible.cfg once had
   scp / scp_C     scp of the host's newest backup, without / with ``-C``
   sftp / sftp_C   sftp ``get`` of it (the transfer Ansible's fetch uses), without / with ``-C``
   ssh_cat         ``ssh host cat file > file`` (the stream sqlite3_rsync's first pull is, in effect)
@@ -171,7 +171,7 @@ def import_costs(pulled: str, manifest_path: str) -> dict[str, float]:
     return out
 
 
-METHODS = ("ours", "ours_no_C", "scp", "scp_C", "sftp", "sftp_C", "ssh_cat", "rsync")
+METHODS = ("ours", "ours_C", "scp", "scp_C", "sftp", "sftp_C", "ssh_cat", "rsync")
 
 
 def run(config: Config) -> dict[str, Any]:
@@ -189,9 +189,9 @@ def run(config: Config) -> dict[str, Any]:
         for round_no in range(config.rounds):
             for method in rotate(methods, round_no):
                 if method == "ours":
-                    entry = pull.playbook(with_c)
-                elif method == "ours_no_C":
                     entry = pull.playbook(no_c)
+                elif method == "ours_C":
+                    entry = pull.playbook(with_c)
                 else:
                     entry = pull.copy(method, pull.newest_host_backup())
                 if method.startswith("ours"):

@@ -229,20 +229,13 @@ kind:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sqlite_fleet import (
-    INCOMING_PREFIX,
-    KIND_IO,
-    BackupError,
-    archive_options,
-    ensure_private_dir,
-    import_and_prune,
-    import_pulled,
-    outdated_runner,
-    prepare_pull,
-    retention_options,
-    validate_abs_path,
-    validate_name,
-)
+from ansible.module_utils.sqlite_fleet.archive import archive_options
+from ansible.module_utils.sqlite_fleet.errors import KIND_IO, BackupError
+from ansible.module_utils.sqlite_fleet.files import ensure_private_dir
+from ansible.module_utils.sqlite_fleet.inputs import validate_abs_path, validate_name
+from ansible.module_utils.sqlite_fleet.names import INCOMING_PREFIX
+from ansible.module_utils.sqlite_fleet.pull import import_and_prune, import_pulled, outdated_runner, prepare_pull
+from ansible.module_utils.sqlite_fleet.retention import retention_options
 
 
 def main():

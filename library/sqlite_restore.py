@@ -314,7 +314,7 @@ kind:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sqlite_fleet import restore_task
+from ansible.module_utils.sqlite_fleet.restore_task import restore_task
 
 ARGUMENT_SPEC = dict(
     path=dict(type="path", required=True),

@@ -2,10 +2,10 @@
 
 Import it as ``core_parts`` (tests/conftest.py puts tests/ on sys.path). Stdlib only, no pytest.
 
-- ``whole_core(module)``: makes ``core.X`` reach every name of every part (the package re-exports
-  only what the faces use) and makes ``core.X = value`` (``monkeypatch.setattr(core, ...)``) rebind
-  X in every part that holds that same object, as it did in the single file. tests/conftest.py
-  applies it to ``sqlite_fleet``.
+- ``whole_core(module)``: makes ``core.X`` reach every name of every part (the package binds none:
+  its ``__init__.py`` is the map, and its own ``__getattr__`` finds a name in its part) and makes
+  ``core.X = value`` (``monkeypatch.setattr(core, ...)``) rebind X in every part that holds that
+  same object, as it did in the single file. tests/conftest.py applies it to ``sqlite_fleet``.
 - ``core_files(module_utils)``: the core's source files; ``core_sha256_of(files)``: what
   ``core_sha256()`` records for them (``LC_ALL=C sha256sum *.py | sha256sum`` in the package).
 - ``install_core(folder)``: the core laid into a runner folder as roles/sqlite_runner installs it.

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """What each module sends to the host (its AnsiballZ payload), and where a backup.yml run's bytes go.
 
-    bench/bench_payload.py [--before DIR] [--wire-before J --wire-after J] [--note TEXT] [--name payload]
+    bench/bench_payload.py [--before DIR] [--wire-before J --wire-after J [--wire-also LABEL=J]]
+                            [--note TEXT] [--name payload]
 
 Per module of library/: the payload a task pipes to the host (the wrapper with the base64 zip,
 built by Ansible's own modify_module, tests/ansiballz.py), the zip, and what the zip holds: our
@@ -106,11 +107,17 @@ def markdown(result: dict) -> str:
         out += ["", "## A one-host backup.yml, bytes on the host link (bench/bench_cost.py, medians)", "",
                 "Before: %s; after: %s. %s" % (result["wire"]["before_run"], result["wire"]["after_run"],
                                               result.get("note") or ""), "",
-                "| scenario/variant | before | after | runs before | runs after |", "|---|---|---|---|---|"]
+                "| scenario/variant | before | after | runs before | runs after |%s" % "".join(
+                    " %s |" % label for label in result["wire"]["also"]),
+                "|---|---|---|---|---|%s" % ("---|" * len(result["wire"]["also"]))]
         for key, now in result["wire"]["after"].items():
             then = result["wire"]["before"].get(key, {})
-            out.append("| %s | %s | %d | %s | %s |" % (key, then.get("median", "-"), now["median"],
-                                                      then.get("runs", "-"), now["runs"]))
+            out.append("| %s | %s | %d | %s | %s |%s" % (
+                key, then.get("median", "-"), now["median"], then.get("runs", "-"), now["runs"],
+                "".join(" %s %s |" % (also.get(key, {}).get("median", "-"), also.get(key, {}).get("runs", ""))
+                        for also in result["wire"]["also"].values())))
+        for label, path in result["wire"]["also_runs"].items():
+            out += ["", "%s: %s." % (label, path)]
         out += ["", "Where a no-change run's bytes go: the run sends one module to the host (`sqlite_backup`, through "
                 "the sqlite_backup action plugin; nothing to fetch; a second module would add at least the smallest "
                 "payload above). The rest is ssh (a fresh ControlPersist "
@@ -128,11 +135,13 @@ def markdown(result: dict) -> str:
         floor = base64_len(after["sqlite_backup"]["ansible_zipped_bytes"])
         out += ["", "Issue 15's target for this run is <= 60 KB. Ansible's own module_utils alone are %d bytes of "
                 "base64 in every payload that uses AnsibleModule (basic.py and what it imports; no module of ours "
-                "imports any other of them), before our core, the module, the wrapper or ssh: the target is out of "
+                "imports any other of them; %d bytes deflated, about what ssh -C brings them back to), before our "
+                "core, the module, the wrapper or ssh: the target is out of "
                 "reach while the host side of a backup is an AnsiballZ module sent each run. What would reach it: "
                 "a host entry point that is not shipped per run, e.g. the action plugin calling the runner that "
                 "roles/sqlite_runner installs (the whole core, its core_sha256 comparable with the controller's) "
-                "with a short command, and the module as the fallback where no current runner is installed." % floor]
+                "with a short command, and the module as the fallback where no current runner is installed." % (
+                    floor, after["sqlite_backup"]["ansible_zipped_bytes"])]
     return "\n".join(out) + "\n"
 
 
@@ -141,6 +150,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--before", type=Path, help="another checkout to compare with (its library/ and module_utils/)")
     parser.add_argument("--wire-before", type=Path)
     parser.add_argument("--wire-after", type=Path)
+    parser.add_argument("--wire-also", action="append", default=[], metavar="LABEL=JSON",
+                        help="one more bench_cost.py result, as a column of its own")
     parser.add_argument("--name", default="payload")
     parser.add_argument("--note", help="a sentence on how the runs were made (checkouts, commands)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
@@ -151,7 +162,12 @@ def main(argv: list[str]) -> int:
         result["before"] = payloads(args.before.resolve())
     if args.wire_before and args.wire_after:
         result["wire"] = {"before": one_host_wire(args.wire_before), "after": one_host_wire(args.wire_after),
-                          "before_run": run_of(args.wire_before), "after_run": run_of(args.wire_after)}
+                          "before_run": run_of(args.wire_before), "after_run": run_of(args.wire_after),
+                          "also": {}, "also_runs": {}}
+        for also in args.wire_also:
+            label, _, path = also.partition("=")
+            result["wire"]["also"][label] = one_host_wire(Path(path))
+            result["wire"]["also_runs"][label] = run_of(Path(path))
     result["note"] = args.note
     text = markdown(result)
     print(text)

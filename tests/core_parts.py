@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib
 import shutil
 import sys
 import types
@@ -67,6 +68,10 @@ class _WholeCore(types.ModuleType):
 def whole_core(module: types.ModuleType) -> types.ModuleType:
     """The core module made whole for tests (a single-file core is left as it is)."""
     if hasattr(module, "__path__") and not isinstance(module, _WholeCore):
+        # every part loaded now: the package imports none, and a part loaded after a patch would
+        # bind the patched object (and keep it after the patch is undone)
+        for part in getattr(module, "PARTS", ()):
+            importlib.import_module("%s.%s" % (module.__name__, part))
         module.__class__ = _WholeCore
     return module
 

@@ -26,19 +26,15 @@ except ImportError:  # the playbook repository: sqlite_fetch's import makes the 
 
     PullAction = action_loader.get("sqlite_fetch", class_only=True)
 
-from ansible.module_utils.sqlite_fleet import (  # noqa: E402 (after the loader made it importable)
-    INCOMING_PREFIX,
-    KIND_IO,
-    BackupError,
+from ansible.module_utils.sqlite_fleet.archive import (  # noqa: E402 (after the loader made it importable)
     archive_options,
     archived_backups,
-    import_and_prune,
-    prepare_pull,
-    retention_options,
-    retention_policy,
-    validate_abs_path,
-    validate_name,
 )
+from ansible.module_utils.sqlite_fleet.errors import KIND_IO, BackupError  # noqa: E402
+from ansible.module_utils.sqlite_fleet.inputs import validate_abs_path, validate_name  # noqa: E402
+from ansible.module_utils.sqlite_fleet.names import INCOMING_PREFIX  # noqa: E402
+from ansible.module_utils.sqlite_fleet.pull import import_and_prune, prepare_pull  # noqa: E402
+from ansible.module_utils.sqlite_fleet.retention import retention_options, retention_policy  # noqa: E402
 
 ARCHIVE_SPEC = dict(
     archive_options(),

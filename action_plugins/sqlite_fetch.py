@@ -24,7 +24,9 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 
 try:  # the collection (the build rewrites this import to the collection's module_utils)
-    from ansible.module_utils.sqlite_fleet import EXPORT_PREFIX, INCOMING_PREFIX, STAGING_HOME_PREFIX, PullProgress
+    from ansible.module_utils.sqlite_fleet.export import EXPORT_PREFIX, STAGING_HOME_PREFIX
+    from ansible.module_utils.sqlite_fleet.names import INCOMING_PREFIX
+    from ansible.module_utils.sqlite_fleet.progress import PullProgress
 except ImportError:  # the playbook repository: see core_on_the_controller
     import ansible.module_utils
     from ansible import constants
@@ -41,7 +43,9 @@ except ImportError:  # the playbook repository: see core_on_the_controller
                 ansible.module_utils.__path__.append(folder)
 
     core_on_the_controller()
-    from ansible.module_utils.sqlite_fleet import EXPORT_PREFIX, INCOMING_PREFIX, STAGING_HOME_PREFIX, PullProgress
+    from ansible.module_utils.sqlite_fleet.export import EXPORT_PREFIX, STAGING_HOME_PREFIX
+    from ansible.module_utils.sqlite_fleet.names import INCOMING_PREFIX
+    from ansible.module_utils.sqlite_fleet.progress import PullProgress
 
 ARGUMENT_SPEC = dict(
     transfers=dict(type="list", elements="dict", default=[]),

@@ -6,21 +6,20 @@ from __future__ import annotations
 
 import os
 
+# This module runs on the controller, and pull.outdated_runner compares a runner's core_sha256 with
+# the whole core's: it ships every part (no link carries this payload), so it can hash them all.
+import ansible.module_utils.sqlite_fleet.drills  # noqa: F401
+import ansible.module_utils.sqlite_fleet.export  # noqa: F401
+import ansible.module_utils.sqlite_fleet.progress  # noqa: F401
+import ansible.module_utils.sqlite_fleet.restore_task  # noqa: F401
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sqlite_fleet import (
-    INCOMING_PREFIX,
-    KIND_IO,
-    BackupError,
-    archive_options,
-    ensure_private_dir,
-    import_and_prune,
-    import_pulled,
-    outdated_runner,
-    prepare_pull,
-    retention_options,
-    validate_abs_path,
-    validate_name,
-)
+from ansible.module_utils.sqlite_fleet.archive import archive_options
+from ansible.module_utils.sqlite_fleet.errors import KIND_IO, BackupError
+from ansible.module_utils.sqlite_fleet.files import ensure_private_dir
+from ansible.module_utils.sqlite_fleet.inputs import validate_abs_path, validate_name
+from ansible.module_utils.sqlite_fleet.names import INCOMING_PREFIX
+from ansible.module_utils.sqlite_fleet.pull import import_and_prune, import_pulled, outdated_runner, prepare_pull
+from ansible.module_utils.sqlite_fleet.retention import retention_options
 
 
 def main():

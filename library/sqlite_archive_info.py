@@ -7,14 +7,9 @@ from __future__ import annotations
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sqlite_fleet import (
-    KIND_IO,
-    BackupError,
-    archive_options,
-    archived_backups,
-    validate_abs_path,
-    validate_name,
-)
+from ansible.module_utils.sqlite_fleet.archive import archive_options, archived_backups
+from ansible.module_utils.sqlite_fleet.errors import KIND_IO, BackupError
+from ansible.module_utils.sqlite_fleet.inputs import validate_abs_path, validate_name
 
 
 ARGUMENT_SPEC = dict(archive_options(), name=dict(type="str", required=True))

@@ -7,26 +7,13 @@ from __future__ import annotations
 import sqlite3
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sqlite_fleet import (
-    CHECKPOINT_MODES,
-    INTEGRITY_LEVELS,
-    KIND_CORRUPT,
-    KIND_IO,
-    METHODS,
-    BackupError,
-    apply_retention,
-    check_export_options,
-    checkpoint,
-    export_options,
-    export_summary,
-    list_backups,
-    retention_options,
-    retention_policy,
-    snapshot,
-    stage_export,
-    validate_busy_timeout,
-    validate_lock_timeout,
-)
+from ansible.module_utils.sqlite_fleet.catalog import list_backups
+from ansible.module_utils.sqlite_fleet.errors import KIND_CORRUPT, KIND_IO, BackupError
+from ansible.module_utils.sqlite_fleet.export import check_export_options, export_options, export_summary, stage_export
+from ansible.module_utils.sqlite_fleet.inputs import validate_busy_timeout, validate_lock_timeout
+from ansible.module_utils.sqlite_fleet.retention import apply_retention, retention_options, retention_policy
+from ansible.module_utils.sqlite_fleet.snapshots import METHODS, snapshot
+from ansible.module_utils.sqlite_fleet.sqlitedb import CHECKPOINT_MODES, INTEGRITY_LEVELS, checkpoint
 
 ARGUMENT_SPEC = dict(
     path=dict(type="path", required=True),

@@ -7,7 +7,8 @@ from __future__ import annotations
 import sqlite3
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sqlite_fleet import CHECKPOINT_MODES, KIND_BAD_INPUT, KIND_IO, BackupError, checkpoint
+from ansible.module_utils.sqlite_fleet.errors import KIND_BAD_INPUT, KIND_IO, BackupError
+from ansible.module_utils.sqlite_fleet.sqlitedb import CHECKPOINT_MODES, checkpoint
 
 
 ARGUMENT_SPEC = dict(

@@ -8,32 +8,24 @@ import os
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible.module_utils.sqlite_fleet import (
+from ansible.module_utils.sqlite_fleet.archive import drill_targets
+from ansible.module_utils.sqlite_fleet.drills import (
     DRILL_REPORT_HTML,
     DRILL_REPORT_MD,
     DRILL_TEMPLATES,
-    KIND_BAD_INPUT,
-    KIND_IO,
-    BackupError,
-    append_json_lines,
     check_drill_options,
     drill_failure,
     drill_findings,
     drill_log_line,
     drill_report_context,
-    drill_targets,
-    human_age,
-    human_bytes,
-    human_seconds,
-    human_time,
-    make_dir_private_if_missing,
-    markdown_text,
     plan_drills,
     run_drills,
     unused_probe_warnings,
-    utcnow,
-    write_file_atomic,
 )
+from ansible.module_utils.sqlite_fleet.errors import KIND_BAD_INPUT, KIND_IO, BackupError
+from ansible.module_utils.sqlite_fleet.files import append_json_lines, make_dir_private_if_missing, write_file_atomic
+from ansible.module_utils.sqlite_fleet.names import utcnow
+from ansible.module_utils.sqlite_fleet.present import human_age, human_bytes, human_seconds, human_time, markdown_text
 
 try:
     import jinja2

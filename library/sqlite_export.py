@@ -7,17 +7,16 @@ from __future__ import annotations
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sqlite_fleet import (
-    KIND_IO,
-    BackupError,
+from ansible.module_utils.sqlite_fleet.errors import KIND_IO, BackupError
+from ansible.module_utils.sqlite_fleet.export import (
     check_export_options,
     export_options,
     export_summary,
     remove_staging_dir,
     stage_export,
     staging_folder_of,
-    validate_abs_path,
 )
+from ansible.module_utils.sqlite_fleet.inputs import validate_abs_path
 
 ARGUMENT_SPEC = dict(
     backup_dir=dict(type="path", required=True),

@@ -8,14 +8,10 @@ import os
 import sqlite3
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sqlite_fleet import (
-    KIND_IO,
-    BackupError,
-    database_facts,
-    folder_stats,
-    validate_abs_path,
-    validate_name,
-)
+from ansible.module_utils.sqlite_fleet.errors import KIND_IO, BackupError
+from ansible.module_utils.sqlite_fleet.inputs import validate_abs_path, validate_name
+from ansible.module_utils.sqlite_fleet.retention import folder_stats
+from ansible.module_utils.sqlite_fleet.sqlitedb import database_facts
 
 
 def backup_folder_stats(backup_dir, name):

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sqlite_fleet import restore_task
+from ansible.module_utils.sqlite_fleet.restore_task import restore_task
 
 ARGUMENT_SPEC = dict(
     path=dict(type="path", required=True),

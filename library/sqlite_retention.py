@@ -7,16 +7,10 @@ from __future__ import annotations
 import sqlite3
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sqlite_fleet import (
-    KIND_BAD_INPUT,
-    KIND_IO,
-    BackupError,
-    apply_retention,
-    parse_iso_utc,
-    retention_options,
-    retention_policy,
-    validate_lock_timeout,
-)
+from ansible.module_utils.sqlite_fleet.errors import KIND_BAD_INPUT, KIND_IO, BackupError
+from ansible.module_utils.sqlite_fleet.inputs import validate_lock_timeout
+from ansible.module_utils.sqlite_fleet.names import parse_iso_utc
+from ansible.module_utils.sqlite_fleet.retention import apply_retention, retention_options, retention_policy
 
 
 def file_list(files):

@@ -7,16 +7,12 @@ from __future__ import annotations
 import sqlite3
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sqlite_fleet import (
-    INTEGRITY_LEVELS,
-    KIND_CORRUPT,
-    KIND_IO,
-    BackupError,
+from ansible.module_utils.sqlite_fleet.errors import KIND_CORRUPT, KIND_IO, BackupError
+from ansible.module_utils.sqlite_fleet.inputs import validate_abs_path, validate_name, validate_sha256
+from ansible.module_utils.sqlite_fleet.sqlitedb import INTEGRITY_LEVELS
+from ansible.module_utils.sqlite_fleet.verify import (
     backups_to_verify,
     unverifiable_result,
-    validate_abs_path,
-    validate_name,
-    validate_sha256,
     verify_backup,
     verify_listed_backup,
     verify_summary,

@@ -5,7 +5,8 @@
 from __future__ import annotations
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sqlite_fleet import KIND_IO, BackupError, install_working_copy
+from ansible.module_utils.sqlite_fleet.errors import KIND_IO, BackupError
+from ansible.module_utils.sqlite_fleet.restore import install_working_copy
 
 
 ARGUMENT_SPEC = dict(

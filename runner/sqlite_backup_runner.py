@@ -35,9 +35,38 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import sqlite_fleet as core  # noqa: E402  (installed beside this file)
+# the core, installed beside this file (the package sqlite_fleet/)
+from sqlite_fleet.catalog import list_backups  # noqa: E402
+from sqlite_fleet.errors import (  # noqa: E402
+    KIND_BAD_INPUT,
+    KIND_CORRUPT,
+    KIND_IO,
+    KIND_LOCKED,
+    KIND_NO_SPACE,
+    BackupError,
+)
+from sqlite_fleet.files import resolve_owner, rotate_log, write_file_atomic  # noqa: E402
+from sqlite_fleet.inputs import (  # noqa: E402
+    validate_abs_path,
+    validate_busy_timeout,
+    validate_lock_timeout,
+    validate_name,
+)
+from sqlite_fleet.names import CORE_VERSION, dated_in_future, future_warning  # noqa: E402
+from sqlite_fleet.present import human_bytes  # noqa: E402
+from sqlite_fleet.restore import choose_backup_in_folder, restore_backup  # noqa: E402
+from sqlite_fleet.retention import (  # noqa: E402
+    RETENTION_RULES,
+    apply_retention,
+    folder_stats,
+    normalise_policy,
+    resolve_timezone,
+)
+from sqlite_fleet.snapshots import snapshot  # noqa: E402
+from sqlite_fleet.sqlitedb import CHECKPOINT_MODES, INTEGRITY_LEVELS, checkpoint, database_facts  # noqa: E402
+from sqlite_fleet.verify import verify_backup  # noqa: E402
 
-RUNNER_VERSION = core.CORE_VERSION
+RUNNER_VERSION = CORE_VERSION
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.json")
 
 EXIT_OK = 0
@@ -49,18 +78,18 @@ EXIT_CORRUPT = 5
 EXIT_IO = 6
 EXIT_NOT_MOUNTED = 7
 EXIT_BY_KIND = {
-    core.KIND_BAD_INPUT: EXIT_BAD_INPUT,
-    core.KIND_LOCKED: EXIT_LOCKED,
-    core.KIND_NO_SPACE: EXIT_NO_SPACE,
-    core.KIND_CORRUPT: EXIT_CORRUPT,
-    core.KIND_IO: EXIT_IO,
+    KIND_BAD_INPUT: EXIT_BAD_INPUT,
+    KIND_LOCKED: EXIT_LOCKED,
+    KIND_NO_SPACE: EXIT_NO_SPACE,
+    KIND_CORRUPT: EXIT_CORRUPT,
+    KIND_IO: EXIT_IO,
 }
 KIND_NOT_MOUNTED = "not_mounted"
 EXIT_BY_KIND[KIND_NOT_MOUNTED] = EXIT_NOT_MOUNTED
 
 LOG_MAX_BYTES = 1 << 20
 LOG_KEEP = 3
-RETENTION_KEYS = core.RETENTION_RULES
+RETENTION_KEYS = RETENTION_RULES
 DEFAULT_LOCK_TIMEOUT = 600.0
 STATE_FILE = ".sqlite-backup-metrics.json"
 
@@ -74,31 +103,31 @@ def load_config(path: str) -> dict[str, Any]:
         with open(path, encoding="utf-8") as handle:
             config = json.load(handle)
     except FileNotFoundError:
-        raise core.BackupError("config file %s does not exist (run provision.yml)" % path,
-                               core.KIND_BAD_INPUT) from None
+        raise BackupError("config file %s does not exist (run provision.yml)" % path,
+                          KIND_BAD_INPUT) from None
     except ValueError as exc:
-        raise core.BackupError("config file %s is not valid JSON: %s" % (path, exc), core.KIND_BAD_INPUT) from None
+        raise BackupError("config file %s is not valid JSON: %s" % (path, exc), KIND_BAD_INPUT) from None
     if not isinstance(config, dict):
-        raise core.BackupError("config file %s must hold a JSON object" % path, core.KIND_BAD_INPUT)
+        raise BackupError("config file %s must hold a JSON object" % path, KIND_BAD_INPUT)
     databases = config.get("databases")
     if not isinstance(databases, list) or not databases:
-        raise core.BackupError("config file %s lists no databases" % path, core.KIND_BAD_INPUT)
+        raise BackupError("config file %s lists no databases" % path, KIND_BAD_INPUT)
     for db in databases:
         if not isinstance(db, dict) or "name" not in db or "path" not in db:
-            raise core.BackupError("every database in %s needs a name and a path" % path, core.KIND_BAD_INPUT)
-        core.validate_name(db["name"])
-        core.validate_abs_path(db["path"], "database path of %s" % db["name"])
+            raise BackupError("every database in %s needs a name and a path" % path, KIND_BAD_INPUT)
+        validate_name(db["name"])
+        validate_abs_path(db["path"], "database path of %s" % db["name"])
     names = [db["name"] for db in databases]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise core.BackupError("config file %s names database %s twice: each needs its own name (its backups "
-                               "form one series)" % (path, ", ".join(twice)), core.KIND_BAD_INPUT)
-    core.validate_abs_path(config.get("backup_dir"), "backup_dir")
+        raise BackupError("config file %s names database %s twice: each needs its own name (its backups "
+                          "form one series)" % (path, ", ".join(twice)), KIND_BAD_INPUT)
+    validate_abs_path(config.get("backup_dir"), "backup_dir")
     try:
-        core.validate_lock_timeout(config.get("lock_timeout", DEFAULT_LOCK_TIMEOUT))
-        core.validate_busy_timeout(config.get("busy_timeout_ms", 5000))
-    except core.BackupError as exc:
-        raise core.BackupError("%s in %s" % (exc, path), core.KIND_BAD_INPUT) from None
+        validate_lock_timeout(config.get("lock_timeout", DEFAULT_LOCK_TIMEOUT))
+        validate_busy_timeout(config.get("busy_timeout_ms", 5000))
+    except BackupError as exc:
+        raise BackupError("%s in %s" % (exc, path), KIND_BAD_INPUT) from None
     return config
 
 
@@ -113,7 +142,7 @@ def select_databases(config: dict[str, Any], name: str | None) -> list[dict[str,
     chosen = [db for db in config["databases"] if db["name"] == name]
     if not chosen:
         known = ", ".join(db["name"] for db in config["databases"])
-        raise core.BackupError("no database named %r in the config (known: %s)" % (name, known), core.KIND_BAD_INPUT)
+        raise BackupError("no database named %r in the config (known: %s)" % (name, known), KIND_BAD_INPUT)
     return chosen
 
 
@@ -141,7 +170,7 @@ def require_mount(config: dict[str, Any]) -> None:
     folder = config["backup_dir"]
     mount_point = config.get("mount_point") or folder
     if not os.path.ismount(mount_point):
-        raise core.BackupError(
+        raise BackupError(
             "%s is not a mount point: the backup disk is missing, refusing to write to the SD card" % mount_point,
             KIND_NOT_MOUNTED,
         )
@@ -218,13 +247,13 @@ def update_metrics(config: dict[str, Any], host: str, database: str, values: dic
             known = {db["name"] for db in config["databases"]}
             state = {k: v for k, v in state.items() if k in known}  # a removed database drops out
             state.setdefault(database, {}).update(values)
-            # Not core.write_file_atomic: its temporary names are what a backup run holding the
+            # Not write_file_atomic: its temporary names are what a backup run holding the
             # folder's lock removes as leftovers, and this write does not hold that lock.
             tmp_path = "%s.%d.tmp" % (state_path, os.getpid())
             with open(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
                 handle.write(json.dumps(state, sort_keys=True).encode())
             os.replace(tmp_path, state_path)
-            core.write_file_atomic(prom_path, render_metrics(state, host).encode(), 0o644)
+            write_file_atomic(prom_path, render_metrics(state, host).encode(), 0o644)
         finally:
             os.close(lock_fd)
     except OSError as exc:
@@ -255,7 +284,7 @@ def log_line(config: dict[str, Any], message: str) -> None:
     line = "%s %s\n" % (stamp, message)
     if path:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        core.rotate_log(path, LOG_MAX_BYTES, LOG_KEEP)
+        rotate_log(path, LOG_MAX_BYTES, LOG_KEEP)
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(line)
 
@@ -271,7 +300,7 @@ def taken_summary(snap: dict[str, Any]) -> str:
     """One line for a backup just taken (the file is named beside it in the log line)."""
     if not snap["verified"]:
         return snap["msg"]
-    return "taken and verified (%s in %.1f s)" % (core.human_bytes(snap["manifest"]["size_bytes"]),
+    return "taken and verified (%s in %.1f s)" % (human_bytes(snap["manifest"]["size_bytes"]),
                                                    snap["manifest"]["duration_seconds"])
 
 
@@ -286,14 +315,14 @@ def cmd_backup(config: dict[str, Any], args: argparse.Namespace) -> list[dict[st
         try:
             if args.cleanup:  # bad retention input must fail before a backup is taken, not after
                 policy = retention_policy(config, db, args.keep_days, args.keep_count)
-                core.normalise_policy(policy)
-                core.resolve_timezone(config.get("timezone"))
+                normalise_policy(policy)
+                resolve_timezone(config.get("timezone"))
             mode = args.checkpoint or db.get("checkpoint") or config.get("checkpoint")
             if args.skip_checkpoint:
                 mode = None
             if mode and mode != "none":
-                record["checkpoint"] = core.checkpoint(db["path"], mode, int(config.get("busy_timeout_ms", 5000)))
-            snap = core.snapshot(
+                record["checkpoint"] = checkpoint(db["path"], mode, int(config.get("busy_timeout_ms", 5000)))
+            snap = snapshot(
                 db["path"], config["backup_dir"], db["name"],
                 label=args.label, method=db.get("method") or config.get("method", "pinned_copy"),
                 integrity=db.get("integrity") or config.get("integrity", "quick"),
@@ -307,15 +336,15 @@ def cmd_backup(config: dict[str, Any], args: argparse.Namespace) -> list[dict[st
             record.update(ok=snap["verified"], file=snap["file"], size_bytes=snap["manifest"]["size_bytes"],
                           duration_seconds=snap["manifest"]["duration_seconds"], msg=taken_summary(snap))
             if not snap["verified"]:
-                record["kind"] = core.KIND_CORRUPT
+                record["kind"] = KIND_CORRUPT
             if args.cleanup:
-                pruned = core.apply_retention(config["backup_dir"], db["name"], policy,
-                                              timezone=config.get("timezone"), lock_timeout=lock_timeout_of(config),
-                                              trusted=[snap["file"]] if snap["verified"] else [])
+                pruned = apply_retention(config["backup_dir"], db["name"], policy,
+                                         timezone=config.get("timezone"), lock_timeout=lock_timeout_of(config),
+                                         trusted=[snap["file"]] if snap["verified"] else [])
                 record["deleted"] = pruned["deleted"]
                 if pruned["flagged"]:
                     record["msg"] += "; %s" % pruned["msg"].split("; ", 1)[1]
-            stats = core.folder_stats(config["backup_dir"], db["name"])
+            stats = folder_stats(config["backup_dir"], db["name"])
             values = {"sqlite_backup_last_run_timestamp_seconds": round(time.time(), 3),
                       "sqlite_backup_last_run_success": bool(snap["verified"]),
                       "sqlite_backup_verified": bool(snap["verified"]),
@@ -325,7 +354,7 @@ def cmd_backup(config: dict[str, Any], args: argparse.Namespace) -> list[dict[st
                                "sqlite_backup_last_size_bytes": snap["manifest"]["size_bytes"],
                                "sqlite_backup_last_duration_seconds": snap["manifest"]["duration_seconds"]})
             update_metrics(config, host_name(config), db["name"], values)
-        except core.BackupError as exc:
+        except BackupError as exc:
             record.update(ok=False, kind=exc.kind, msg=str(exc))
             update_metrics(config, host_name(config), db["name"],
                            {"sqlite_backup_last_run_timestamp_seconds": round(time.time(), 3),
@@ -344,21 +373,21 @@ def backup_dry_run(config: dict[str, Any], args: argparse.Namespace) -> list[dic
         try:
             policy = retention_policy(config, db, args.keep_days, args.keep_count) if args.cleanup else None
             if policy is not None:
-                core.normalise_policy(policy)
-                core.resolve_timezone(config.get("timezone"))
-            snap = core.snapshot(db["path"], config["backup_dir"], db["name"], label=args.label,
-                                 method=db.get("method") or config.get("method", "pinned_copy"),
-                                 integrity=db.get("integrity") or config.get("integrity", "quick"),
-                                 owner=db.get("owner") or config.get("owner") or None,
-                                 group=db.get("group") or config.get("group") or None, check_mode=True)
+                normalise_policy(policy)
+                resolve_timezone(config.get("timezone"))
+            snap = snapshot(db["path"], config["backup_dir"], db["name"], label=args.label,
+                            method=db.get("method") or config.get("method", "pinned_copy"),
+                            integrity=db.get("integrity") or config.get("integrity", "quick"),
+                            owner=db.get("owner") or config.get("owner") or None,
+                            group=db.get("group") or config.get("group") or None, check_mode=True)
             record.update(ok=True, file=snap["file"], msg=snap["msg"])
             if policy is not None and os.path.isdir(config["backup_dir"]):
-                pruned = core.apply_retention(config["backup_dir"], db["name"], policy,
-                                              timezone=config.get("timezone"), check_mode=True,
-                                              lock_timeout=lock_timeout_of(config))
+                pruned = apply_retention(config["backup_dir"], db["name"], policy,
+                                         timezone=config.get("timezone"), check_mode=True,
+                                         lock_timeout=lock_timeout_of(config))
                 record["deleted"] = pruned["deleted"]
                 record["msg"] += "; then the prune: %s" % pruned["msg"]
-        except core.BackupError as exc:
+        except BackupError as exc:
             record.update(ok=False, kind=exc.kind, msg=str(exc))
         results.append(record)
     return results
@@ -370,23 +399,23 @@ def cmd_restore(config: dict[str, Any], args: argparse.Namespace) -> list[dict[s
     stopped (refused while a process holds the database) unless --live; a pre-restore safety
     backup of the database as it was goes into the backup folder first."""
     if args.db is None and len(config["databases"]) > 1:
-        raise core.BackupError("restore needs --db: this host has %s" % ", ".join(
-            db["name"] for db in config["databases"]), core.KIND_BAD_INPUT)
+        raise BackupError("restore needs --db: this host has %s" % ", ".join(
+            db["name"] for db in config["databases"]), KIND_BAD_INPUT)
     (db,) = select_databases(config, args.db or config["databases"][0]["name"])
     record: dict[str, Any] = {"database": db["name"], "command": "restore", "dry_run": args.dry_run}
-    chosen, listing = core.choose_backup_in_folder(config["backup_dir"], db["name"], args.backup)
-    future = core.future_warning(core.dated_in_future(listing["backups"]))
+    chosen, listing = choose_backup_in_folder(config["backup_dir"], db["name"], args.backup)
+    future = future_warning(dated_in_future(listing["backups"]))
     if future:
         record["warning"] = future
         print("warning: %s" % future, file=sys.stderr)
     target = db["path"]
     new_owner = None
     if not os.path.lexists(target) and os.path.isdir(os.path.dirname(target)):
-        new_owner = core.resolve_owner(None, None, os.stat(os.path.dirname(target)))
-    done = core.restore_backup(chosen["path"], target, mode="live" if args.live else "replace",
-                               safety_dir=config["backup_dir"], safety_name=db["name"],
-                               busy_timeout_ms=int(config.get("busy_timeout_ms", 5000)),
-                               check_mode=args.dry_run, source_host=host_name(config), new_owner=new_owner)
+        new_owner = resolve_owner(None, None, os.stat(os.path.dirname(target)))
+    done = restore_backup(chosen["path"], target, mode="live" if args.live else "replace",
+                          safety_dir=config["backup_dir"], safety_name=db["name"],
+                          busy_timeout_ms=int(config.get("busy_timeout_ms", 5000)),
+                          check_mode=args.dry_run, source_host=host_name(config), new_owner=new_owner)
     record.update(ok=True, file=chosen["file"], target=target, removed=done["removed"],
                   safety_backup=done.get("safety_backup"), msg=done["msg"] + (
                       "; the database as it was is in %s" % os.path.basename(done["safety_backup"])
@@ -397,24 +426,24 @@ def cmd_restore(config: dict[str, Any], args: argparse.Namespace) -> list[dict[s
 def cmd_verify(config: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
     results = []
     for db in select_databases(config, args.db):
-        listing = core.list_backups(config["backup_dir"], db["name"])
+        listing = list_backups(config["backup_dir"], db["name"])
         chosen = listing["backups"] if args.all else listing["backups"][:1]
         if not chosen:
-            results.append({"database": db["name"], "command": "verify", "ok": False, "kind": core.KIND_BAD_INPUT,
+            results.append({"database": db["name"], "command": "verify", "ok": False, "kind": KIND_BAD_INPUT,
                             "msg": "no backup of %s in %s" % (db["name"], config["backup_dir"])})
             continue
         newest_ok = False
         for index, backup in enumerate(chosen):
-            outcome = core.verify_backup(backup["path"], integrity=args.integrity)
+            outcome = verify_backup(backup["path"], integrity=args.integrity)
             results.append({"database": db["name"], "command": "verify", "file": backup["file"],
-                            "ok": outcome["ok"], "kind": None if outcome["ok"] else core.KIND_CORRUPT,
+                            "ok": outcome["ok"], "kind": None if outcome["ok"] else KIND_CORRUPT,
                             "msg": "ok" if outcome["ok"] else "; ".join(outcome["problems"])})
             if index == 0:
                 newest_ok = bool(outcome["ok"])
         if args.all:
             for item in listing["invalid"]:
                 results.append({"database": db["name"], "command": "verify", "file": item["file"], "ok": False,
-                                "kind": core.KIND_CORRUPT, "msg": item["why"]})
+                                "kind": KIND_CORRUPT, "msg": item["why"]})
         update_metrics(config, host_name(config), db["name"], {"sqlite_backup_verified": bool(newest_ok)})
     return results
 
@@ -423,8 +452,8 @@ def cmd_prune(config: dict[str, Any], args: argparse.Namespace) -> list[dict[str
     results = []
     for db in select_databases(config, args.db):
         policy = retention_policy(config, db, args.keep_days, args.keep_count)
-        pruned = core.apply_retention(config["backup_dir"], db["name"], policy, timezone=config.get("timezone"),
-                                      check_mode=args.dry_run, lock_timeout=lock_timeout_of(config))
+        pruned = apply_retention(config["backup_dir"], db["name"], policy, timezone=config.get("timezone"),
+                                 check_mode=args.dry_run, lock_timeout=lock_timeout_of(config))
         results.append({"database": db["name"], "command": "prune", "ok": True, "deleted": pruned["deleted"],
                         "kept": pruned["kept"], "dry_run": args.dry_run, "msg": pruned["msg"]})
     return results
@@ -434,10 +463,10 @@ def cmd_stats(config: dict[str, Any], args: argparse.Namespace) -> list[dict[str
     results = []
     for db in select_databases(config, args.db):
         record: dict[str, Any] = {"database": db["name"], "command": "stats", "ok": True,
-                                  "backups": core.folder_stats(config["backup_dir"], db["name"])}
+                                  "backups": folder_stats(config["backup_dir"], db["name"])}
         try:
-            record["facts"] = core.database_facts(db["path"])
-        except core.BackupError as exc:
+            record["facts"] = database_facts(db["path"])
+        except BackupError as exc:
             record.update(ok=False, kind=exc.kind, msg=str(exc))
         results.append(record)
     return results
@@ -447,10 +476,10 @@ def cmd_check_config(config: dict[str, Any], args: argparse.Namespace) -> list[d
     """The config loaded: say what would be backed up where (provision.yml runs this)."""
     for db in config["databases"]:
         try:
-            core.normalise_policy(retention_policy(config, db, None, None))
-        except core.BackupError as exc:
-            raise core.BackupError("retention of %s: %s" % (db["name"], exc), exc.kind) from None
-    core.resolve_timezone(config.get("timezone"))
+            normalise_policy(retention_policy(config, db, None, None))
+        except BackupError as exc:
+            raise BackupError("retention of %s: %s" % (db["name"], exc), exc.kind) from None
+    resolve_timezone(config.get("timezone"))
     return [{"database": db["name"], "command": "check-config", "ok": True,
              "msg": "%s -> %s" % (db["path"], config["backup_dir"])} for db in config["databases"]]
 
@@ -506,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("--db", help="only this database (default: all in the config)")
     backup.add_argument("--skip-checkpoint", action="store_true",
                         help="never checkpoint first (the default unless the config asks for one)")
-    backup.add_argument("--checkpoint", choices=list(core.CHECKPOINT_MODES), help="checkpoint first in this mode")
+    backup.add_argument("--checkpoint", choices=list(CHECKPOINT_MODES), help="checkpoint first in this mode")
     backup.add_argument("--label", help="label recorded in the manifest (e.g. pre-upgrade)")
     backup.add_argument("--cleanup", action="store_true", help="prune by the retention policy afterwards")
     backup.add_argument("--keep-days", type=non_negative, help="with --cleanup: keep backups younger than N days")
@@ -529,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", parents=[common], help="check the newest (or every) backup")
     verify.add_argument("--db")
     verify.add_argument("--all", action="store_true", help="every backup, not only the newest")
-    verify.add_argument("--integrity", choices=list(core.INTEGRITY_LEVELS), default="full")
+    verify.add_argument("--integrity", choices=list(INTEGRITY_LEVELS), default="full")
 
     prune = sub.add_parser("prune", parents=[common], help="apply the retention policy")
     prune.add_argument("--db")
@@ -568,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "backup" and not args.dry_run:
             ping(config, "start")
         results = COMMANDS[args.command](config, args)
-    except core.BackupError as exc:
+    except BackupError as exc:
         results = [{"command": args.command, "database": getattr(args, "db", None) or "-", "ok": False,
                     "kind": exc.kind, "msg": str(exc)}]
     except Exception as exc:  # the cron log must say what happened, not show a traceback

@@ -2,10 +2,10 @@
 
 Import it as ``core_parts`` (tests/conftest.py puts tests/ on sys.path). Stdlib only, no pytest.
 
-- ``whole_core(module)``: makes ``core.X`` reach every name of every part (the package re-exports
-  only what the faces use) and makes ``core.X = value`` (``monkeypatch.setattr(core, ...)``) rebind
-  X in every part that holds that same object, as it did in the single file. tests/conftest.py
-  applies it to ``sqlite_fleet``.
+- ``whole_core(module)``: makes ``core.X`` reach every name of every part (the package binds none:
+  its ``__init__.py`` is the map, and its own ``__getattr__`` finds a name in its part) and makes
+  ``core.X = value`` (``monkeypatch.setattr(core, ...)``) rebind X in every part that holds that
+  same object, as it did in the single file. tests/conftest.py applies it to ``sqlite_fleet``.
 - ``core_files(module_utils)``: the core's source files; ``core_sha256_of(files)``: what
   ``core_sha256()`` records for them (``LC_ALL=C sha256sum *.py | sha256sum`` in the package).
 - ``install_core(folder)``: the core laid into a runner folder as roles/sqlite_runner installs it.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib
 import shutil
 import sys
 import types
@@ -67,6 +68,10 @@ class _WholeCore(types.ModuleType):
 def whole_core(module: types.ModuleType) -> types.ModuleType:
     """The core module made whole for tests (a single-file core is left as it is)."""
     if hasattr(module, "__path__") and not isinstance(module, _WholeCore):
+        # every part loaded now: the package imports none, and a part loaded after a patch would
+        # bind the patched object (and keep it after the patch is undone)
+        for part in getattr(module, "PARTS", ()):
+            importlib.import_module("%s.%s" % (module.__name__, part))
         module.__class__ = _WholeCore
     return module
 

@@ -329,7 +329,9 @@ def core_files() -> list[str]:
 
 def core_sha256() -> str | None:
     """sha256 of the ``sha256sum`` lines of the core's files sorted by name (in the package's folder:
-    ``LC_ALL=C sha256sum *.py | sha256sum``); recorded in manifests, the controller compares it."""
+    ``LC_ALL=C sha256sum *.py | sha256sum``); recorded in manifests, the controller compares it.
+    None where a file of the core is missing: a module's AnsiballZ payload holds only the parts it
+    imports (a hash of fewer files would pass for another core's)."""
     global _CORE_SHA256
     if _CORE_SHA256 is None:
         lines = []
@@ -339,7 +341,8 @@ def core_sha256() -> str | None:
                     with open(path, "rb") as handle:
                         data = handle.read()
                 except OSError:
-                    # Inside an Ansible module the core is read from the module's zip payload.
+                    # Inside an Ansible module the core is read from the module's zip payload (which
+                    # raises for a part the module does not import: no sha256 then).
                     data = __loader__.get_data(path)  # type: ignore[name-defined]
                 lines.append("%s  %s\n" % (hashlib.sha256(data).hexdigest(), os.path.basename(path)))
             _CORE_SHA256 = hashlib.sha256("".join(lines).encode()).hexdigest()

@@ -76,3 +76,15 @@ def test_issue15_snapshot_bench_writes_every_method_step_and_ratio(tmp_path: Pat
             size[cache]["time_ratios"])
     assert size["under_writer"]["consistent"] is True  # correctness, not speed
     assert "load_average_at_end" in results and "## Snapshot" in markdown
+
+
+def test_payload_bench_writes_every_module_and_what_its_payload_holds(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "bench_payload.py"), "--results-dir", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    after = json.loads((tmp_path / "payload.json").read_text())["after"]
+    assert {"sqlite_backup", "sqlite_checkpoint", "sqlite_archive"} <= set(after)
+    backup = after["sqlite_backup"]
+    assert backup["payload_bytes"] > backup["zip_bytes"] > backup["ansible_zipped_bytes"] > 0
+    assert "snapshots" in backup["core_parts"] and "drills" not in backup["core_parts"]
+    assert "| sqlite_backup |" in (tmp_path / "payload.md").read_text()

@@ -8,6 +8,7 @@ every part is small. The layout is made by tools/split_core.py (tests/unit/test_
 from __future__ import annotations
 
 import ast
+import importlib
 import shutil
 import subprocess
 import sys
@@ -58,13 +59,16 @@ def test_a_change_to_any_file_of_the_package_changes_core_sha256(tmp_path: Path)
 def test_the_runner_imports_the_package_without_ansible(tmp_path: Path, python: str) -> None:
     """As on a host: the package beside the runner, Python isolated from site-packages (no Ansible)."""
     shutil.copytree(PACKAGE, tmp_path / "sqlite_fleet", ignore=shutil.ignore_patterns("__pycache__"))
-    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import sqlite_fleet as c; "
+    probe = ("import importlib, sys; sys.path.insert(0, sys.argv[1]); import sqlite_fleet as c; "
+             "print(len([m for m in sys.modules if m.startswith('sqlite_fleet.')])); "
+             "[importlib.import_module('sqlite_fleet.' + part) for part in c.PARTS]; "
              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ansible', 'sqlite_fleet_cli'))); "
              "print(len([m for m in sys.modules if m.startswith('sqlite_fleet.')]))")
     proc = subprocess.run([python, "-I", "-S", "-c", probe, str(tmp_path)], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split("\n")[:2] == ["[]", str(len(core.PARTS))]
+    # the package itself loads no part (the map); every part loads without Ansible
+    assert proc.stdout.split("\n")[:3] == ["0", "[]", str(len(core.PARTS))]
 
 
 def test_the_parts_import_only_the_standard_library_and_each_other() -> None:
@@ -78,14 +82,38 @@ def test_the_parts_import_only_the_standard_library_and_each_other() -> None:
                 assert node.module.split(".")[0] in stdlib | {"__future__"}, (path.name, ast.unparse(node))
 
 
-def test_the_package_reexports_what_the_faces_use() -> None:
-    """Modules, the action plugin, the runner and the CLI import their names from the package itself."""
-    names = set()
+def test_the_faces_import_each_name_from_the_part_that_holds_it() -> None:
+    """Modules, action plugins and the runner import from the parts (so that a module's payload holds
+    only what it uses); each name from the part that defines it, not one that imported it."""
     repo = MODULE_UTILS.parent
-    for path in [*(repo / "library").glob("*.py"), *(repo / "action_plugins").glob("*.py")]:
+    faces = [*(repo / "library").glob("*.py"), *(repo / "action_plugins").glob("*.py"),
+             repo / "runner" / "sqlite_backup_runner.py"]
+    seen = 0
+    for path in faces:
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module == "ansible.module_utils.sqlite_fleet":
-                names.update(alias.name for alias in node.names)
-    assert names, "no module imports the core"
-    assert names <= set(vars(core)), sorted(names - set(vars(core)))
-    assert set(core.__all__) <= set(vars(core))
+            if not isinstance(node, ast.ImportFrom) or node.level or not node.module:
+                continue
+            module = node.module.replace("ansible.module_utils.", "", 1)
+            if module.split(".")[0] != "sqlite_fleet":
+                continue
+            assert module != "sqlite_fleet", "%s: %s (import from a part)" % (path.name, ast.unparse(node))
+            part = importlib.import_module(module)
+            for alias in node.names:
+                assert alias.name in vars(part), (path.name, module, alias.name)
+                defined_in = getattr(vars(part)[alias.name], "__module__", module)
+                assert defined_in in (module, "builtins") or not defined_in.startswith("sqlite_fleet"), \
+                    (path.name, alias.name, module, defined_in)
+                seen += 1
+    assert seen > 50
+
+
+def test_the_package_finds_any_name_of_its_parts_for_the_controller() -> None:
+    """The CLI and scripts on the controller ask the package itself (``core.human_bytes``)."""
+    import sqlite_fleet.present
+    import sqlite_fleet.snapshots
+
+    assert core.human_bytes is sqlite_fleet.present.human_bytes
+    assert core.snapshot is sqlite_fleet.snapshots.snapshot
+    assert core.PARTS[0] == "errors"
+    with pytest.raises(AttributeError, match="no_such_name"):
+        core.no_such_name  # noqa: B018

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Per-run and per-host cost of backup.yml (issue 15): the one-task pull against the separate tasks.
 
-    bench/bench_cost.py [--quick] [--rounds 3] [--sizes 1,4,10] [--name cost]
+    bench/bench_cost.py [--quick] [--rounds 3] [--sizes 1,4,10] [--name cost] [--variants one_task]
 
 Variants, measured back to back in alternating order on the same test fleet (tests/fleet.py):
   one_task   the default: one task per database does list -> backup on the host -> fetch ->
@@ -21,6 +21,8 @@ Figures:
              database each): wall seconds, controller CPU (ansible-playbook and all its children,
              ssh ControlPersist masters included: this process is their subreaper and reaps them)
              and the hosts' CPU (their sshd's reaped children) apart; per extra host = the slope.
+             "hosts verified": hosts whose newest archived backup matches its .sha256 and passes
+             PRAGMA integrity_check, checked here after the run (not taken from the run's output).
 Prints the figures and writes bench/results/<name>.md and .json. The test hosts share the
 controller's two CPUs, and other jobs may run: the load average is noted with each run.
 """
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import hashlib
 import json
 import os
 import re
@@ -142,6 +145,22 @@ class Bench:
         return entry
 
 
+def verified_in_archive(archive: Path, host: Host) -> bool:
+    """The host's newest archived backup matches its .sha256 file and passes PRAGMA integrity_check."""
+    backups = sorted((archive / host.name / DB_NAME).glob("%s_backup_*.db" % DB_NAME))
+    if not backups:
+        return False
+    newest = backups[-1]
+    sidecar = newest.with_name(newest.name + ".sha256")
+    if not sidecar.exists() or sidecar.read_text().split()[0] != hashlib.sha256(newest.read_bytes()).hexdigest():
+        return False
+    conn = sqlite3.connect("file:%s?mode=ro" % newest, uri=True)
+    try:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        conn.close()
+
+
 def change_rows(db: Path, fraction: float) -> int:
     """Give about ``fraction`` of the rows of the demo database's busy tables a new value."""
     step = max(1, round(1 / fraction))
@@ -218,11 +237,11 @@ def one_host(bench: Bench, fleet: Fleet, rounds: int) -> dict[str, Any]:
     return {"runs": runs + anchors, "medians": table, "sqlite3_rsync": sqlite3_rsync}
 
 
-def per_host(bench: Bench, fleet: Fleet, sizes: list[int], rounds: int) -> dict[str, Any]:
+def per_host(bench: Bench, fleet: Fleet, sizes: list[int], rounds: int, variants: list[str]) -> dict[str, Any]:
     runs = []
     for round_no in range(rounds):
         for n in sizes:
-            order = list(VARIANTS) if (round_no + n) % 2 == 0 else list(VARIANTS)[::-1]
+            order = list(variants) if (round_no + n) % 2 == 0 else list(variants)[::-1]
             for variant in order:
                 hosts = fleet.hosts[:n]
                 for host in hosts:
@@ -232,15 +251,18 @@ def per_host(bench: Bench, fleet: Fleet, sizes: list[int], rounds: int) -> dict[
                 entry = bench.playbook("fleet", variant, inventory, hosts)
                 verified = sum(1 for h in hosts if list((archive / h.name / DB_NAME).glob("%s_backup_*.db" % DB_NAME)))
                 entry["hosts_archived"] = verified
+                entry["hosts_verified"] = sum(1 for h in hosts if verified_in_archive(archive, h))
                 runs.append(entry)
     table: dict[str, Any] = {}
-    for variant in VARIANTS:
+    for variant in variants:
         points = {}
         for n in sizes:
             chosen = [r for r in runs if r["variant"] == variant and r["hosts"] == n]
             points[n] = {key: round(median([r[key] for r in chosen]), 2) for key in ("seconds", "controller_cpu_s",
                                                                                       "hosts_cpu_s")}
             points[n]["hosts_archived"] = min(r["hosts_archived"] for r in chosen)
+            points[n]["hosts_verified"] = min(r["hosts_verified"] for r in chosen)
+            points[n]["controller_cpu_s_per_host"] = round(points[n]["controller_cpu_s"] / n, 2)
         table[variant] = {
             "by_hosts": points,
             "controller_cpu_s_per_extra_host": round(slope([(n, points[n]["controller_cpu_s"]) for n in sizes]) or 0, 2)
@@ -271,12 +293,13 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append("| %s | sqlite3_rsync (live database) | %s | %s | | | |" % (
                 label, anchor["seconds"], anchor["wire_bytes"]))
     lines += ["", "## Per host (first backup and full pull of a ~150 KiB database each)", "",
-              "| variant | hosts | seconds | controller CPU s | hosts CPU s | hosts archived |",
-              "|---|---|---|---|---|---|"]
+              "| variant | hosts | seconds | controller CPU s | controller CPU s per host | hosts CPU s "
+              "| hosts archived | hosts verified |", "|---|---|---|---|---|---|---|---|"]
     for variant, data in result["per_host"]["medians"].items():
         for n, row in data["by_hosts"].items():
-            lines.append("| %s | %s | %s | %s | %s | %s |" % (variant, n, row["seconds"], row["controller_cpu_s"],
-                                                             row["hosts_cpu_s"], row["hosts_archived"]))
+            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                variant, n, row["seconds"], row["controller_cpu_s"], row.get("controller_cpu_s_per_host"),
+                row["hosts_cpu_s"], row["hosts_archived"], row.get("hosts_verified")))
     lines += ["", "| variant | controller CPU s per extra host | seconds per extra host |", "|---|---|---|"]
     for variant, data in result["per_host"]["medians"].items():
         lines.append("| %s | %s | %s |" % (variant, data["controller_cpu_s_per_extra_host"],
@@ -293,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", default=str(RESULTS_DIR))
     parser.add_argument("--tmp", default=None)
     parser.add_argument("--no-one-host", action="store_true", help="only the per-host runs (--sizes)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="per-host variants, e.g. one_task")
     parser.add_argument("--markdown-only", action="store_true", help="rewrite <name>.md from <name>.json")
     args = parser.parse_args(argv)
     out = Path(args.results_dir)
@@ -309,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(result))
         return 0
     rounds, sizes = (1, [1, 2]) if args.quick else (args.rounds, [int(n) for n in args.sizes.split(",")])
+    variants = [v for v in args.variants.split(",") if v]
+    if not variants or set(variants) - set(VARIANTS):
+        parser.error("--variants: one or more of %s" % ", ".join(VARIANTS))
     config = Config(quick=args.quick, tmp_base=args.tmp)
     become_subreaper()
     result: dict[str, Any] = {"date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rounds": rounds,
@@ -319,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             demo_db.create_demo_db(host.path(DB_PATH), members=60, seed=index + 1)
         bench = Bench(fleet, tmp, config.log)
         result["one_host"] = {"medians": {}, "runs": []} if args.no_one_host else one_host(bench, fleet, rounds)
-        result["per_host"] = per_host(bench, fleet, sizes, rounds)
+        result["per_host"] = per_host(bench, fleet, sizes, rounds, variants)
     result["load_end"] = load_average()
     out.mkdir(parents=True, exist_ok=True)
     (out / ("%s.json" % args.name)).write_text(json.dumps(result, indent=2, default=str) + "\n")

@@ -1,6 +1,6 @@
 """Smoke test of bench/bench_cost.py: ``--quick`` runs against its own test fleet and writes its
 results with every figure. Speed is never asserted; only that the figures are there and that every
-host's backup reached the archive in both variants."""
+host's backup reached the archive, verified, in both variants."""
 
 from __future__ import annotations
 
@@ -32,4 +32,5 @@ def test_quick_cost_bench_writes_every_figure(tmp_path: Path) -> None:
         assert data["controller_cpu_s_per_extra_host"] is not None, variant
         for hosts, row in data["by_hosts"].items():
             assert row["hosts_archived"] == int(hosts), (variant, hosts, row)
+            assert row["hosts_verified"] == int(hosts), (variant, hosts, row)
             assert row["controller_cpu_s"] > 0, (variant, hosts, row)

@@ -677,7 +677,14 @@ def test_the_one_task_pull_and_the_separate_tasks_build_the_same_archive(site: S
 
     import_task = "sqlite_archive : Import the pulled backups"
     assert "changed: [%s -> localhost]" % host.name in task_output(runs[0].stdout, import_task)
-    assert "skipping: [%s]" % host.name in task_output(runs[1].stdout, import_task), "the one task imported"
+    # the one task pulled and imported: the separate tasks (behind one include) did not run at all
+    separate = "Pull with the separate tasks, or install working copies, on the controller"
+    assert "pull_and_install.yml for %s" % host.name in task_output(runs[0].stdout, separate)
+    for run in (runs[1], runs[3]):
+        assert "skipping: [%s]" % host.name in task_output(run.stdout, separate), "the separate tasks were included"
+        for task in ("List what the archive holds", "Check the offered transfers", "Fetch the prepared files",
+                     "Import the pulled backups"):
+            assert "TASK [sqlite_archive : %s" % task not in run.stdout, "the one-task run ran: " + task
 
     rows = [rows_by_host(record)[host.name] for record in run_records(site.archive, "backup")]
     assert len(rows) == 4

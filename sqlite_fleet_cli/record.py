@@ -151,15 +151,15 @@ def prune_records(folder: str, keep_days: int, now: dt.datetime) -> list[str]:
 
 
 def file_record(record: Mapping[str, Any], fold: Fold, now: dt.datetime) -> tuple[str | None, list[str]]:
-    """The record into the runs folder the guard named, then the records older than the days kept
-    removed: its path (None without a folder) and the summary's lines about it."""
+    """The record into the runs folder the guard named, then (not in check mode) the records older
+    than the days kept removed: its path (None without a folder) and the summary's lines about it."""
     folder = runs_folder(fold)
     if not folder:
         return None, []
     path = write_record(record, folder)
     keep_days, problem = keep_days_of(fold)
     lines = ["record: %s" % path] + ([problem] if problem else [])
-    removed = prune_records(folder, keep_days, now)
+    removed = [] if record.get("check_mode") else prune_records(folder, keep_days, now)
     if removed:
         lines.append("removed %d run record(s) older than %d days from %s" % (len(removed), keep_days, folder))
     return path, lines

@@ -198,7 +198,11 @@ def test_run_records_older_than_the_days_kept_go_and_the_newest_stays(tmp_path: 
     old, recent = "20251101T031500Z-0a0b0c.json", "20261130T031500Z-1a1b1c.json"
     for name in (old, recent, "20241231T000000Z-notes.json", "README.txt"):
         (runs / name).write_text("{}\n")
-    record = {"run_id": "20261206T031500Z-2a2b2c"}
+    record = {"run_id": "20261206T031500Z-2a2b2c", "check_mode": True}
+    written = runs / "20261206T031500Z-2a2b2c.json"
+    assert records.file_record(record, guard_naming(runs, "30"), now)[1] == ["record: %s" % written]
+    assert (runs / old).is_file(), "a check-mode run removed a record"
+    record = {"run_id": "20261206T031500Z-2a2b2c", "check_mode": False}
     path, lines = records.file_record(record, guard_naming(runs, "30"), now)
     assert path == str(runs / "20261206T031500Z-2a2b2c.json")
     assert lines == ["record: %s" % path, "removed 1 run record(s) older than 30 days from %s" % runs]

@@ -133,14 +133,13 @@ class CallbackModule(CallbackBase):
             inventory=sources[0] if len(sources) == 1 else sources or None, limit=context.CLIARGS.get("subset"),
             check_mode=self.check_mode, started=self.started, ended=ended, outcome=outcome)
         lines = summary_lines(record)
-        folder = records.runs_folder(self.fold)
-        if folder:
-            try:
-                lines.append("record: %s" % records.write_record(record, folder))
-            except Exception as exc:  # noqa: BLE001 - say it, never hide the summary
-                lines.append("the run record could not be written to %s: %s" % (folder, exc))
+        try:
+            notes = records.file_record(record, self.fold, ended)[1]
+        except Exception as exc:  # noqa: BLE001 - say it, never hide the summary
+            notes = ["the run record could not be written to %s: %s" % (records.runs_folder(self.fold), exc)]
         if record["command"] == "stats" and self.extra_vars.get("sqlite_stats_format") == "json":
-            lines = self.stats_json(record) + lines[-2:]
+            lines = self.stats_json(record) + lines[-1:]
+        lines += notes
         self._display.banner("SUMMARY")
         for line in lines:
             self._display.display(line)

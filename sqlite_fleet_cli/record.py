@@ -22,6 +22,10 @@ SECRET_WORDS = re.compile(r"password|passwd|token|secret|key|url", re.IGNORECASE
 REDACTED = "<redacted>"
 EXTRA_VARS_FLAGS = ("-e", "--extra-vars")
 
+# A record's file name: its run_id (UTC start, 6 hex) and .json; nothing else in the folder is pruned.
+RECORD_NAME = re.compile(r"^(\d{8}T\d{6}Z)-[0-9a-f]{6}\.json$")
+DEFAULT_KEEP_DAYS = 400
+
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_CODES = {"ok": EXIT_OK, "failed": EXIT_FAILED, "bad_input": EXIT_BAD_INPUT, "unreachable": EXIT_UNREACHABLE,
               "interrupted": EXIT_INTERRUPTED}
@@ -119,6 +123,46 @@ def runs_folder(fold: Fold) -> str | None:
     """Where the guard said the records go (``<sqlite_archive_dir>/runs``); None before the guard ran."""
     folder = fold.run.get("runs_dir")
     return folder if isinstance(folder, str) and os.path.isabs(folder) else None
+
+
+def keep_days_of(fold: Fold) -> tuple[int, str | None]:
+    """The days of records to keep (sqlite_archive_run_keep_days, through the guard; 0 keeps all), and
+    the one-line reason when the value is not a whole number of days 0 or more (then all are kept)."""
+    value = fold.run.get("runs_keep_days", DEFAULT_KEEP_DAYS)
+    text = str(value).strip()
+    if not isinstance(value, bool) and text.isdigit():
+        return int(text), None
+    return 0, ("run records are all kept: sqlite_archive_run_keep_days must be a whole number of days, 0 or "
+               "more (got %r)" % (value,))
+
+
+# Only records older than keep_days go, never the newest one: a fleet that runs rarely keeps its last word.
+def prune_records(folder: str, keep_days: int, now: dt.datetime) -> list[str]:
+    if keep_days <= 0:
+        return []
+    cutoff = now.astimezone(dt.timezone.utc) - dt.timedelta(days=keep_days)
+    named = sorted((match.group(1), name) for name in os.listdir(folder) if (match := RECORD_NAME.match(name)))
+    removed = []
+    for started, name in named[:-1]:
+        if dt.datetime.strptime(started, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc) < cutoff:
+            os.unlink(os.path.join(folder, name))
+            removed.append(name)
+    return removed
+
+
+def file_record(record: Mapping[str, Any], fold: Fold, now: dt.datetime) -> tuple[str | None, list[str]]:
+    """The record into the runs folder the guard named, then (not in check mode) the records older
+    than the days kept removed: its path (None without a folder) and the summary's lines about it."""
+    folder = runs_folder(fold)
+    if not folder:
+        return None, []
+    path = write_record(record, folder)
+    keep_days, problem = keep_days_of(fold)
+    lines = ["record: %s" % path] + ([problem] if problem else [])
+    removed = [] if record.get("check_mode") else prune_records(folder, keep_days, now)
+    if removed:
+        lines.append("removed %d run record(s) older than %d days from %s" % (len(removed), keep_days, folder))
+    return path, lines
 
 
 def write_record(record: Mapping[str, Any], folder: str) -> str:

@@ -236,13 +236,7 @@ def run_playbook(request: Request, say: Callable[[str], None]) -> Outcome:
         inventory=sources[0] if len(sources) == 1 else sources or None, limit=request.limit,
         check_mode=request.check, started=started, ended=dt.datetime.now(dt.timezone.utc), outcome=outcome,
         message=message)
-    path = None
-    folder = records.runs_folder(fold)
-    if folder:
-        path = records.write_record(record, folder)
+    path, notes = records.file_record(record, fold, dt.datetime.now(dt.timezone.utc))
     records.write_record(record, data_dir)
     prune_runs(request.runs_dir, request.keep_runs)
-    lines = summary_lines(record)
-    if path:
-        lines.append("record: %s" % path)
-    return Outcome(record, path, lines)
+    return Outcome(record, path, summary_lines(record) + notes)

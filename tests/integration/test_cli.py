@@ -112,6 +112,15 @@ class Site:
     def record(self) -> dict[str, Any]:
         return self.records()[-1]
 
+    def plant_record(self, run_id: str) -> Path:
+        """A record left by a run long ago, in the private runs folder a pull makes."""
+        runs = self.archive / "runs"
+        runs.mkdir(mode=0o700, parents=True)
+        self.archive.chmod(0o700)
+        path = runs / ("%s.json" % run_id)
+        path.write_text("{}\n")
+        return path
+
 
 def names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.glob("gym_backup_*.db")) if folder.is_dir() else []
@@ -128,9 +137,11 @@ def site(tmp_path: Path) -> Site:
 
 
 def test_backup_from_another_directory_shows_progress_and_writes_one_record(site: Site) -> None:
+    ancient = site.plant_record("20200101T000000Z-0a0b0c")
     run = site.cli("backup", "-i", str(site.inventory()), "--progress")
 
     assert run.rc == 0, run.explain()
+    assert not ancient.exists() and "removed 1 run record(s) older than 400 days" in run.stdout, run.explain()
     records = site.records()
     assert len(records) == 1, "the callback plugin wrote a second record: %s" % records
     record = records[0]
@@ -233,9 +244,11 @@ def test_an_unreachable_host_exits_3_and_the_others_finish(site: Site) -> None:
 
 def test_plain_ansible_playbook_failing_host_gets_summary_and_record(site: Site) -> None:
     missing = str(site.tmp / "nowhere.db")
+    ancient = site.plant_record("20200101T000000Z-0a0b0c")
     run = site.playbook("-i", str(site.inventory(hosts=("h1",), databases={"h1": missing})), "backup.yml")
 
     assert run.rc == 2, run.explain()  # Ansible's own code for a failed host
+    assert not ancient.exists() and "removed 1 run record(s) older than 400 days" in run.stdout, run.explain()
     assert "SUMMARY" in run.stdout and "h1 gym: FAILED - " in run.stdout, run.explain()
     (record,) = site.records()
     assert record["via"] == "ansible-playbook" and record["argv"][0] == "ansible-playbook"

@@ -4,6 +4,7 @@ usage errors. The CLI's real runs are in tests/integration/test_cli.py."""
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import importlib.machinery
 import importlib.util
@@ -180,3 +181,47 @@ def _now():
     import datetime as dt
 
     return dt.datetime(2026, 12, 6, 3, 15, tzinfo=dt.timezone.utc)
+
+
+def guard_naming(runs_dir: Path, keep_days: object) -> Fold:
+    fold = Fold("backup")
+    fold.feed(event("runner_on_ok", "localhost", "set_fact", {"ansible_facts": {"sqlite_fleet_run": {
+        "command": "backup", "hosts": ["pi1"], "targets": ["pi1"], "runs_dir": str(runs_dir),
+        "runs_keep_days": keep_days}}}, play_pattern="localhost:sqlite_hosts"))
+    return fold
+
+
+def test_run_records_older_than_the_days_kept_go_and_the_newest_stays(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir(mode=0o700)
+    now = dt.datetime(2026, 12, 6, 3, 15, tzinfo=dt.timezone.utc)
+    old, recent = "20251101T031500Z-0a0b0c.json", "20261130T031500Z-1a1b1c.json"
+    for name in (old, recent, "20241231T000000Z-notes.json", "README.txt"):
+        (runs / name).write_text("{}\n")
+    record = {"run_id": "20261206T031500Z-2a2b2c", "check_mode": True}
+    written = runs / "20261206T031500Z-2a2b2c.json"
+    assert records.file_record(record, guard_naming(runs, "30"), now)[1] == ["record: %s" % written]
+    assert (runs / old).is_file(), "a check-mode run removed a record"
+    record = {"run_id": "20261206T031500Z-2a2b2c", "check_mode": False}
+    path, lines = records.file_record(record, guard_naming(runs, "30"), now)
+    assert path == str(runs / "20261206T031500Z-2a2b2c.json")
+    assert lines == ["record: %s" % path, "removed 1 run record(s) older than 30 days from %s" % runs]
+    assert sorted(p.name for p in runs.iterdir()) == sorted(
+        [recent, "20241231T000000Z-notes.json", "README.txt", "20261206T031500Z-2a2b2c.json"])
+    # the newest record always stays, however old; 0 keeps them all
+    assert records.prune_records(str(runs), 1, now + dt.timedelta(days=3650)) == sorted(
+        [recent])
+    assert records.prune_records(str(runs), 0, now + dt.timedelta(days=3650)) == []
+    assert (runs / "20261206T031500Z-2a2b2c.json").is_file()
+
+
+@pytest.mark.parametrize("value", ["-3", "ten", True, None, "1.5"])
+def test_a_bad_number_of_days_keeps_every_record_and_says_so(tmp_path: Path, value: object) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir(mode=0o700)
+    (runs / "20200101T000000Z-0a0b0c.json").write_text("{}\n")
+    path, lines = records.file_record({"run_id": "20261206T031500Z-2a2b2c"}, guard_naming(runs, value),
+                                      dt.datetime(2026, 12, 6, tzinfo=dt.timezone.utc))
+    assert lines[1] == ("run records are all kept: sqlite_archive_run_keep_days must be a whole number of days, "
+                        "0 or more (got %r)" % (value,)) and len(lines) == 2
+    assert (runs / "20200101T000000Z-0a0b0c.json").is_file() and Path(path).is_file()

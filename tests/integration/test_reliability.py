@@ -99,8 +99,9 @@ print(json.dumps({k: v for k, v in core.verify_backup(sys.argv[2]).items() if k 
 FILL_AFTER_CHECK_SCRIPT = r"""
 import json, os, sys
 sys.path.insert(0, sys.argv[1])
+import importlib
 import sqlite_fleet as core
-parts = [m for n, m in list(sys.modules.items()) if n.split(".")[0] == "sqlite_fleet"]  # the file, or the package's
+parts = [importlib.import_module("sqlite_fleet." + name) for name in core.PARTS]  # __init__ loads none itself
 checked = next(m.check_free_space for m in parts if hasattr(m, "check_free_space"))
 
 def check_then_fill(directory, needed, what):

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -330,3 +331,110 @@ def test_app_user_runner_can_still_back_up_after_a_root_run(shared_tmp: Path) ->
     outcome = json.loads(run.stdout)
     assert "error" not in outcome, outcome
     assert set(outcome["kept"]) == {first["file"], outcome["taken"]}
+
+
+# --------------------------------------------------------------------------- hashing while receiving
+
+def _sender(data: bytes) -> subprocess.Popen[bytes]:
+    """A real process writing ``data`` to a pipe, as ssh's ``cat`` does on the controller."""
+    return subprocess.Popen([sys.executable, "-c", "import sys; sys.stdout.buffer.write(sys.stdin.buffer.read())"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+
+def _receive(data: bytes, dest: Path, limit: int, chunk_size: int = 1 << 20) -> dict:
+    proc = _sender(data)
+    feeding = threading.Thread(target=lambda: (proc.stdin.write(data), proc.stdin.close()), daemon=True)
+    feeding.start()
+    try:
+        return core.receive_hashed(proc.stdout.fileno(), str(dest), limit, chunk_size=chunk_size)
+    finally:
+        proc.stdout.close()
+        proc.kill()
+        proc.wait()
+        feeding.join(timeout=10)
+
+
+@pytest.mark.parametrize("size, chunk", [(0, 1 << 20), (5, 4), (3 * 65536 + 7, 65536), (2 << 20, 1 << 20)])
+def test_receive_hashed_writes_and_hashes_exactly_what_came(tmp_path: Path, size: int, chunk: int) -> None:
+    data = os.urandom(size)
+    dest = tmp_path / "incoming"
+    got = _receive(data, dest, size, chunk)
+    assert dest.read_bytes() == data
+    assert got["bytes"] == size and got["more"] is False
+    assert got["sha256"] == core.sha256_file(str(dest))
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o600
+    assert core.received_digest(str(dest), got) == got["sha256"]
+
+
+def test_receive_hashed_stops_at_the_limit_and_says_there_was_more(tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    dest = tmp_path / "incoming"
+    got = _receive(data, dest, 100_000, 65536)
+    assert got["more"] is True and got["bytes"] == 100_000
+    assert dest.stat().st_size == 100_000 and dest.read_bytes() == data[:100_000]
+
+
+def test_receive_hashed_never_writes_over_an_existing_file(tmp_path: Path) -> None:
+    dest = tmp_path / "incoming"
+    dest.write_bytes(b"already here")
+    with pytest.raises(FileExistsError):
+        _receive(b"new bytes", dest, 9)
+    assert dest.read_bytes() == b"already here"
+
+
+def test_a_received_digest_stands_only_while_the_file_is_as_written(tmp_path: Path) -> None:
+    data = os.urandom(70_000)
+    dest = tmp_path / "incoming"
+    got = _receive(data, dest, len(data), 65536)
+    assert core.received_digest(str(dest), got) == got["sha256"]
+    assert core.received_digest(str(dest), None) is None
+    with open(dest, "r+b") as handle:  # a write after the receive, same size
+        handle.write(b"X")
+    assert core.received_digest(str(dest), got) is None
+    dest.unlink()
+    assert core.received_digest(str(dest), got) is None
+
+
+def _pulled(tmp_path: Path, tamper: bool) -> tuple[dict, Path, Path, dict]:
+    """A snapshot received into an archive folder by receive_hashed; ``tamper``: one byte changed in the
+    stream, so the bytes (and their digest) are not the host's."""
+    tmp_path.mkdir(exist_ok=True)
+    db = make_app_db(tmp_path / "app.db", rows=5)
+    host_dir, archive_dir = tmp_path / "host", tmp_path / "archive"
+    host_dir.mkdir(mode=0o700)
+    archive_dir.mkdir(mode=0o700)
+    snap = core.snapshot(str(db), str(host_dir), "gym")
+    data = bytearray(Path(snap["backup"]).read_bytes())
+    if tamper:
+        data[-1] ^= 0xFF
+    incoming = archive_dir / (core.INCOMING_PREFIX + snap["file"])
+    received = _receive(bytes(data), incoming, len(data))
+    return snap, incoming, archive_dir, received
+
+
+def test_the_archive_takes_a_received_digest_only_when_it_is_the_hosts(tmp_path: Path, monkeypatch) -> None:
+    reads = []
+    real = core.sha256_file
+    monkeypatch.setattr("sqlite_fleet.archive.sha256_file", lambda path: reads.append(path) or real(path))
+    snap, incoming, archive_dir, received = _pulled(tmp_path / "good", tamper=False)
+    imported = core.import_backup(str(incoming), snap["manifest"], str(archive_dir), source_host="pi1",
+                                  received=received)
+    assert imported["verified"] is True and reads == []  # not read again for its sha256
+    assert core.sha256_file(str(archive_dir / snap["file"])) == snap["manifest"]["sha256"]
+
+    snap, incoming, archive_dir, received = _pulled(tmp_path / "bad", tamper=True)
+    with pytest.raises(core.BackupError, match="does not match the host's manifest"):
+        core.import_backup(str(incoming), snap["manifest"], str(archive_dir), source_host="pi1", received=received)
+    assert not (archive_dir / snap["file"]).exists() and not incoming.exists()
+
+
+def test_a_file_changed_after_it_was_received_is_hashed_again(tmp_path: Path, monkeypatch) -> None:
+    snap, incoming, archive_dir, received = _pulled(tmp_path, tamper=False)
+    with open(incoming, "r+b") as handle:  # the bytes change after the receive: its digest no longer stands
+        handle.seek(-1, os.SEEK_END)
+        last = handle.read(1)
+        handle.seek(-1, os.SEEK_END)
+        handle.write(bytes([last[0] ^ 0xFF]))
+    with pytest.raises(core.BackupError, match="does not match the host's manifest"):
+        core.import_backup(str(incoming), snap["manifest"], str(archive_dir), source_host="pi1", received=received)
+    assert not (archive_dir / snap["file"]).exists()

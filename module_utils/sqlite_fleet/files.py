@@ -58,43 +58,34 @@ def receive_hashed(stream_fd: int, path: str, limit: int, chunk_size: int = 1 <<
 
     ``more`` is True when the stream had bytes past ``limit`` (none of them written); ``identity``
     is the file's (size, mtime_ns, ctime_ns) as written, so a later write to it shows
-    (:func:`received_digest`). The hash runs in a thread beside the reads (hashlib lets go of the GIL),
-    so the sender is not held up by it.
+    (:func:`received_digest`). The pipe is widened to ``chunk_size`` where Linux lets it, so the
+    sender fills the next chunk while this one is hashed and written (a hash in a thread of this
+    process measured slower here: 0.54-0.63 s against 0.40 s for 256 MiB, with more CPU).
     """
     digest = hashlib.sha256()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    written, more, eof, turn = 0, False, False, 0
-    hashing: Background | None = None
-    buffers = (bytearray(chunk_size), bytearray(chunk_size))  # one hashed while the other fills
     with contextlib.suppress(OSError, AttributeError):  # fewer, bigger reads from a pipe (Linux)
         fcntl.fcntl(stream_fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), chunk_size)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    written, more, eof = 0, False, False
+    view = memoryview(bytearray(max(1, chunk_size)))
     try:
         with os.fdopen(stream_fd, "rb", buffering=0, closefd=False) as stream:
             while not eof and not more:
-                view = memoryview(buffers[turn])
-                turn ^= 1
                 filled = 0
-                while filled < chunk_size:  # a pipe hands out a few KiB per read: fill a whole chunk
+                while filled < len(view):  # a pipe hands out what it holds per read: fill a whole chunk
                     read = stream.readinto(view[filled:])
                     if not read:
                         eof = True
                         break
                     filled += read
-                if hashing is not None:
-                    hashing.result()
-                    hashing = None
                 if written + filled > limit:
                     more, filled = True, limit - written
-                if not filled:
-                    break
                 data = view[:filled]
-                hashing = Background(digest.update, data)
+                digest.update(data)
                 done = 0
                 while done < filled:
                     done += os.write(fd, data[done:])
                 written += filled
-        if hashing is not None:
-            hashing.result()
         identity = os.fstat(fd)
     finally:
         os.close(fd)

@@ -119,9 +119,7 @@ class ActionModule(PullAction):
             return
         params = dict(transfers=prepared["transfers"], dropped=prepared["dropped"],
                       databases=[os.path.basename(pulled["folder"])], retention=archive["retention"],
-                      host=archive["host"], integrity=archive["integrity"], lock_timeout=archive["lock_timeout"],
-                      received={"%s/%s" % (e["name"], e["file"]): e["received"] for e in fetched["fetched"]
-                                if e.get("received")})
+                      host=archive["host"], integrity=archive["integrity"], lock_timeout=archive["lock_timeout"])
         try:
             imported, failure = import_and_prune(params, host_dir, check_mode=check_mode,
                                                  diff=self._task.diff, warn=warnings.append)

@@ -2,12 +2,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Action plugin behind the sqlite_fetch task (documented in library/sqlite_fetch.py).
 
-Fetches the files a host staged for a pull and then removes the host's staging folders with one
-``rm -rf`` (with become when the task has it). Over the ssh connection with its default transfer
-method ("smart") and no password, a file comes as one ``cat`` over the connection's own ssh (its
-ControlMaster) and is hashed as it is written (the core's ``receive_hashed``), so the archive's
-check against the host's manifest need not read it again; otherwise with the connection's own file
-transfer (``fetch_file``: sftp/scp as the login user, a plain copy for the local connection).
+Fetches the files a host staged for a pull with the connection's own file transfer
+(``fetch_file``: sftp/scp as the login user, a plain copy for the local connection) and then
+removes the host's staging folders with one ``rm -rf`` (with become when the task has it).
 No module is sent to the host: no stat, no slurp, no checksum run. The sha256 in the host's
 manifest is checked when the archive imports the files. With $SQLITE_FLEET_PROGRESS_DIR set (the
 CLI sets it), each file's growth is reported there while it is copied (the core's PullProgress).
@@ -21,17 +18,13 @@ import posixpath
 import resource
 import shlex
 import signal
-import subprocess
-import threading
 
 from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure, AnsibleError
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
-from ansible.utils.display import Display
 
 try:  # the collection (the build rewrites this import to the collection's module_utils)
     from ansible.module_utils.sqlite_fleet.export import EXPORT_PREFIX, STAGING_HOME_PREFIX
-    from ansible.module_utils.sqlite_fleet.files import receive_hashed
     from ansible.module_utils.sqlite_fleet.names import INCOMING_PREFIX
     from ansible.module_utils.sqlite_fleet.progress import PullProgress
 except ImportError:  # the playbook repository: see core_on_the_controller
@@ -51,11 +44,8 @@ except ImportError:  # the playbook repository: see core_on_the_controller
 
     core_on_the_controller()
     from ansible.module_utils.sqlite_fleet.export import EXPORT_PREFIX, STAGING_HOME_PREFIX
-    from ansible.module_utils.sqlite_fleet.files import receive_hashed
     from ansible.module_utils.sqlite_fleet.names import INCOMING_PREFIX
     from ansible.module_utils.sqlite_fleet.progress import PullProgress
-
-display = Display()
 
 ARGUMENT_SPEC = dict(
     transfers=dict(type="list", elements="dict", default=[]),
@@ -146,7 +136,6 @@ class ActionModule(ActionBase):
             return result
 
         fetched, failure = [], None
-        self._stream = self.can_stream()
         self.bounded_transfer_method()
         try:
             for entry in plan:
@@ -196,10 +185,7 @@ class ActionModule(ActionBase):
         try:
             with PullProgress.from_env(host, entry["name"], entry["dest"], entry["bytes"]), \
                     announced_size_limit(entry["bytes"]):
-                if self._stream:
-                    entry["received"] = self.stream(entry)
-                else:
-                    self._connection.fetch_file(entry["src"], entry["dest"])
+                self._connection.fetch_file(entry["src"], entry["dest"])
             got = os.path.getsize(entry["dest"])
             if got != entry["bytes"]:
                 raise AnsibleError("got %d bytes, expected %d" % (got, entry["bytes"]))
@@ -218,52 +204,6 @@ class ActionModule(ActionBase):
                 hint = (" (the login user must be able to read the staged files: with become, the role passes it to "
                         "the backup as export.fetch_user - see sqlite_archive_fetch_user)")
             return "fetching %s from the host failed%s: %s" % (entry["src"], hint, " ".join(to_text(exc).split()))
-
-    def can_stream(self):
-        """The ssh connection, its transfer method left at "smart" and no password or PIN to pass to
-        it: fetch with :meth:`stream` over the connection's own ssh command (its ControlMaster)."""
-        try:
-            from ansible.plugins.connection.ssh import Connection as SshConnection
-
-            connection = self._connection
-            return (isinstance(connection, SshConnection) and hasattr(connection, "_build_command")
-                    and connection.get_option("ssh_transfer_method") in (None, "smart")
-                    and not (connection.get_option("password") or self._play_context.password)
-                    and not connection.get_option("pkcs11_provider"))
-        except (KeyError, AttributeError, ImportError, AnsibleError):
-            return False
-
-    def stream(self, entry):
-        """``cat`` the staged file over the connection's ssh into ``dest``, hashed as it is written
-        (the core's receive_hashed): its ``{bytes, sha256, more, identity}``; raises as fetch_file does."""
-        connection = self._connection
-        connection.host = connection.get_option("host") or self._play_context.remote_addr
-        display.vvv("FETCH %s TO %s (ssh cat, hashed as it comes)" % (entry["src"], entry["dest"]),
-                    host=connection.host)
-        command = connection._build_command(connection.get_option("ssh_executable"), "ssh", connection.host,
-                                            "cat -- %s" % shlex.quote(entry["src"]))
-        display.vvv("SSH: EXEC %s" % " ".join(shlex.quote(to_text(part)) for part in command), host=connection.host)
-        with subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE) as proc:
-            errors = []
-            reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
-            reader.start()
-            received = None
-            try:
-                received = receive_hashed(proc.stdout.fileno(), entry["dest"], entry["bytes"])
-            finally:
-                if received is None or received["more"]:  # stopped early: the sender need not finish
-                    proc.kill()
-                rc = proc.wait()
-                reader.join(timeout=10)
-        stderr = to_text(b"".join(errors)).strip()
-        if received["more"]:
-            raise AnsibleError("the stream had more bytes")
-        if rc == 255:
-            raise AnsibleConnectionFailure("Failed to connect to the host via ssh: %s" % stderr)
-        if rc != 0:
-            raise AnsibleError("cat of %s on the host failed (rc %d): %s" % (entry["src"], rc, stderr))
-        return {"sha256": received["sha256"], "identity": list(received["identity"])}
 
     def bounded_transfer_method(self):
         """sftp (or scp when so configured) for the ssh connection, never "smart"'s piped fallback."""

@@ -5,8 +5,6 @@ padded with incompressible photos, nothing shaped. Each round, in rotating order
 
   ours            backup.yml into an empty archive (Ansible's ssh options from ansible.cfg, no ``-C``)
   ours_C          the same with ``-C`` (ssh compression) added to the ssh options, as ansible.cfg once had
-  ours_sftp       ours with Ansible's sftp transfer (ANSIBLE_SSH_TRANSFER_METHOD=sftp): the file fetched by
-                  ``fetch_file`` and read again for its sha256 on import, as before the hashed stream
   scp / scp_C     scp of the host's newest backup, without / with ``-C``
   sftp / sftp_C   sftp ``get`` of it (the transfer Ansible's fetch uses), without / with ``-C``
   ssh_cat         ``ssh host cat file > file`` (the stream sqlite3_rsync's first pull is, in effect)
@@ -99,8 +97,7 @@ class Pull:
                                                                 proc.stderr[-2000:]))
         return {"seconds": seconds, "wire_bytes": (rx1 - rx0) + (tx1 - tx0), "stdout": proc.stdout}
 
-    def playbook(self, ssh_args: str, folder: Path | None = None, extra_env: dict[str, str] | None = None
-                 ) -> dict[str, Any]:
+    def playbook(self, ssh_args: str, folder: Path | None = None) -> dict[str, Any]:
         """backup.yml into an empty archive, the host's backup folder emptied first: a first pull
         of exactly one backup (an empty archive is otherwise offered every backup the host holds).
         With ``folder``: a run again into that folder's archive, the host left as it is."""
@@ -114,7 +111,7 @@ class Pull:
         self.fleet.close_control_masters()
         env = {**self.fleet.env(), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_SSH_ARGS": ssh_args,
                "ANSIBLE_CALLBACKS_ENABLED": "sqlite_fleet_record,ansible.posix.profile_tasks",
-               "PROFILE_TASKS_SORT_ORDER": "none", "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "all", **(extra_env or {})}
+               "PROFILE_TASKS_SORT_ORDER": "none", "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "all"}
         entry = self.timed("backup.yml", [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), "backup.yml"], env=env)
         tasks: dict[str, float] = {}
         for line in entry.pop("stdout").splitlines():
@@ -175,7 +172,7 @@ def import_costs(pulled: str, manifest_path: str) -> dict[str, float]:
 
 
 KEPT_HEADING = "## Where the seconds go"
-METHODS = ("ours", "ours_C", "ours_sftp", "scp", "scp_C", "sftp", "sftp_C", "ssh_cat", "rsync")
+METHODS = ("ours", "ours_C", "scp", "scp_C", "sftp", "sftp_C", "ssh_cat", "rsync")
 
 
 def run(config: Config) -> dict[str, Any]:
@@ -196,8 +193,6 @@ def run(config: Config) -> dict[str, Any]:
                     entry = pull.playbook(no_c)
                 elif method == "ours_C":
                     entry = pull.playbook(with_c)
-                elif method == "ours_sftp":
-                    entry = pull.playbook(no_c, extra_env={"ANSIBLE_SSH_TRANSFER_METHOD": "sftp"})
                 else:
                     entry = pull.copy(method, pull.newest_host_backup())
                 if method.startswith("ours"):
@@ -256,9 +251,7 @@ def markdown(result: dict[str, Any]) -> str:
             method, entry["median_s"], entry["median_mib_s"], result["throughput_vs_ssh_cat"][method],
             "%.3f" % versus[method] if method in versus else "", entry["wire_bytes_median"]))
     lines += ["", "`ours` = the whole `backup.yml` (snapshot on the host, staging, fetch, import with the archive's "
-              "full integrity_check), its file hashed as it streams in over the ssh master; `ours_sftp` the same "
-              "with Ansible's sftp transfer and the file read again for its sha256 (ours before that); "
-              "the plain copies copy the host's newest backup; sqlite3_rsync pulls the "
+              "full integrity_check); the plain copies copy the host's newest backup; sqlite3_rsync pulls the "
               "live database. The controller's import checks of the pulled copy, each alone (median s): %s." % (
                   ", ".join("%s %.3f" % kv for kv in result["import_costs_median_s"].items()))]
     return "\n".join(lines) + "\n"

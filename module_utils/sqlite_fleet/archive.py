@@ -26,16 +26,7 @@ from .catalog import (
     write_manifest,
 )
 from .errors import KIND_CORRUPT, KIND_LOCKED, BackupError
-from .files import (
-    check_free_space,
-    chown_if_needed,
-    folder_lock,
-    free_bytes,
-    fsync_path,
-    received_digest,
-    required_space,
-    sha256_file,
-)
+from .files import check_free_space, chown_if_needed, folder_lock, free_bytes, fsync_path, required_space, sha256_file
 from .inputs import validate_abs_path, validate_name
 from .names import MANIFEST_MAX_BYTES, iso_utc, parse_backup_filename, utcnow
 from .sqlitedb import open_readonly, run_integrity_check, table_row_counts, tune_for_checks
@@ -276,7 +267,7 @@ def check_pull_space(host_dir: str, transfers: Sequence[Mapping[str, Any]], sour
 # what fails a check there is kept flagged unverified, never as a verified backup.
 def import_backup(incoming_path: str, manifest: Mapping[str, Any], db_dir: str, *, source_host: str,
                   integrity: str = "full", lock_timeout: float = 600.0, owner: tuple[int, int] | None = None,
-                  received: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  ) -> dict[str, Any]:
     """Commit a pulled backup into ``db_dir`` of the archive, verified against the host's manifest.
 
     ``incoming_path`` is a private temporary file; it is consumed (linked, then removed) on
@@ -285,9 +276,7 @@ def import_backup(incoming_path: str, manifest: Mapping[str, Any], db_dir: str, 
     A backup the host flagged unverified is kept as evidence, still unverified; one the host
     calls verified that fails the archive's check (``integrity`` and the manifest's row counts)
     is kept flagged unverified too, and ``disputed`` says so. A copy in the archive found
-    corrupt earlier (flagged ``checksum``) is replaced by the host's good bytes. ``received``: what
-    :func:`receive_hashed` returned when it wrote ``incoming_path``; its sha256 stands for the file's
-    while the file is as written then (else the file is read again for it).
+    corrupt earlier (flagged ``checksum``) is replaced by the host's good bytes.
     """
     db_dir = validate_abs_path(db_dir, "archive folder")
     try:
@@ -298,7 +287,7 @@ def import_backup(incoming_path: str, manifest: Mapping[str, Any], db_dir: str, 
         raise
     final_path = os.path.join(db_dir, filename)
     try:
-        actual = received_digest(incoming_path, received) or sha256_file(incoming_path)
+        actual = sha256_file(incoming_path)
         if actual != manifest["sha256"]:
             raise BackupError("%s from %s: sha256 %s does not match the host's manifest (%s)"
                               % (filename, source_host, actual[:12], manifest["sha256"][:12]), KIND_CORRUPT)

@@ -75,8 +75,7 @@ def import_pulled(params: Mapping[str, Any], folder: str) -> dict[str, Any]:
         raise BackupError("incoming file %s is missing or not a regular file" % incoming, KIND_BAD_INPUT)
     if params["mode"] == "full":
         return import_backup(incoming, params["manifest"], folder, source_host=params["host"],
-                             integrity=params["integrity"], lock_timeout=params["lock_timeout"],
-                             received=params.get("received"))
+                             integrity=params["integrity"], lock_timeout=params["lock_timeout"])
     base = params["base"] or ""
     rebuilt = incoming + ".rebuilt"
     applied = None
@@ -119,8 +118,7 @@ def import_all(params: Mapping[str, Any], host_dir: str, transfers: Sequence[Map
             results.append(dict(entry, changed=True, failed=False, msg="would import %s" % transfer["file"]))
             continue
         one = dict(params, name=transfer["name"], incoming=os.path.join(folder, INCOMING_PREFIX + transfer["file"]),
-                   mode=transfer["mode"], base=transfer["base"], manifest=transfer["manifest"],
-                   received=(params.get("received") or {}).get("%s/%s" % (transfer["name"], transfer["file"])))
+                   mode=transfer["mode"], base=transfer["base"], manifest=transfer["manifest"])
         try:
             entry.update(import_pulled(one, folder), failed=False)
             if entry.get("disputed"):
@@ -156,10 +154,8 @@ def archive_diff(host_dir: str, name: str, imported: Sequence[Mapping[str, Any]]
 def import_and_prune(params: Mapping[str, Any], host_dir: str, *, check_mode: bool, diff: bool,
                      warn: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Import a host's fetched transfers (``params``: transfers, dropped, databases, retention, host,
-    integrity, lock_timeout, and optionally received: ``{"<name>/<file>": {sha256, identity}}`` of the
-    files hashed as they were fetched, see the core's receive_hashed), then prune its databases' archive
-    folders: the result, and the failure (msg, kind) when something failed (the result then says what
-    was done)."""
+    integrity, lock_timeout), then prune its databases' archive folders: the result, and the failure
+    (msg, kind) when something failed (the result then says what was done)."""
     policy = retention_policy(params["retention"]) if params.get("retention") is not None else None
     if policy is not None and params.get("databases") is None:
         raise BackupError("retention needs databases: the archive folders to prune", KIND_BAD_INPUT)

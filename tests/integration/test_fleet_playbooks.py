@@ -559,9 +559,9 @@ def add_sudo_login_user(host: Host, etc: Path) -> None:
 
 
 @pytest.mark.skipif(not os.path.exists("/usr/bin/sudo"), reason="sudo is not installed (tools/setup-system.sh test)")
-def test_a_login_user_with_become_fetches_over_ssh_without_slurp(make_fleet, tmp_path: Path) -> None:
+def test_a_login_user_with_become_fetches_over_sftp_without_slurp(make_fleet, tmp_path: Path) -> None:
     """The real-world set-up (inventory/example): ansible_user pi + become. The backup's module runs
-    as root via sudo; the staged files belong to pi, who fetches them over ssh (``cat``) - no slurp (the
+    as root via sudo; the staged files belong to pi, who fetches them over sftp - no slurp (the
     whole file in the Pi's memory, base64), no stat module. Without fetch_user, pi cannot read them:
     the run fails clearly and still removes the staging folder. Then the app and its backups belong to
     root (GPIO): pi cannot enter the 0700 backup folder, so the staging goes beside it (in
@@ -590,7 +590,7 @@ def test_a_login_user_with_become_fetches_over_ssh_without_slurp(make_fleet, tmp
         modules = sorted({Path(m["path"]).name for m in MODULE_FILE.finditer(run.stdout)})
         assert modules == PULL_MODULES, modules
         assert len(MODULE_FILE.findall(run.stdout)) == 1, "one module run for the host's one database"
-        assert re.search(r"SSH: EXEC ssh .*User=\W*pi\W.*cat -- ", run.stdout), "no fetch (ssh cat) as pi"
+        assert re.search(r"SSH: EXEC sftp .*User=\W*pi\W", run.stdout), "no sftp as pi"
         assert re.search(rf"FETCH {re.escape(BACKUP_DIR)}/\.sqlite-export\.\S+/gym_backup_", run.stdout)
         assert re.search(r"sudo -H -S -n\s+-u root /bin/sh -c .*rm -rf -- ", run.stdout), "no rm -rf with sudo"
     records = run_records(site.archive, "backup")
@@ -610,7 +610,7 @@ def test_a_login_user_with_become_fetches_over_ssh_without_slurp(make_fleet, tmp
     assert refused.rc != 0, refused.explain()
     (line,) = [line for line in summary_lines(refused) if line.startswith(f"{host.name} ")]
     assert "fetching /var/backups/sqlite/.sqlite-export." in line, line
-    assert "the login user must be able to read the staged files" in line, line  # one try: no scp retry
+    assert "the login user must be able to read the staged files" in line, line  # sftp only: no scp retry
     assert "sqlite_archive_fetch_user" in line, line
     assert not [e for e in os.listdir(folder) if e.startswith(".sqlite-export.")], os.listdir(folder)
     assert not [e for e in os.listdir(site.archive_folder(host.name)) if e.startswith(".sqlite-backup-tmp")]
@@ -633,7 +633,7 @@ def test_a_login_user_with_become_fetches_over_ssh_without_slurp(make_fleet, tmp
         modules = sorted({Path(m["path"]).name for m in MODULE_FILE.finditer(run.stdout)})
         assert modules == PULL_MODULES, modules
         assert "slurp" not in run.stdout
-        assert re.search(r"SSH: EXEC ssh .*User=\W*pi\W.*cat -- ", run.stdout), "no fetch (ssh cat) as pi"
+        assert re.search(r"SSH: EXEC sftp .*User=\W*pi\W", run.stdout), "no sftp as pi"
         assert re.search(rf"FETCH {re.escape(beside)}/\.sqlite-export\.\S+/gym_backup_", run.stdout)
         assert not re.search(rf"FETCH {re.escape(BACKUP_DIR)}/", run.stdout)
         assert re.search(rf"sudo -H -S -n\s+-u root /bin/sh -c .*rm -rf -- .*rmdir -- {re.escape(beside)}", run.stdout)

@@ -290,7 +290,7 @@ def test_link_down_during_the_pull_fails_that_host_and_the_next_run_completes(
     # the fetch is part of the backup's own task (the sqlite_backup action plugin)
     fetch = first.stdout[first.stdout.index("TASK [sqlite_backup : Snapshot each database"):]
     fetch = fetch[:fetch.find("TASK [", 10)]
-    assert f"fatal: [{slow.name}]: UNREACHABLE!" in fetch and "Failed to connect to the host via ssh" in fetch, fetch
+    assert f"fatal: [{slow.name}]: UNREACHABLE!" in fetch and "Failed to connect to the host via sftp" in fetch, fetch
     assert line_of(first, other.name).startswith(f"{other.name} {DB_NAME}: ") and "FAILED" not in line_of(
         first, other.name)
     after_cut = folder_entries(folder)

@@ -9,11 +9,12 @@ Edit it here (the map: __init__.py).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .catalog import list_backups
+from .catalog import core_sha256, list_backups
 from .errors import KIND_CORRUPT, KIND_IO, BackupError
 from .export import check_export_options, export_options, export_summary, stage_export
 from .inputs import validate_busy_timeout, validate_lock_timeout
@@ -196,3 +197,56 @@ def backup_task(params: Mapping[str, Any], *, check_mode: bool, diff: bool,
     if diff:
         result["diff"] = backup_diff(params, result, check_mode)
     return result, None
+
+
+# The runner's ``task`` command (runner/sqlite_backup_runner.py) answers a request on stdin with one
+# JSON reply on stdout: TASK_RAN when backup_task ran (its failure is inside the reply), TASK_REFUSED
+# when it did nothing (another core than the controller's, or a request it cannot read).
+TASK_RAN = 0
+TASK_REFUSED = 8
+
+
+# Invariant: backup_task runs only with the core the controller expects; a refusal has changed nothing.
+def answer_task_request(request_text: str, expect_core: str) -> tuple[int, dict[str, Any]]:
+    """The runner's side: ``request_text`` is {"params": the module's options with defaults filled in,
+    "check_mode", "diff"}; the exit code and the reply {"result", "failure", "warnings", "core_sha256"}."""
+    ours = core_sha256()
+    if not ours or ours != expect_core:
+        return TASK_REFUSED, {"refused": "outdated", "core_sha256": ours,
+                              "msg": "the runner's core (%s) is not the controller's (%s)" % (ours, expect_core)}
+    try:
+        request = json.loads(request_text)
+        params, check_mode, diff = request["params"], bool(request["check_mode"]), bool(request["diff"])
+        missing = sorted(set(backup_options()) - set(params))
+    except (ValueError, KeyError, TypeError) as exc:
+        return TASK_REFUSED, {"refused": "bad request", "core_sha256": ours, "msg": "unreadable request: %s" % exc}
+    if missing:
+        return TASK_REFUSED, {"refused": "bad request", "core_sha256": ours,
+                              "msg": "the request lacks options %s" % ", ".join(missing)}
+    warnings: list[str] = []
+    try:
+        result, failure = backup_task(params, check_mode=check_mode, diff=diff, warn=warnings.append)
+    except Exception as exc:  # the controller must get a reply, never a traceback (it would fall back)
+        result, failure = {"changed": False}, {"msg": "unexpected error in the runner: %s: %s"
+                                                      % (type(exc).__name__, exc), "kind": KIND_IO}
+    return TASK_RAN, {"result": result, "failure": failure, "warnings": warnings, "core_sha256": ours}
+
+
+# Invariant: a reply counts only when the runner says it ran the task; anything else means "use the module".
+def read_task_reply(exit_code: int, stdout: str) -> tuple[dict[str, Any] | None, str]:
+    """The controller's side: the task's result (failed and msg set when it failed, warnings kept), or
+    None and why the module must run instead (no runner, another core, unreadable output)."""
+    try:
+        reply = json.loads(stdout)
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict):
+        return None, "no runner reply (exit code %d)" % exit_code
+    if exit_code != TASK_RAN or not isinstance(reply.get("result"), dict):
+        return None, "the runner refused (%s): %s" % (reply.get("refused") or exit_code, reply.get("msg"))
+    result = dict(reply["result"])
+    if reply.get("failure"):
+        result.update(reply["failure"], failed=True)
+    if reply.get("warnings"):
+        result["warnings"] = list(reply["warnings"])
+    return result, "ran"

@@ -137,7 +137,7 @@ class ActionModule(PullAction):
         argv = ([python] if python else []) + [script, "task", "--expect-core", expect]
         params = validated.validated_parameters
         request = json.dumps(dict(params=params, check_mode=bool(self._task.check_mode), diff=bool(self._task.diff)))
-        done = self._low_level_execute_command(" ".join(shlex.quote(arg) for arg in argv), in_data=request)
+        done = self._low_level_execute_command(" ".join(shlex.quote(arg) for arg in argv), in_data=request.encode())
         result, why = read_task_reply(done["rc"], done.get("stdout") or "")
         if result is not None:  # as a module's result: what ran, and with which options (run records read them)
             result.update(host_side="runner", invocation={"module_args": params})

@@ -9,11 +9,20 @@ the archive's retention policy, lists what the archive holds, runs the module on
 ``export.have`` filled in), checks what the host staged and the archive's room, fetches it over the
 task's connection (sqlite_fetch's transfer, the same function), imports it verified against the host's
 manifest and prunes the archive. The archive work runs in this worker, with no module process.
+
+With ``archive`` and ``runner`` (a dict: dir, python; the role passes it when sqlite_backup_use_runner),
+the host side runs through the on-host runner that roles/sqlite_runner installed there
+(``<python> <dir>/sqlite_backup_runner.py task --expect-core <our core_sha256>``, the options on
+stdin), which calls the module's own function (backup_task): no module payload goes over the wire.
+No runner, another core or output that is not the runner's reply: the module runs, as without
+``runner``. The result's ``host_side`` says which ran (runner or module).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
@@ -30,6 +39,11 @@ from ansible.module_utils.sqlite_fleet.archive import (  # noqa: E402 (after the
     archive_options,
     archived_backups,
 )
+from ansible.module_utils.sqlite_fleet.backup_task import (  # noqa: E402
+    backup_options,
+    read_task_reply,
+)
+from ansible.module_utils.sqlite_fleet.catalog import core_sha256  # noqa: E402
 from ansible.module_utils.sqlite_fleet.errors import KIND_IO, BackupError  # noqa: E402
 from ansible.module_utils.sqlite_fleet.inputs import validate_abs_path, validate_name  # noqa: E402
 from ansible.module_utils.sqlite_fleet.names import INCOMING_PREFIX  # noqa: E402
@@ -44,6 +58,8 @@ ARCHIVE_SPEC = dict(
     retention=dict(type="dict", options=retention_options()),
     incoming_prefix=dict(type="str", default=INCOMING_PREFIX),
 )
+RUNNER_SPEC = dict(dir=dict(type="str", required=True), python=dict(type="str"))
+RUNNER_FILE = "sqlite_backup_runner.py"
 
 
 class ActionModule(PullAction):
@@ -56,6 +72,7 @@ class ActionModule(PullAction):
         del tmp
         module_args = dict(self._task.args)
         archive = module_args.pop("archive", None)
+        runner = module_args.pop("runner", None)
         if not archive:
             result.update(self.run_module(module_args, task_vars))
             return result
@@ -76,7 +93,7 @@ class ActionModule(PullAction):
             raise AnsibleActionFail("listing the archive of %s failed: %s" % (folder, exc)) from None
         module_args["export"] = dict(module_args.get("export") or {}, have=listed["have"])
 
-        result.update(self.run_module(module_args, task_vars))
+        result.update(self.run_host_side(module_args, runner, task_vars))
         result["archive"] = pulled = dict(folder=folder, have=listed["have"],
                                           removed_unfinished=listed["removed_unfinished"])
         if result.get("failed") or result.get("unreachable"):
@@ -89,6 +106,42 @@ class ActionModule(PullAction):
 
     def run_module(self, module_args, task_vars):
         return self._execute_module(module_name=self._task.action, module_args=module_args, task_vars=task_vars)
+
+    # Invariant: the module runs exactly when the runner did not reply that it ran the task (with our core).
+    def run_host_side(self, module_args, runner, task_vars):
+        """The host's backup through its runner when it has ours, else through the module."""
+        ran, why = self.run_runner(module_args, runner) if runner else (None, "no runner option")
+        if ran is None:
+            ran = dict(self.run_module(module_args, task_vars), host_side="module")
+            if runner:
+                ran["host_side_why"] = why
+        return ran
+
+    def run_runner(self, module_args, runner):
+        """The runner's ``task`` command with the module's options on stdin: its result, or None and why."""
+        checked = ArgumentSpecValidator(RUNNER_SPEC).validate(runner if isinstance(runner, dict) else {})
+        if not isinstance(runner, dict) or checked.error_messages:
+            raise AnsibleActionFail("runner: %s" % ("; ".join(checked.error_messages) or "must be a dict"))
+        options = checked.validated_parameters
+        if any(isinstance(module_args.get(key), str) and ("~" in module_args[key] or "$" in module_args[key])
+               for key in ("path", "backup_dir")):
+            return None, "a path to expand on the host"  # the module's type=path expands it there
+        validated = ArgumentSpecValidator(backup_options()).validate(module_args)
+        if validated.error_messages:
+            return None, "options the module reports on"  # the module gives the one-line error
+        expect = core_sha256()
+        if not expect:
+            return None, "no core_sha256 on the controller"
+        script = options["dir"].rstrip("/") + "/" + RUNNER_FILE
+        python = options["python"] if options["python"] and options["python"].startswith("/") else None
+        argv = ([python] if python else []) + [script, "task", "--expect-core", expect]
+        params = validated.validated_parameters
+        request = json.dumps(dict(params=params, check_mode=bool(self._task.check_mode), diff=bool(self._task.diff)))
+        done = self._low_level_execute_command(" ".join(shlex.quote(arg) for arg in argv), in_data=request.encode())
+        result, why = read_task_reply(done["rc"], done.get("stdout") or "")
+        if result is not None:  # as a module's result: what ran, and with which options (run records read them)
+            result.update(host_side="runner", invocation={"module_args": params})
+        return result, why
 
     @staticmethod
     def archive_folders(archive, module_args):

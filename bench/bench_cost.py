@@ -2,12 +2,17 @@
 """Per-run and per-host cost of backup.yml (issue 15): the one-task pull against the separate tasks.
 
     bench/bench_cost.py [--quick] [--rounds 3] [--sizes 1,4,10] [--name cost] [--variants one_task]
+                        [--runner]
 
 Variants, measured back to back in alternating order on the same test fleet (tests/fleet.py):
   one_task   the default: one task per database does list -> backup on the host -> fetch ->
              import -> prune (action_plugins/sqlite_backup.py, the archive work in-process)
   separate   -e sqlite_pull_in_one_task=false: list, backup, prepare, fetch and import as their
              own tasks (three local module runs per host), as before
+  one_task_module  -e sqlite_backup_use_runner=false: one_task with the module shipped to the host
+             even where the on-host runner is installed (with --runner: the "before" of issue 15's runner path)
+--runner installs the on-host runner (runner/ and the core, as roles/sqlite_runner does) on every
+bench host first, so one_task takes the runner path (no module payload).
 Anchors: rsync (over ssh, no connection sharing) of the host's newest backup onto the archive's copy;
 SQLite's own sqlite3_rsync (bench/sqlite3_rsync_anchor.py; bench/build_sqlite3_rsync.sh builds it,
 "not measured" without it) of the host's live database onto a replica here, brought up to date
@@ -35,6 +40,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -49,10 +55,14 @@ from common import REPO, RESULTS_DIR, RSYNC, Config, cpu_seconds, load_average, 
 import demo_db  # noqa: E402
 import sqlite3_rsync_anchor  # noqa: E402
 from bench_fleet import slope, sshd_children_cpu  # noqa: E402
+from core_parts import install_core  # noqa: E402
 from fleet import Fleet, Host  # noqa: E402
 from integration_helpers import ANSIBLE_PLAYBOOK, BACKUP_DIR, DB_NAME, DB_PATH  # noqa: E402
 
-VARIANTS = {"one_task": [], "separate": ["-e", "sqlite_pull_in_one_task=false"]}
+VARIANTS = {"one_task": [], "separate": ["-e", "sqlite_pull_in_one_task=false"],
+            "one_task_module": ["-e", "sqlite_backup_use_runner=false"]}
+DEFAULT_VARIANTS = ("one_task", "separate")
+RUNNER_DIR = "/opt/sqlite-backup"
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -190,11 +200,18 @@ def sqlite3_rsync_pull(bench: Bench, anchor: sqlite3_rsync_anchor.Anchor | None,
     return [dict(entry, scenario=scenario)]
 
 
-def one_host(bench: Bench, fleet: Fleet, rounds: int) -> dict[str, Any]:
+def install_runner(host: Host) -> None:
+    """The on-host runner and the whole core in RUNNER_DIR, as roles/sqlite_runner installs them."""
+    folder = host.path(RUNNER_DIR)
+    install_core(folder)
+    shutil.copy2(REPO / "runner" / "sqlite_backup_runner.py", folder / "sqlite_backup_runner.py")
+
+
+def one_host(bench: Bench, fleet: Fleet, rounds: int, variants: list[str]) -> dict[str, Any]:
     host = fleet.hosts[0]
     runs: list[dict[str, Any]] = []
     anchors: list[dict[str, Any]] = []
-    archives = {v: bench.tmp / ("archive-one-%s" % v) for v in VARIANTS}
+    archives = {v: bench.tmp / ("archive-one-%s" % v) for v in variants}
     binary = sqlite3_rsync_anchor.find()
     rsync3 = sqlite3_rsync_anchor.Anchor(binary, fleet, bench.tmp) if binary else None
     host.empty(BACKUP_DIR)
@@ -202,7 +219,7 @@ def one_host(bench: Bench, fleet: Fleet, rounds: int) -> dict[str, Any]:
         bench.playbook("seed", variant, bench.inventory("one-%s" % variant, [host], archive), [host])
     sqlite3_rsync_pull(bench, rsync3, None)  # seed: its replica holds the database
     for round_no in range(rounds):
-        order = list(VARIANTS) if round_no % 2 == 0 else list(VARIANTS)[::-1]
+        order = list(variants) if round_no % 2 == 0 else list(variants)[::-1]
         for variant in order:
             inventory = bench.inventory("one-%s" % variant, [host], archives[variant])
             runs.append(dict(bench.playbook("no-change", variant, inventory, [host]), scenario="no_change"))
@@ -218,7 +235,7 @@ def one_host(bench: Bench, fleet: Fleet, rounds: int) -> dict[str, Any]:
         sqlite3_rsync_pull(bench, rsync3, None)  # up to date again for the next round's "nothing changed"
     table = {}
     for scenario in ("no_change", "change_1pct"):
-        for variant in (*VARIANTS, "rsync"):
+        for variant in (*variants, "rsync"):
             chosen = [r for r in runs + anchors if r["scenario"] == scenario and r["variant"] == variant]
             table.setdefault(scenario, {})[variant] = {
                 "seconds": round(median([r["seconds"] for r in chosen]), 2),
@@ -280,6 +297,8 @@ def markdown(result: dict[str, Any]) -> str:
              "in alternating order." % (result["date_utc"], result["load_start"], result["load_end"],
                                         result["rounds"]), "",
              "sqlite3_rsync: %s." % result["sqlite3_rsync"], "",
+             "On-host runner installed on the bench's hosts (--runner): %s." % result.get("runner_installed", False),
+             "",
              "## One host: nothing changed, and 1% of the rows changed", "",
              "| run | variant | seconds | bytes on the wire | controller CPU s | task headers | task results |",
              "|---|---|---|---|---|---|---|"]
@@ -316,7 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", default=str(RESULTS_DIR))
     parser.add_argument("--tmp", default=None)
     parser.add_argument("--no-one-host", action="store_true", help="only the per-host runs (--sizes)")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="per-host variants, e.g. one_task")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                        help="variants (one_task first), of %s" % ", ".join(VARIANTS))
+    parser.add_argument("--runner", action="store_true", help="install the on-host runner on the bench's hosts first")
     parser.add_argument("--markdown-only", action="store_true", help="rewrite <name>.md from <name>.json")
     args = parser.parse_args(argv)
     out = Path(args.results_dir)
@@ -334,18 +355,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rounds, sizes = (1, [1, 2]) if args.quick else (args.rounds, [int(n) for n in args.sizes.split(",")])
     variants = [v for v in args.variants.split(",") if v]
-    if not variants or set(variants) - set(VARIANTS):
-        parser.error("--variants: one or more of %s" % ", ".join(VARIANTS))
+    if not variants or variants[0] != "one_task" or set(variants) - set(VARIANTS):
+        parser.error("--variants: one_task, then any of %s" % ", ".join(VARIANTS))
     config = Config(quick=args.quick, tmp_base=args.tmp)
     become_subreaper()
     result: dict[str, Any] = {"date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rounds": rounds,
-                              "load_start": load_average(),
+                              "load_start": load_average(), "runner_installed": args.runner,
                               "sqlite3_rsync": sqlite3_rsync_anchor.describe(sqlite3_rsync_anchor.find())}
     with Fleet(max(sizes)) as fleet, workdir(config, "bench-cost-") as tmp:
         for index, host in enumerate(fleet):
             demo_db.create_demo_db(host.path(DB_PATH), members=60, seed=index + 1)
+            if args.runner:
+                install_runner(host)
         bench = Bench(fleet, tmp, config.log)
-        result["one_host"] = {"medians": {}, "runs": []} if args.no_one_host else one_host(bench, fleet, rounds)
+        result["one_host"] = {"medians": {}, "runs": []} if args.no_one_host else one_host(bench, fleet, rounds,
+                                                                                          variants)
         result["per_host"] = per_host(bench, fleet, sizes, rounds, variants)
     result["load_end"] = load_average()
     out.mkdir(parents=True, exist_ok=True)

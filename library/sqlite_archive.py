@@ -8,6 +8,7 @@ import os
 
 # This module runs on the controller, and pull.outdated_runner compares a runner's core_sha256 with
 # the whole core's: it ships every part (no link carries this payload), so it can hash them all.
+import ansible.module_utils.sqlite_fleet.backup_task  # noqa: F401
 import ansible.module_utils.sqlite_fleet.drills  # noqa: F401
 import ansible.module_utils.sqlite_fleet.export  # noqa: F401
 import ansible.module_utils.sqlite_fleet.progress  # noqa: F401

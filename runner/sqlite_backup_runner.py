@@ -13,10 +13,12 @@ config generated from the inventory; the host's cron runs it. It offers what the
     sqlite-backup prune  [--db NAME] [--keep-days N] [--keep-count N] [--dry-run]
     sqlite-backup stats  [--db NAME]          (also: sqlite-backup --stats-only)
     sqlite-backup check-config
+    sqlite-backup task --expect-core SHA256   (the controller's one-task backup: options as JSON on stdin)
 
 Exit codes: 0 ok; 1 unexpected error; 2 bad input or configuration; 3 database or folder
 locked; 4 not enough space; 5 corrupt or unverified (source or backup); 6 I/O error;
-7 backup folder is not a mount point although the config requires one.
+7 backup folder is not a mount point although the config requires one; 8 (task) refused: this
+runner's core is not the one the controller expects, or the request was unreadable (nothing done).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 # the core, installed beside this file (the package sqlite_fleet/)
+from sqlite_fleet.backup_task import answer_task_request  # noqa: E402
 from sqlite_fleet.catalog import list_backups  # noqa: E402
 from sqlite_fleet.errors import (  # noqa: E402
     KIND_BAD_INPUT,
@@ -519,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Consistent online backups of this host's SQLite databases (the on-host runner of "
                     "sqlite-fleet-backup).",
         epilog="exit codes: 0 ok, 1 unexpected error, 2 bad input or config, 3 locked, 4 not enough space, "
-               "5 corrupt or unverified, 6 I/O error, 7 backup folder not mounted",
+               "5 corrupt or unverified, 6 I/O error, 7 backup folder not mounted, 8 task refused (another core)",
     )
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
@@ -570,6 +573,11 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--db")
 
     sub.add_parser("check-config", parents=[common], help="load the config and list its databases")
+
+    task = sub.add_parser("task", help="the controller's one-task backup: the sqlite_backup module's options as "
+                                       "JSON on stdin, the result as JSON on stdout (no config read)")
+    task.add_argument("--expect-core", required=True, metavar="SHA256",
+                      help="refuse (exit 8, nothing done) unless this runner's core_sha256 is this")
     return parser
 
 
@@ -591,6 +599,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
+    if args.command == "task":
+        code, reply = answer_task_request(sys.stdin.read(), args.expect_core)
+        print(json.dumps(reply, sort_keys=True, default=str))
+        return code
     config: dict[str, Any] = {}
     try:
         config = load_config(args.config)

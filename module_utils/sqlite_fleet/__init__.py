@@ -27,6 +27,9 @@ The parts, bottom up (a part imports only from the parts above it):
 - ``restore``: Restores (choosing a backup, the target plan, live or replace) and working copies.
 - ``restore_task``: A restore as the sqlite_restore module asks for it: its options checked, the backup
   chosen and verified, the plan (check mode, diff), the new database's owner, the restore and its result.
+- ``backup_task``: A backup as the sqlite_backup module asks for it: its options checked, the optional
+  checkpoint, the snapshot, the prune and the export staged for a pull (the module and the runner's
+  ``task`` command call it).
 - ``present``: Presentation helpers: sizes and ages for people.
 - ``drills``: Restore drills: a backup restored into scratch space, checked and probed.
 
@@ -63,6 +66,7 @@ PARTS = (
     "pull",
     "restore",
     "restore_task",
+    "backup_task",
     "present",
     "drills",
 )

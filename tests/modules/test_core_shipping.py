@@ -86,6 +86,7 @@ def test_each_module_ships_exactly_the_parts_it_imports() -> None:
     # the point of it: the host's snapshot module does not carry the controller's or the drills' parts
     backup = imported_parts(LIBRARY / "sqlite_backup.py")
     assert {"pull", "archive", "drills", "restore", "restore_task", "present", "progress"}.isdisjoint(backup)
+    assert "backup_task" in backup  # the module and the runner's task command run one function
     assert backup < every_part
     # sqlite_archive runs on the controller and needs the sha256 of the whole core (outdated_runner)
     assert imported_parts(LIBRARY / "sqlite_archive.py") == every_part

@@ -659,3 +659,65 @@ def test_cleanup_keeps_hourly_and_yearly_backups_of_the_config(layout: Layout,
     refused = layout.run("backup", "--cleanup")
     assert refused.returncode == 2 and "keep_hourly must be a non-negative integer" in refused.stderr
     assert len(layout.backups_of()) == 4
+
+
+# --------------------------------------------------------------------------- task (the controller's one-task backup)
+
+
+def task_request(layout: Layout, check_mode: bool = False, **overrides: Any) -> str:
+    """The sqlite_backup module's options with their defaults, as the action plugin sends them."""
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+    from sqlite_fleet.backup_task import backup_options
+
+    raw = dict(path=str(layout.db()), name="gym", backup_dir=str(layout.backups), source_host="testpi",
+               retention=dict(keep_last=2), export=dict(have=[]), **overrides)
+    checked = ArgumentSpecValidator(backup_options()).validate(raw)
+    assert not checked.error_messages, checked.error_messages
+    return json.dumps(dict(params=checked.validated_parameters, check_mode=check_mode, diff=True))
+
+
+def run_task(layout: Layout, expect_core: str, request: str) -> tuple[int, dict[str, Any]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    proc = subprocess.run([layout.python, str(layout.opt / "sqlite_backup_runner.py"), "task", "--expect-core",
+                           expect_core], input=request, capture_output=True, text=True, timeout=120, env=env)
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_task_runs_the_modules_function_with_its_options_from_stdin(layout: Layout) -> None:
+    ours = core_sha256_of((layout.opt / "sqlite_fleet").glob("*.py"))
+    assert ours == core.core_sha256()
+    code, reply = run_task(layout, ours, task_request(layout))
+    assert code == 0 and reply["failure"] is None, reply
+    result = reply["result"]
+    assert result["verified"] is True and result["changed"] is True
+    assert layout.backups_of() == [result["file"]]
+    assert [t["file"] for t in result["transfers"]] == [result["file"]] and result["staging_dir"]
+    assert result["diff"]["after"] == result["file"] + "\n"
+    assert json.loads((layout.backups / (result["file"] + ".json")).read_text())["tool"]["core_sha256"] == ours
+    assert not layout.log.exists()  # no config read, no log line: the controller reports it
+
+
+def test_task_check_mode_claims_and_writes_nothing(layout: Layout) -> None:
+    code, reply = run_task(layout, core.core_sha256(), task_request(layout, check_mode=True))
+    assert code == 0 and reply["failure"] is None, reply
+    assert reply["result"]["changed"] is True and "would" in reply["result"]["msg"]
+    assert not layout.backups.exists() or layout.backups_of() == []
+    assert reply["result"]["staging_dir"] is None
+
+
+def test_task_fails_as_the_module_does_on_bad_input(layout: Layout) -> None:
+    code, reply = run_task(layout, core.core_sha256(), task_request(layout, lock_timeout=-1))
+    assert code == 0 and reply["failure"]["kind"] == "bad_input", reply
+    assert reply["failure"]["msg"].endswith("nothing was backed up") and reply["result"] == {"changed": False}
+    assert not layout.backups.exists()
+
+
+def test_task_refuses_another_core_and_does_nothing(layout: Layout) -> None:
+    code, reply = run_task(layout, "0" * 64, task_request(layout))
+    assert code == 8 and reply["refused"] == "outdated" and reply["core_sha256"] == core.core_sha256(), reply
+    assert not layout.backups.exists()
+    code, reply = run_task(layout, core.core_sha256(), "not json")
+    assert code == 8 and reply["refused"] == "bad request", reply
+    result, why = core.read_task_reply(code, json.dumps(reply))
+    assert result is None and "refused" in why
+    assert core.read_task_reply(2, "")[0] is None  # no runner there: python cannot open the file

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sqlite_fleet.backup_task import backup_options, backup_task
+from ansible.module_utils.sqlite_fleet.errors import finish_module
 
 ARGUMENT_SPEC = backup_options()
 
 
 def main():
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    result, failure = backup_task(module.params, check_mode=module.check_mode, diff=module._diff, warn=module.warn)
-    if failure:
-        module.fail_json(**dict(result, **failure))
-    module.exit_json(**result)
+    finish_module(AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True), backup_task)
 
 
 if __name__ == "__main__":

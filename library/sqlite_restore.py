@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.sqlite_fleet.errors import finish_module
 from ansible.module_utils.sqlite_fleet.restore_task import restore_task
 
 ARGUMENT_SPEC = dict(
@@ -34,10 +35,7 @@ def main():
         required_by={"backup_dir": "name"},
         supports_check_mode=True,
     )
-    result, failure = restore_task(module.params, check_mode=module.check_mode, diff=module._diff, warn=module.warn)
-    if failure:
-        module.fail_json(**dict(result, **failure))
-    module.exit_json(**result)
+    finish_module(module, restore_task)
 
 
 if __name__ == "__main__":

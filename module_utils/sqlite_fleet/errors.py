@@ -21,3 +21,12 @@ class BackupError(Exception):
     def __init__(self, message: str, kind: str = KIND_IO) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+# A core task's outcome reaches Ansible once: its failure's message and kind over the result, or the result.
+def finish_module(module, task) -> None:
+    """Run ``task(params, check_mode, diff, warn) -> (result, failure)`` for an AnsibleModule and end it."""
+    result, failure = task(module.params, check_mode=module.check_mode, diff=module._diff, warn=module.warn)
+    if failure:
+        module.fail_json(**dict(result, **failure))
+    module.exit_json(**result)

@@ -34,6 +34,9 @@ except ImportError:  # the playbook repository: sqlite_fetch's import makes the 
     from ansible.plugins.loader import action_loader
 
     PullAction = action_loader.get("sqlite_fetch", class_only=True)
+    # Mitogen's strategies hand out every action class with their mixin in front, this one included:
+    # ours builds on the plain class, or adorning it too would have no consistent MRO (a TypeError).
+    PullAction = next(klass for klass in PullAction.__mro__ if klass.__name__ == "ActionModule")
 
 from ansible.module_utils.sqlite_fleet.archive import (  # noqa: E402 (after the loader made it importable)
     archive_options,

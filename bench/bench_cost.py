@@ -2,7 +2,7 @@
 """Per-run and per-host cost of backup.yml (issue 15): the one-task pull against the separate tasks.
 
     bench/bench_cost.py [--quick] [--rounds 3] [--sizes 1,4,10] [--name cost] [--variants one_task]
-                        [--runner]
+                        [--runner] [--mitogen DIR]
 
 Variants, measured back to back in alternating order on the same test fleet (tests/fleet.py):
   one_task   the default: one task per database does list -> backup on the host -> fetch ->
@@ -13,6 +13,10 @@ Variants, measured back to back in alternating order on the same test fleet (tes
              even where the on-host runner is installed (with --runner: the "before" of issue 15's runner path)
 --runner installs the on-host runner (runner/ and the core, as roles/sqlite_runner does) on every
 bench host first, so one_task takes the runner path (no module payload).
+--mitogen DIR adds each variant's twin "<variant>+mitogen", measured back to back with it: the same
+playbook under Mitogen for Ansible's mitogen_linear strategy, unpacked (not installed) in DIR (the
+folder holding ansible_mitogen/ and mitogen/, e.g. an unpacked wheel of the mitogen package). A
+"+mitogen" run that fails is a figure too: its first error line is recorded in place of its numbers.
 Anchors: rsync (over ssh, no connection sharing) of the host's newest backup onto the archive's copy;
 SQLite's own sqlite3_rsync (bench/sqlite3_rsync_anchor.py; bench/build_sqlite3_rsync.sh builds it,
 "not measured" without it) of the host's live database onto a replica here, brought up to date
@@ -63,6 +67,7 @@ VARIANTS = {"one_task": [], "separate": ["-e", "sqlite_pull_in_one_task=false"],
             "one_task_module": ["-e", "sqlite_backup_use_runner=false"]}
 DEFAULT_VARIANTS = ("one_task", "separate")
 RUNNER_DIR = "/opt/sqlite-backup"
+MITOGEN = "+mitogen"
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -72,6 +77,21 @@ def become_subreaper() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def mitogen_env(folder: Path) -> dict[str, str]:
+    """Ansible's environment for the mitogen_linear strategy from an unpacked Mitogen in ``folder``."""
+    strategy = folder / "ansible_mitogen" / "plugins" / "strategy"
+    if not (strategy / "mitogen_linear.py").is_file():
+        raise SystemExit("--mitogen %s: no ansible_mitogen/plugins/strategy/mitogen_linear.py there" % folder)
+    path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)
+    return {"ANSIBLE_STRATEGY_PLUGINS": str(strategy), "ANSIBLE_STRATEGY": "mitogen_linear", "PYTHONPATH": path}
+
+
+def mitogen_version(folder: Path) -> str:
+    """The unpacked Mitogen's version (its dist-info's name when there is one) and folder."""
+    infos = sorted(p.name.removesuffix(".dist-info") for p in folder.glob("mitogen-*.dist-info"))
+    return "%s in %s (ANSIBLE_STRATEGY=mitogen_linear)" % (infos[-1] if infos else "mitogen", folder)
 
 
 def reap_orphans() -> None:
@@ -85,11 +105,12 @@ def reap_orphans() -> None:
 
 
 class Bench:
-    def __init__(self, fleet: Fleet, tmp: Path, log: Any) -> None:
+    def __init__(self, fleet: Fleet, tmp: Path, log: Any, mitogen: Path | None = None) -> None:
         self.fleet = fleet
         self.tmp = tmp
         self.log = log
         self.env = {**fleet.env(), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
+        self.mitogen_env = mitogen_env(mitogen) if mitogen else {}
 
     def inventory(self, name: str, hosts: list[Host], archive: Path) -> Path:
         body = {"hosts": {h.name: self.fleet.host_vars(h) for h in hosts},
@@ -109,8 +130,10 @@ class Bench:
         load = load_average()
         cpu0 = cpu_seconds()
         started = time.perf_counter()
-        proc = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(inventory), "backup.yml", *VARIANTS[variant]],
-                              cwd=REPO, env=self.env, capture_output=True, text=True, timeout=3600, check=False)
+        base = variant.removesuffix(MITOGEN)
+        env = {**self.env, **self.mitogen_env} if variant.endswith(MITOGEN) else self.env
+        proc = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(inventory), "backup.yml", *VARIANTS[base]],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=3600, check=False)
         seconds = time.perf_counter() - started
         links1 = [h.link_bytes() for h in hosts]
         self.fleet.close_control_masters()  # the masters' CPU counts for the controller
@@ -119,6 +142,11 @@ class Bench:
         controller = cpu_seconds() - cpu0
         hosts_cpu = sum(sshd_children_cpu(h) for h in hosts) - hosts_cpu0
         (self.tmp / ("%s-%s.log" % (label, variant))).write_text(proc.stdout + proc.stderr)
+        error = first_error(proc.stdout + proc.stderr) if proc.returncode != 0 else None
+        if error and variant.endswith(MITOGEN):
+            self.log("  %-10s %-17s n=%3d FAILED (exit %d): %s" % (label, variant, len(hosts), proc.returncode, error))
+            return {"variant": variant, "hosts": len(hosts), "error": error, "exit": proc.returncode,
+                    "load_average_before": load}
         if proc.returncode != 0:
             raise RuntimeError("%s (%s) failed (exit %d):\n%s\n%s" % (label, variant, proc.returncode,
                                                                       proc.stdout[-4000:], proc.stderr[-2000:]))
@@ -128,7 +156,7 @@ class Bench:
                  "task_headers": proc.stdout.count("\nTASK ["),
                  "task_results": len(re.findall(r"(?m)^(?:ok|changed): \[", proc.stdout)),
                  "load_average_before": load}
-        self.log("  %-10s %-9s n=%3d %7.2f s  wire %9d B  controller cpu %6.2f s  hosts cpu %6.2f s  load %s"
+        self.log("  %-10s %-17s n=%3d %7.2f s  wire %9d B  controller cpu %6.2f s  hosts cpu %6.2f s  load %s"
                  % (label, variant, len(hosts), seconds, wire, controller, hosts_cpu, load))
         return entry
 
@@ -153,6 +181,21 @@ class Bench:
         entry = {"variant": "rsync", "seconds": round(seconds, 2), "wire_bytes": (r1 - r0) + (t1 - t0)}
         self.log("  %-10s %-9s       %7.2f s  wire %9d B" % ("anchor", "rsync", seconds, entry["wire_bytes"]))
         return entry
+
+
+def first_error(output: str) -> str:
+    """The first "[ERROR]: ..." line of a playbook's output, else its last non-empty line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    found = [line for line in lines if line.startswith("[ERROR]")]
+    return (found or lines or ["no output"])[0][:400]
+
+
+def medians_of(chosen: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
+    """Medians of ``keys`` over the runs that worked; {"error": ...} when none did."""
+    worked = [r for r in chosen if "error" not in r]
+    if not worked:
+        return {"error": chosen[0]["error"] if chosen else "not run"}
+    return {key: round(median([r[key] for r in worked]), 2) for key in keys}
 
 
 def verified_in_archive(archive: Path, host: Host) -> bool:
@@ -237,13 +280,14 @@ def one_host(bench: Bench, fleet: Fleet, rounds: int, variants: list[str]) -> di
     for scenario in ("no_change", "change_1pct"):
         for variant in (*variants, "rsync"):
             chosen = [r for r in runs + anchors if r["scenario"] == scenario and r["variant"] == variant]
-            table.setdefault(scenario, {})[variant] = {
-                "seconds": round(median([r["seconds"] for r in chosen]), 2),
-                "wire_bytes": int(median([r["wire_bytes"] for r in chosen])),
-                "controller_cpu_s": round(median([r["controller_cpu_s"] for r in chosen]), 2)
-                if variant != "rsync" else None,
-                "task_headers": chosen[0].get("task_headers", chosen[0].get("tasks")),
-                "task_results": chosen[0].get("task_results"), "runs": len(chosen)}
+            figures = medians_of(chosen, ("seconds", "wire_bytes") if variant == "rsync"
+                                 else ("seconds", "wire_bytes", "controller_cpu_s"))
+            worked = [r for r in chosen if "error" not in r]
+            if "error" not in figures:
+                figures.update(wire_bytes=int(figures["wire_bytes"]), controller_cpu_s=figures.get("controller_cpu_s"),
+                               task_headers=worked[0].get("task_headers", worked[0].get("tasks")),
+                               task_results=worked[0].get("task_results"))
+            table.setdefault(scenario, {})[variant] = dict(figures, runs=len(worked))
     sqlite3_rsync = {}  # apart from "medians": its rows are there only where the binary is
     for scenario in ("no_change", "change_1pct"):
         chosen = [r for r in anchors if r["scenario"] == scenario and r["variant"] == "sqlite3_rsync"]
@@ -275,17 +319,18 @@ def per_host(bench: Bench, fleet: Fleet, sizes: list[int], rounds: int, variants
         points = {}
         for n in sizes:
             chosen = [r for r in runs if r["variant"] == variant and r["hosts"] == n]
-            points[n] = {key: round(median([r[key] for r in chosen]), 2) for key in ("seconds", "controller_cpu_s",
-                                                                                      "hosts_cpu_s")}
+            points[n] = medians_of(chosen, ("seconds", "controller_cpu_s", "hosts_cpu_s"))
             points[n]["hosts_archived"] = min(r["hosts_archived"] for r in chosen)
             points[n]["hosts_verified"] = min(r["hosts_verified"] for r in chosen)
-            points[n]["controller_cpu_s_per_host"] = round(points[n]["controller_cpu_s"] / n, 2)
+            if "error" not in points[n]:
+                points[n]["controller_cpu_s_per_host"] = round(points[n]["controller_cpu_s"] / n, 2)
+        fits = len(sizes) > 1 and not any("error" in point for point in points.values())
         table[variant] = {
             "by_hosts": points,
             "controller_cpu_s_per_extra_host": round(slope([(n, points[n]["controller_cpu_s"]) for n in sizes]) or 0, 2)
-            if len(sizes) > 1 else None,
+            if fits else None,
             "seconds_per_extra_host": round(slope([(n, points[n]["seconds"]) for n in sizes]) or 0, 2)
-            if len(sizes) > 1 else None,
+            if fits else None,
         }
     return {"runs": runs, "medians": table}
 
@@ -299,11 +344,17 @@ def markdown(result: dict[str, Any]) -> str:
              "sqlite3_rsync: %s." % result["sqlite3_rsync"], "",
              "On-host runner installed on the bench's hosts (--runner): %s." % result.get("runner_installed", False),
              "",
+             "Mitogen for Ansible (--mitogen, the \"+mitogen\" variants): %s."
+             % (result.get("mitogen") or "not measured"),
+             "",
              "## One host: nothing changed, and 1% of the rows changed", "",
              "| run | variant | seconds | bytes on the wire | controller CPU s | task headers | task results |",
              "|---|---|---|---|---|---|---|"]
     for scenario, label in (("no_change", "nothing changed"), ("change_1pct", "1% of rows changed")):
         for variant, row in result["one_host"]["medians"].get(scenario, {}).items():
+            if "error" in row:
+                lines.append("| %s | %s | failed: %s | | | | |" % (label, variant, row["error"].replace("|", "\\|")))
+                continue
             lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
                 label, variant, row["seconds"], row["wire_bytes"], row["controller_cpu_s"],
                 row.get("task_headers", row.get("tasks")), row.get("task_results")))
@@ -316,6 +367,10 @@ def markdown(result: dict[str, Any]) -> str:
               "| hosts archived | hosts verified |", "|---|---|---|---|---|---|---|---|"]
     for variant, data in result["per_host"]["medians"].items():
         for n, row in data["by_hosts"].items():
+            if "error" in row:
+                lines.append("| %s | %s | failed: %s | | | | %s | %s |" % (
+                    variant, n, row["error"].replace("|", "\\|"), row["hosts_archived"], row.get("hosts_verified")))
+                continue
             lines.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 variant, n, row["seconds"], row["controller_cpu_s"], row.get("controller_cpu_s_per_host"),
                 row["hosts_cpu_s"], row["hosts_archived"], row.get("hosts_verified")))
@@ -338,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                         help="variants (one_task first), of %s" % ", ".join(VARIANTS))
     parser.add_argument("--runner", action="store_true", help="install the on-host runner on the bench's hosts first")
+    parser.add_argument("--mitogen", default=None, metavar="DIR",
+                        help="also run every variant under Mitogen's mitogen_linear strategy, unpacked in DIR")
     parser.add_argument("--markdown-only", action="store_true", help="rewrite <name>.md from <name>.json")
     args = parser.parse_args(argv)
     out = Path(args.results_dir)
@@ -346,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
         for scenario in result["one_host"].get("medians", {}).values():
             for row in scenario.values():
                 row.update({k: round(v, 2) for k, v in row.items() if isinstance(v, float)})
-                row["wire_bytes"] = int(row["wire_bytes"])
+                if "wire_bytes" in row:
+                    row["wire_bytes"] = int(row["wire_bytes"])
         for data in result["per_host"]["medians"].values():
             for row in data["by_hosts"].values():
                 row.update({k: round(v, 2) for k, v in row.items() if isinstance(v, float)})
@@ -357,17 +415,21 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v for v in args.variants.split(",") if v]
     if not variants or variants[0] != "one_task" or set(variants) - set(VARIANTS):
         parser.error("--variants: one_task, then any of %s" % ", ".join(VARIANTS))
+    mitogen = Path(args.mitogen).resolve() if args.mitogen else None
+    if mitogen:
+        variants = [name for variant in variants for name in (variant, variant + MITOGEN)]
     config = Config(quick=args.quick, tmp_base=args.tmp)
     become_subreaper()
     result: dict[str, Any] = {"date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rounds": rounds,
                               "load_start": load_average(), "runner_installed": args.runner,
-                              "sqlite3_rsync": sqlite3_rsync_anchor.describe(sqlite3_rsync_anchor.find())}
+                              "sqlite3_rsync": sqlite3_rsync_anchor.describe(sqlite3_rsync_anchor.find()),
+                              "mitogen": mitogen_version(mitogen) if mitogen else None}
     with Fleet(max(sizes)) as fleet, workdir(config, "bench-cost-") as tmp:
         for index, host in enumerate(fleet):
             demo_db.create_demo_db(host.path(DB_PATH), members=60, seed=index + 1)
             if args.runner:
                 install_runner(host)
-        bench = Bench(fleet, tmp, config.log)
+        bench = Bench(fleet, tmp, config.log, mitogen)
         result["one_host"] = {"medians": {}, "runs": []} if args.no_one_host else one_host(bench, fleet, rounds,
                                                                                           variants)
         result["per_host"] = per_host(bench, fleet, sizes, rounds, variants)

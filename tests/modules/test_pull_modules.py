@@ -517,6 +517,39 @@ print(json.dumps({"same": plugin.EXPORT_PREFIX is core.EXPORT_PREFIX
     assert core.EXPORT_PREFIX not in source and core.STAGING_HOME_PREFIX not in source  # no mirrored copy
 
 
+def test_backup_plugin_loads_under_a_strategy_that_puts_a_mixin_in_front_of_every_action_class():
+    """As Mitogen's strategies load actions (bench/results/mitogen.md): every class the action loader hands
+    out, sqlite_fetch's to our plugin included, comes back as type(name, (mixin, class)). sqlite_backup must
+    still get such a subclass with one consistent MRO, its pull from sqlite_fetch's plain class."""
+    probe = """
+import json
+from ansible.plugins import loader
+from ansible.plugins.action import ActionBase
+loader.init_plugin_loader()
+class Mixin(ActionBase):  # Mitogen's ActionModuleMixin is an ActionBase too
+    pass
+plain = loader.action_loader.get_with_context
+def adorned(name, *args, **kwargs):
+    found = plain(name, class_only=True, collection_list=kwargs.get("collection_list"))
+    klass = type(str(name), (Mixin, found.object), {}) if found.object else None
+    return loader.get_with_context_result(klass, found.plugin_load_context)
+loader.action_loader.get_with_context = adorned
+try:
+    klass = loader.action_loader.get("sqlite_backup", class_only=True)
+except TypeError as exc:
+    print(json.dumps({"error": str(exc)}))
+else:
+    print(json.dumps({"mro": [k.__name__ for k in klass.__mro__], "pull": hasattr(klass, "pull")}))
+"""
+    proc = subprocess.run([str(BIN / "python"), "-c", probe], cwd=REPO, env=ansible_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout)
+    assert "error" not in found, found
+    assert found["mro"][:3] == ["sqlite_backup", "Mixin", "ActionModule"] and found["pull"] is True
+    assert found["mro"].count("Mixin") == 1
+
+
 # --------------------------------------------------------------------------- sqlite_archive: a whole pull
 
 

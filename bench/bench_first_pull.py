@@ -3,7 +3,9 @@
 One test-fleet host (tests/fleet.py: its own network namespace and sshd), a WAL database
 padded with incompressible photos, nothing shaped. Each round, in rotating order:
 
-  ours            backup.yml into an empty archive (Ansible's ssh options from ansible.cfg, no ``-C``)
+  ours            backup.yml into an empty archive (Ansible's ssh options from ansible.cfg, no ``-C``);
+                  the host has the on-host runner (roles/sqlite_runner), so its side runs through it
+  ours_module     the same with ``-e sqlite_backup_use_runner=false``: the module shipped to the host
   ours_C          the same with ``-C`` (ssh compression) added to the ssh options, as ansible.cfg once had
   scp / scp_C     scp of the host's newest backup, without / with ``-C``
   sftp / sftp_C   sftp ``get`` of it (the transfer Ansible's fetch uses), without / with ``-C``
@@ -41,6 +43,7 @@ for _folder in ("bench", "module_utils", "tools", "tests", "tests/integration"):
 import demo_db  # noqa: E402
 import sqlite3_rsync_anchor  # noqa: E402
 import sqlite_fleet as core  # noqa: E402
+from bench_cost import install_runner  # noqa: E402
 from common import MIB, REPO, RESULTS_DIR, RSYNC, Config, load_average, median, rotate, rounded, workdir  # noqa: E402
 from fleet import Fleet  # noqa: E402
 from integration_helpers import ANSIBLE_PLAYBOOK, BACKUP_DIR, DB_NAME, DB_PATH  # noqa: E402
@@ -97,7 +100,7 @@ class Pull:
                                                                 proc.stderr[-2000:]))
         return {"seconds": seconds, "wire_bytes": (rx1 - rx0) + (tx1 - tx0), "stdout": proc.stdout}
 
-    def playbook(self, ssh_args: str, folder: Path | None = None) -> dict[str, Any]:
+    def playbook(self, ssh_args: str, folder: Path | None = None, extra: tuple[str, ...] = ()) -> dict[str, Any]:
         """backup.yml into an empty archive, the host's backup folder emptied first: a first pull
         of exactly one backup (an empty archive is otherwise offered every backup the host holds).
         With ``folder``: a run again into that folder's archive, the host left as it is."""
@@ -112,7 +115,8 @@ class Pull:
         env = {**self.fleet.env(), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_SSH_ARGS": ssh_args,
                "ANSIBLE_CALLBACKS_ENABLED": "sqlite_fleet_record,ansible.posix.profile_tasks",
                "PROFILE_TASKS_SORT_ORDER": "none", "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "all"}
-        entry = self.timed("backup.yml", [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), "backup.yml"], env=env)
+        entry = self.timed("backup.yml", [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), *extra, "backup.yml"],
+                           env=env)
         tasks: dict[str, float] = {}
         for line in entry.pop("stdout").splitlines():
             match = TASK_LINE.match(line.strip())
@@ -172,7 +176,7 @@ def import_costs(pulled: str, manifest_path: str) -> dict[str, float]:
 
 
 KEPT_HEADING = "## Where the seconds go"
-METHODS = ("ours", "ours_C", "scp", "scp_C", "sftp", "sftp_C", "ssh_cat", "rsync")
+METHODS = ("ours", "ours_module", "ours_C", "scp", "scp_C", "sftp", "sftp_C", "ssh_cat", "rsync")
 
 
 def run(config: Config) -> dict[str, Any]:
@@ -180,6 +184,7 @@ def run(config: Config) -> dict[str, Any]:
         pull = Pull(config, fleet, tmp)
         config.log("first pull: creating a %d MiB WAL database on %s" % (config.pull_mb, pull.host.name))
         demo_db.create_demo_db(pull.host.path(DB_PATH), size_mb=config.pull_mb, seed=21, journal_mode="wal")
+        install_runner(pull.host)
         cfg_args = ansible_ssh_args()
         no_c = " ".join(a for a in cfg_args.split() if a != "-C")
         with_c = cfg_args if "-C" in cfg_args.split() else "-C " + cfg_args
@@ -191,6 +196,8 @@ def run(config: Config) -> dict[str, Any]:
             for method in rotate(methods, round_no):
                 if method == "ours":
                     entry = pull.playbook(no_c)
+                elif method == "ours_module":
+                    entry = pull.playbook(no_c, extra=("-e", "sqlite_backup_use_runner=false"))
                 elif method == "ours_C":
                     entry = pull.playbook(with_c)
                 else:
